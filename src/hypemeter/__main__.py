@@ -1,0 +1,3 @@
+from hypemeter.cli import main
+
+main()

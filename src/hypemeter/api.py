@@ -1,0 +1,193 @@
+"""The HTTP edge shared by every capability: errors, authentication, responses.
+
+Errors raised by services are mapped to HTTP here, once.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import msgspec
+from fastapi import Request, Response
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from hypemeter.auth.model import Principal, Scope
+from hypemeter.auth.ratelimit import RateState
+from hypemeter.errors import (
+    BatchRejected,
+    Conflict,
+    Forbidden,
+    HypemeterError,
+    InvalidInput,
+    NotFound,
+    Overloaded,
+    PayloadTooLarge,
+    RateLimited,
+    StoreUnavailable,
+    Unauthenticated,
+    UnsupportedMediaType,
+)
+
+log = logging.getLogger("hypemeter.api")
+
+STATUS: dict[type[HypemeterError], int] = {
+    InvalidInput: 400,
+    Unauthenticated: 401,
+    Forbidden: 403,
+    NotFound: 404,
+    Conflict: 409,
+    PayloadTooLarge: 413,
+    UnsupportedMediaType: 415,
+    RateLimited: 429,
+    Overloaded: 503,
+    StoreUnavailable: 503,
+}
+
+_encoder = msgspec.json.Encoder()
+
+
+def json_response(request: Request, payload: Any, status: int = 200) -> Response:
+    """Encode with msgspec and add the caller's rate-limit headers, if any."""
+    response = Response(_encoder.encode(payload), status_code=status, media_type="application/json")
+    state: RateState | None = getattr(request.state, "rate", None)
+    if state is not None:
+        response.headers.update(state.headers())
+    return response
+
+
+def status_of(exc: HypemeterError) -> int:
+    for cls in type(exc).__mro__:
+        if cls in STATUS:
+            return STATUS[cls]  # type: ignore[index]
+    return 400
+
+
+def error_body(exc: HypemeterError) -> dict[str, Any]:
+    error: dict[str, Any] = {"code": exc.code, "message": exc.message}
+    if exc.field is not None:
+        error["field"] = exc.field
+    error.update(exc.details())
+    body: dict[str, Any] = {"error": error}
+    if isinstance(exc, BatchRejected):
+        body.update(
+            accepted=0,
+            duplicates=0,
+            rejected=[{"index": r.index, "field": r.field, "error": r.error} for r in exc.rejected],
+        )
+    return body
+
+
+async def handle_hypemeter_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HypemeterError)
+    response = json_response(request, error_body(exc), status_of(exc))
+    if isinstance(exc, RateLimited):
+        response.headers["Retry-After"] = str(exc.retry_after)
+        state = RateState(exc.limit, 0, exc.reset_after)
+        response.headers.update(state.headers())
+    elif isinstance(exc, Overloaded):
+        response.headers["Retry-After"] = str(exc.retry_after)
+    elif isinstance(exc, StoreUnavailable):
+        response.headers["Retry-After"] = "5"
+    elif isinstance(exc, Unauthenticated):
+        response.headers["WWW-Authenticate"] = 'Bearer realm="hypemeter"'
+    return response
+
+
+async def handle_validation_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RequestValidationError)
+    first = exc.errors()[0] if exc.errors() else {}
+    location = [str(part) for part in first.get("loc", ()) if part not in ("body", "query", "path")]
+    name = ".".join(location) or None
+    message = f"{name}: {first.get('msg', 'invalid')}" if name else str(first.get("msg", "invalid"))
+    return json_response(
+        request,
+        {"error": {"code": "invalid_input", "message": message, "field": name}},
+        422,
+    )
+
+
+async def handle_http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, StarletteHTTPException)
+    code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+    return json_response(
+        request, {"error": {"code": code, "message": str(exc.detail)}}, exc.status_code
+    )
+
+
+async def handle_unexpected(request: Request, exc: Exception) -> Response:
+    log.exception("unhandled error", exc_info=exc)
+    return json_response(
+        request,
+        {"error": {"code": "internal", "message": "internal error; see the server log"}},
+        500,
+    )
+
+
+def bearer_secret(request: Request) -> str | None:
+    """The key from ``Authorization: Bearer <key>`` or HTTP Basic with the key as user name."""
+    header = request.headers.get("authorization")
+    if not header:
+        return None
+    scheme, _, value = header.partition(" ")
+    scheme = scheme.lower()
+    value = value.strip()
+    if scheme == "bearer":
+        return value or None
+    if scheme == "basic":
+        try:
+            decoded = base64.b64decode(value, validate=True).decode()
+        except (binascii.Error, UnicodeDecodeError):
+            return None
+        user, _, password = decoded.partition(":")
+        return user or password or None
+    return None
+
+
+def require(scope: Scope) -> Callable[[Request], Awaitable[Principal]]:
+    """A FastAPI dependency: authenticate the key, check the scope, count the request."""
+
+    async def dependency(request: Request) -> Principal:
+        services = request.app.state.services
+        principal = services.auth.authenticate(bearer_secret(request))
+        services.auth.authorize(principal, scope)
+        request.state.rate = services.rate_limiter.hit_request(principal.key_id)
+        request.state.principal = principal
+        return principal
+
+    return dependency
+
+
+ERROR_EXAMPLE = {"error": {"code": "invalid_input", "message": "...", "field": "..."}}
+
+
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI documentation of the errors a route may answer."""
+    texts = {
+        400: ("Invalid input; the body names the field or line", "invalid_input"),
+        401: ("Missing, unknown or revoked API key", "unauthenticated"),
+        403: ("The key lacks the required scope", "forbidden"),
+        404: ("Not found", "not_found"),
+        409: ("Already exists", "conflict"),
+        413: ("A request limit was exceeded; the body names the limit", "payload_too_large"),
+        415: ("Content-Type or Content-Encoding not accepted", "unsupported_media_type"),
+        422: ("A query or body parameter is invalid", "invalid_input"),
+        429: ("Rate limit exceeded; see Retry-After and RateLimit-* headers", "rate_limited"),
+        503: ("Overloaded or store unavailable; retry after Retry-After seconds", "overloaded"),
+    }
+    out: dict[int | str, dict[str, Any]] = {}
+    for status in statuses:
+        text, code = texts[status]
+        out[status] = {
+            "description": text,
+            "content": {
+                "application/json": {
+                    "example": {"error": {"code": code, "message": text, "field": None}}
+                }
+            },
+        }
+    return out

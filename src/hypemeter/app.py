@@ -1,0 +1,136 @@
+"""``create_app(settings)``: the one place that wires backends, services and routes."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from hypemeter import __version__
+from hypemeter.api import (
+    handle_http_error,
+    handle_hypemeter_error,
+    handle_unexpected,
+    handle_validation_error,
+)
+from hypemeter.auth.ratelimit import RateLimiter
+from hypemeter.auth.routes import router as keys_router
+from hypemeter.auth.service import AuthService
+from hypemeter.backends.ports import EventStore, LiveBus, TenantStore
+from hypemeter.backends.selection import open_backends
+from hypemeter.clock import Clock, SystemClock
+from hypemeter.control import ControlServer
+from hypemeter.errors import HypemeterError
+from hypemeter.events.routes import router as events_router
+from hypemeter.events.service import IngestLimits, IngestService
+from hypemeter.logs import RequestContextMiddleware
+from hypemeter.ops.routes import router as ops_router
+from hypemeter.ops.telemetry import Telemetry
+from hypemeter.settings import Settings
+
+log = logging.getLogger("hypemeter")
+
+DESCRIPTION = """Real-time engagement analytics for influencer marketing.
+
+Authenticate every `/v1` route with `Authorization: Bearer <key>` (HTTP Basic with
+the key as user name works too). Keys carry the scopes `ingest`, `read` and `admin`.
+"""
+
+
+@dataclass(slots=True)
+class Services:
+    """Everything a request handler may reach, built once per app."""
+
+    settings: Settings
+    store: EventStore
+    tenants: TenantStore
+    bus: LiveBus
+    auth: AuthService
+    ingest: IngestService
+    rate_limiter: RateLimiter
+    telemetry: Telemetry
+
+
+def build_services(settings: Settings, clock: Clock | None = None) -> Services:
+    clock = clock or SystemClock()
+    backends = open_backends(settings, clock)
+    ingest = IngestService(
+        backends.store,
+        backends.tenants,
+        backends.bus,
+        clock,
+        IngestLimits(
+            max_body_bytes=settings.max_body_bytes,
+            max_events=settings.max_events_per_request,
+            max_event_bytes=settings.max_event_bytes,
+            retention_days=settings.retention_days,
+            max_future_seconds=settings.max_future_seconds,
+        ),
+    )
+    return Services(
+        settings=settings,
+        store=backends.store,
+        tenants=backends.tenants,
+        bus=backends.bus,
+        auth=AuthService(backends.tenants, clock),
+        ingest=ingest,
+        rate_limiter=RateLimiter(requests=settings.rate_limit, events=settings.rate_limit_events),
+        telemetry=Telemetry(ingest.stats, backends.store),
+    )
+
+
+async def start_services(services: Services) -> None:
+    await services.store.start()
+    await services.tenants.start()
+    await services.bus.start()
+    await services.auth.load()
+    await services.ingest.load()
+
+
+async def stop_services(services: Services) -> None:
+    await services.bus.aclose()
+    await services.tenants.aclose()
+    await services.store.aclose()
+
+
+def create_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
+    services = build_services(settings, clock)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await start_services(services)
+        control = ControlServer(settings.control_socket(), services.auth)
+        await control.start()
+        log.info("hypemeter ready", extra={"store": settings.store_dsn(), "bus": settings.bus})
+        try:
+            yield
+        finally:
+            await control.aclose()
+            await stop_services(services)
+            log.info("hypemeter stopped")
+
+    app = FastAPI(
+        title="Hypemeter",
+        version=__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+    )
+    app.state.services = services
+    app.add_exception_handler(HypemeterError, handle_hypemeter_error)
+    app.add_exception_handler(RequestValidationError, handle_validation_error)
+    app.add_exception_handler(StarletteHTTPException, handle_http_error)
+    app.add_exception_handler(Exception, handle_unexpected)
+    app.include_router(ops_router)
+    app.include_router(events_router)
+    app.include_router(keys_router)
+    app.add_middleware(
+        RequestContextMiddleware,
+        observe=services.telemetry.observe,
+        access_log=settings.access_log,
+    )
+    return app

@@ -1,0 +1,102 @@
+"""Use cases of tenants and keys: create, list, revoke, authenticate."""
+
+from __future__ import annotations
+
+from hypemeter.auth.model import (
+    ApiKey,
+    NewKey,
+    Principal,
+    Scope,
+    Tenant,
+    check_tenant_name,
+    hash_key,
+    mint_key,
+)
+from hypemeter.backends.ports import TenantStore
+from hypemeter.clock import Clock
+from hypemeter.errors import Conflict, Forbidden, InvalidInput, NotFound, Unauthenticated
+
+
+class AuthService:
+    """Keys are checked against an in-memory map of hashes, kept in step with the store.
+
+    Every change goes through this service, so a revoked key stops working
+    on the very next request.
+    """
+
+    def __init__(self, store: TenantStore, clock: Clock) -> None:
+        self._store = store
+        self._clock = clock
+        self._by_hash: dict[str, ApiKey] = {}
+        self._tenants: set[str] = set()
+
+    async def load(self) -> None:
+        """Fill the caches from the store; called once at start-up."""
+        self._tenants = {t.tenant_id for t in await self._store.list_tenants()}
+        self._by_hash = {k.key_hash: k for k in await self._store.list_keys() if k.active}
+
+    async def create_tenant(self, name: str) -> Tenant:
+        try:
+            tenant_id = check_tenant_name(name)
+        except ValueError as exc:
+            raise InvalidInput(str(exc), field="name") from exc
+        tenant = Tenant(tenant_id, self._clock.now_us())
+        if not await self._store.create_tenant(tenant):
+            raise Conflict(f"tenant {tenant_id!r} already exists", field="name")
+        self._tenants.add(tenant_id)
+        return tenant
+
+    async def ensure_tenant(self, name: str) -> Tenant:
+        """The tenant of that name, created when missing."""
+        for tenant in await self._store.list_tenants():
+            if tenant.tenant_id == name:
+                return tenant
+        return await self.create_tenant(name)
+
+    async def list_tenants(self) -> list[Tenant]:
+        return await self._store.list_tenants()
+
+    async def create_key(self, tenant_id: str, scopes: frozenset[Scope], *, name: str = "") -> NewKey:
+        if tenant_id not in self._tenants:
+            self._tenants = {t.tenant_id for t in await self._store.list_tenants()}
+            if tenant_id not in self._tenants:
+                raise NotFound(f"tenant {tenant_id!r} does not exist", field="tenant")
+        if not scopes:
+            raise InvalidInput("at least one scope is required", field="scopes")
+        new = mint_key(tenant_id, scopes, name=name, created_at_us=self._clock.now_us())
+        await self._store.add_key(new.record)
+        self._by_hash[new.record.key_hash] = new.record
+        return new
+
+    async def list_keys(self, tenant_id: str | None = None) -> list[ApiKey]:
+        return await self._store.list_keys(tenant_id)
+
+    async def revoke_key(self, key_id: str, *, tenant_id: str | None = None) -> ApiKey:
+        """Revoke a key; with ``tenant_id`` only a key of that tenant (else NotFound)."""
+        keys = await self._store.list_keys(tenant_id)
+        if not any(k.key_id == key_id for k in keys):
+            raise NotFound(f"no key {key_id!r}", field="key_id")
+        revoked = await self._store.revoke_key(key_id, self._clock.now_us())
+        if revoked is None:
+            raise NotFound(f"no key {key_id!r}", field="key_id")
+        self._by_hash.pop(revoked.key_hash, None)
+        return revoked
+
+    def authenticate(self, secret: str | None) -> Principal:
+        """The caller behind a key; raises Unauthenticated for a missing or unknown key."""
+        if not secret:
+            raise Unauthenticated(
+                "an API key is required: Authorization: Bearer <key>", field="Authorization"
+            )
+        key = self._by_hash.get(hash_key(secret))
+        if key is None:
+            raise Unauthenticated("unknown or revoked API key", field="Authorization")
+        return Principal(key.tenant_id, key.key_id, key.scopes)
+
+    @staticmethod
+    def authorize(principal: Principal, scope: Scope) -> None:
+        if not principal.allows(scope):
+            granted = ", ".join(sorted(s.value for s in principal.scopes))
+            raise Forbidden(
+                f"this key lacks the {scope.value!r} scope (it has: {granted})", field="scope"
+            )

@@ -1,0 +1,148 @@
+"""Administration of a data directory from the CLI, whether or not a server runs.
+
+DuckDB lets one process write a file. When ``hypemeter serve`` owns the file,
+CLI commands reach it over a Unix socket in the data directory (mode 0600, so
+only the same user can); otherwise the CLI opens the store itself. Both paths
+run the same ``dispatch``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from hypemeter.auth.model import ApiKey, parse_scopes
+from hypemeter.auth.service import AuthService
+from hypemeter.backends.selection import open_backends
+from hypemeter.clock import SystemClock
+from hypemeter.errors import HypemeterError, InvalidInput
+from hypemeter.settings import Settings
+
+log = logging.getLogger("hypemeter.control")
+MAX_REQUEST = 64 * 1024
+
+
+def _key(key: ApiKey) -> dict[str, Any]:
+    return {
+        "id": key.key_id,
+        "tenant": key.tenant_id,
+        "name": key.name,
+        "scopes": sorted(s.value for s in key.scopes),
+        "created_at_us": key.created_at_us,
+        "revoked": not key.active,
+    }
+
+
+async def dispatch(auth: AuthService, op: str, args: dict[str, Any]) -> dict[str, Any]:
+    """Run one administration command against ``auth``."""
+    if op == "tenants.create":
+        tenant = await auth.create_tenant(str(args["name"]))
+        return {"tenant": tenant.tenant_id}
+    if op == "tenants.list":
+        return {"tenants": [t.tenant_id for t in await auth.list_tenants()]}
+    if op == "keys.create":
+        try:
+            scopes = parse_scopes(str(args["scopes"]))
+        except ValueError as exc:
+            raise InvalidInput(str(exc), field="scopes") from exc
+        new = await auth.create_key(str(args["tenant"]), scopes, name=str(args.get("name", "")))
+        return {**_key(new.record), "key": new.secret}
+    if op == "keys.list":
+        tenant = args.get("tenant")
+        return {"keys": [_key(k) for k in await auth.list_keys(tenant)]}
+    if op == "keys.revoke":
+        return _key(await auth.revoke_key(str(args["key_id"])))
+    raise InvalidInput(f"unknown control command {op!r}", field="op")
+
+
+class ControlServer:
+    def __init__(self, path: Path, auth: AuthService) -> None:
+        self._path = path
+        self._auth = auth
+        self._server: asyncio.Server | None = None
+
+    async def start(self) -> None:
+        self._path.parent.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            self._path.unlink()
+        old_umask = os.umask(0o177)
+        try:
+            self._server = await asyncio.start_unix_server(self._serve, path=str(self._path))
+        finally:
+            os.umask(old_umask)
+
+    async def aclose(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+            with contextlib.suppress(FileNotFoundError):
+                self._path.unlink()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            line = await reader.readline()
+            request = msgspec.json.decode(line[:MAX_REQUEST])
+            result = await dispatch(self._auth, request["op"], request.get("args", {}))
+            reply: dict[str, Any] = {"ok": True, "result": result}
+        except HypemeterError as exc:
+            reply = {"ok": False, "code": exc.code, "message": exc.message, "field": exc.field}
+        except (msgspec.DecodeError, KeyError, TypeError) as exc:
+            reply = {"ok": False, "code": "invalid_input", "message": f"bad request: {exc}"}
+        writer.write(msgspec.json.encode(reply) + b"\n")
+        with contextlib.suppress(ConnectionError):
+            await writer.drain()
+        writer.close()
+
+
+class ControlError(HypemeterError):
+    def __init__(self, code: str, message: str, field: str | None) -> None:
+        super().__init__(message, field=field)
+        self.code = code
+
+
+async def call_server(path: Path, op: str, args: dict[str, Any]) -> dict[str, Any] | None:
+    """Send a command to a running server; None when no server listens there."""
+    if not path.exists():
+        return None
+    try:
+        reader, writer = await asyncio.open_unix_connection(str(path))
+    except (ConnectionRefusedError, FileNotFoundError):
+        return None
+    writer.write(msgspec.json.encode({"op": op, "args": args}) + b"\n")
+    await writer.drain()
+    reply = msgspec.json.decode(await reader.readline())
+    writer.close()
+    if not reply["ok"]:
+        raise ControlError(reply["code"], reply["message"], reply.get("field"))
+    result: dict[str, Any] = reply["result"]
+    return result
+
+
+async def run_admin(settings: Settings, op: str, args: dict[str, Any]) -> dict[str, Any]:
+    """Run a command through a running server, or on the store directly when none runs."""
+    reply = await call_server(settings.control_socket(), op, args)
+    if reply is not None:
+        return reply
+    async with offline_auth(settings) as auth:
+        return await dispatch(auth, op, args)
+
+
+@contextlib.asynccontextmanager
+async def offline_auth(settings: Settings) -> AsyncIterator[AuthService]:
+    """An AuthService on the store itself, for when no server holds it."""
+    clock = SystemClock()
+    backends = open_backends(settings, clock, admin_only=True)
+    await backends.tenants.start()
+    try:
+        auth = AuthService(backends.tenants, clock)
+        await auth.load()
+        yield auth
+    finally:
+        await backends.tenants.aclose()

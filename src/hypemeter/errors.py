@@ -1,0 +1,114 @@
+"""The exception tree of Hypemeter.
+
+Services raise these; the API layer maps them to HTTP statuses in one place
+(``hypemeter.api``). Nothing below the routes knows about HTTP.
+
+    HypemeterError
+    ├── InvalidInput                 400  a parameter or body field is wrong
+    │   └── BatchRejected            400  every event of a batch was invalid
+    ├── PayloadTooLarge              413  a request limit was exceeded
+    ├── UnsupportedMediaType         415  content type or encoding not accepted
+    ├── Unauthenticated              401  no key, or an unknown or revoked one
+    ├── Forbidden                    403  the key lacks the scope
+    ├── NotFound                     404
+    ├── Conflict                     409
+    ├── RateLimited                  429  carries retry_after and limit figures
+    ├── Overloaded                   503  ingest queue full; carries retry_after
+    └── StoreUnavailable             503  the store cannot be written
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+
+class HypemeterError(Exception):
+    """Root of every error Hypemeter raises on purpose."""
+
+    code = "error"
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.field = field
+
+    def details(self) -> dict[str, Any]:
+        """Extra members of the error body, beyond code, message and field."""
+        return {}
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """One event of a batch that was not accepted, and why."""
+
+    index: int
+    field: str | None
+    error: str
+
+
+class InvalidInput(HypemeterError):
+    code = "invalid_input"
+
+
+class BatchRejected(InvalidInput):
+    code = "all_events_rejected"
+
+    def __init__(self, rejected: Sequence[Rejection]) -> None:
+        super().__init__(f"all {len(rejected)} events were rejected")
+        self.rejected = list(rejected)
+
+
+class PayloadTooLarge(HypemeterError):
+    code = "payload_too_large"
+
+    def __init__(self, message: str, *, limit: str, value: int) -> None:
+        super().__init__(message)
+        self.limit = limit
+        self.value = value
+
+    def details(self) -> dict[str, Any]:
+        return {"limit": self.limit, "max": self.value}
+
+
+class UnsupportedMediaType(HypemeterError):
+    code = "unsupported_media_type"
+
+
+class Unauthenticated(HypemeterError):
+    code = "unauthenticated"
+
+
+class Forbidden(HypemeterError):
+    code = "forbidden"
+
+
+class NotFound(HypemeterError):
+    code = "not_found"
+
+
+class Conflict(HypemeterError):
+    code = "conflict"
+
+
+class RateLimited(HypemeterError):
+    code = "rate_limited"
+
+    def __init__(self, message: str, *, retry_after: int, limit: int, reset_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+        self.limit = limit
+        self.reset_after = reset_after
+
+
+class Overloaded(HypemeterError):
+    code = "overloaded"
+
+    def __init__(self, message: str, *, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class StoreUnavailable(HypemeterError):
+    code = "store_unavailable"

@@ -1,0 +1,371 @@
+"""The one event schema every source is normalised to, and its validation rules.
+
+Pure: no I/O. Decoding uses msgspec Structs because this is the hot path
+(PERF.md); pydantic stays at the HTTP edge for everything else.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+
+PLATFORMS: tuple[str, ...] = (
+    "instagram",
+    "youtube",
+    "tiktok",
+    "x",
+    "facebook",
+    "linkedin",
+    "twitch",
+    "app",
+    "web",
+)
+
+PLATFORM_ALIASES: Mapping[str, str] = {
+    "twitter": "x",
+    "ig": "instagram",
+    "insta": "instagram",
+    "yt": "youtube",
+    "fb": "facebook",
+    "meta": "facebook",
+    "tt": "tiktok",
+    "li": "linkedin",
+    "ios": "app",
+    "android": "app",
+    "website": "web",
+}
+
+
+class MetricKind(enum.StrEnum):
+    """Counters are summed over time; gauges are read as the value at a time."""
+
+    COUNTER = "counter"
+    GAUGE = "gauge"
+
+
+BUILTIN_METRICS: Mapping[str, MetricKind] = {
+    "likes": MetricKind.COUNTER,
+    "comments": MetricKind.COUNTER,
+    "shares": MetricKind.COUNTER,
+    "saves": MetricKind.COUNTER,
+    "views": MetricKind.COUNTER,
+    "impressions": MetricKind.COUNTER,
+    "reach": MetricKind.COUNTER,
+    "clicks": MetricKind.COUNTER,
+    "conversions": MetricKind.COUNTER,
+    "revenue": MetricKind.COUNTER,
+    "followers": MetricKind.GAUGE,
+    "votes": MetricKind.COUNTER,
+}
+
+METRIC_ALIASES: Mapping[str, str] = {
+    "like": "likes",
+    "heart": "likes",
+    "hearts": "likes",
+    "favorite": "likes",
+    "favorites": "likes",
+    "comment": "comments",
+    "reply": "comments",
+    "replies": "comments",
+    "share": "shares",
+    "repost": "shares",
+    "reposts": "shares",
+    "retweet": "shares",
+    "retweets": "shares",
+    "save": "saves",
+    "saved": "saves",
+    "bookmark": "saves",
+    "bookmarks": "saves",
+    "view": "views",
+    "video_view": "views",
+    "video_views": "views",
+    "play": "views",
+    "plays": "views",
+    "impression": "impressions",
+    "click": "clicks",
+    "link_click": "clicks",
+    "link_clicks": "clicks",
+    "conversion": "conversions",
+    "purchase": "conversions",
+    "purchases": "conversions",
+    "follower": "followers",
+    "subscribers": "followers",
+    "subscriber": "followers",
+    "vote": "votes",
+}
+
+KINDS: tuple[str, ...] = ("delta", "snapshot")
+MAX_ID_LENGTH = 256
+MAX_TAGS = 64
+MAX_CUSTOM_METRICS = 200
+
+
+def canonical_name(raw: str) -> str:
+    """Lower-case a platform or metric name and unify separators (``Video-View`` -> ``video_view``)."""
+    return raw.strip().lower().replace("-", "_").replace(" ", "_")
+
+
+def normalize_platform(raw: str) -> str | None:
+    name = canonical_name(raw)
+    name = PLATFORM_ALIASES.get(name, name)
+    return name if name in PLATFORMS else None
+
+
+@dataclass(frozen=True, slots=True)
+class MetricDefinition:
+    name: str
+    kind: MetricKind
+
+
+@dataclass(slots=True)
+class MetricCatalog:
+    """The metrics one tenant may send: the built-in ones plus its custom ones."""
+
+    custom: dict[str, MetricKind] = field(default_factory=dict)
+
+    def normalize(self, raw: str) -> str | None:
+        name = canonical_name(raw)
+        name = METRIC_ALIASES.get(name, name)
+        if name in BUILTIN_METRICS or name in self.custom:
+            return name
+        return None
+
+    def kind_of(self, name: str) -> MetricKind | None:
+        return BUILTIN_METRICS.get(name) or self.custom.get(name)
+
+    def allowed(self) -> list[str]:
+        return sorted([*BUILTIN_METRICS, *self.custom])
+
+
+def check_custom_metric_name(name: str) -> str:
+    """Return the canonical name of a new custom metric or raise ValueError saying why."""
+    canon = canonical_name(name)
+    if not canon or len(canon) > 64 or not canon.replace("_", "").isalnum():
+        raise ValueError("name must be 1-64 letters, digits, '_' or '-'")
+    if canon in BUILTIN_METRICS or canon in METRIC_ALIASES:
+        raise ValueError(f"{canon!r} is a built-in metric or alias")
+    return canon
+
+
+class EventIn(msgspec.Struct, forbid_unknown_fields=True):
+    """One event as it arrives on the wire (POST /v1/events)."""
+
+    influencer_id: str
+    platform: str
+    metric: str
+    ts: dt.datetime
+    event_id: str | None = None
+    content_id: str | None = None
+    campaign_id: str | None = None
+    value: float = 1.0
+    kind: str = "delta"
+    user_id: str | None = None
+    text: str | None = None
+    tags: list[str] | None = None
+    variant: str | None = None
+    properties: dict[str, Any] | None = None
+
+
+class TrackIn(msgspec.Struct, forbid_unknown_fields=True):
+    """One in-app SDK event (POST /v1/track/{metric}); the metric comes from the path.
+
+    ``ts`` defaults to the server's receive time and ``platform`` to ``app``.
+    """
+
+    influencer_id: str
+    platform: str = "app"
+    ts: dt.datetime | None = None
+    event_id: str | None = None
+    content_id: str | None = None
+    campaign_id: str | None = None
+    value: float = 1.0
+    kind: str = "delta"
+    user_id: str | None = None
+    text: str | None = None
+    tags: list[str] | None = None
+    variant: str | None = None
+    properties: dict[str, Any] | None = None
+
+    def to_event(self, metric: str, now: dt.datetime) -> EventIn:
+        return EventIn(
+            influencer_id=self.influencer_id,
+            platform=self.platform,
+            metric=metric,
+            ts=self.ts if self.ts is not None else now,
+            event_id=self.event_id,
+            content_id=self.content_id,
+            campaign_id=self.campaign_id,
+            value=self.value,
+            kind=self.kind,
+            user_id=self.user_id,
+            text=self.text,
+            tags=self.tags,
+            variant=self.variant,
+            properties=self.properties,
+        )
+
+
+class EventInvalid(Exception):  # noqa: N818 - internal signal, never leaves the events capability
+    """Raised by the validator for one event; carries the offending field."""
+
+    def __init__(self, field_name: str | None, message: str) -> None:
+        super().__init__(message)
+        self.field = field_name
+        self.message = message
+
+
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+_ONE_US = dt.timedelta(microseconds=1)
+
+
+def to_epoch_us(moment: dt.datetime) -> int:
+    return (moment - _EPOCH) // _ONE_US
+
+
+def from_epoch_us(us: int) -> dt.datetime:
+    return _EPOCH + dt.timedelta(microseconds=us)
+
+
+@dataclass(frozen=True, slots=True)
+class ValidationRules:
+    """Bounds an event must respect, fixed for one request."""
+
+    now_us: int
+    max_future_us: int
+    retention_us: int
+
+    @property
+    def earliest_us(self) -> int:
+        return self.now_us - self.retention_us
+
+    @property
+    def latest_us(self) -> int:
+        return self.now_us + self.max_future_us
+
+
+def _check_id(value: str | None, name: str, *, required: bool) -> None:
+    if value is None:
+        if required:
+            raise EventInvalid(name, f"{name} is required")
+        return
+    if not value or len(value) > MAX_ID_LENGTH:
+        raise EventInvalid(name, f"{name} must be 1-{MAX_ID_LENGTH} characters")
+
+
+def validate_event(event: EventIn, catalog: MetricCatalog, rules: ValidationRules) -> int:
+    """Normalise ``event`` in place and return its timestamp in epoch microseconds.
+
+    Raises EventInvalid naming the first offending field.
+    """
+    _check_id(event.influencer_id, "influencer_id", required=True)
+    platform = normalize_platform(event.platform)
+    if platform is None:
+        raise EventInvalid(
+            "platform", f"unknown platform {event.platform!r}; allowed: {', '.join(PLATFORMS)}"
+        )
+    event.platform = platform
+    metric = catalog.normalize(event.metric)
+    if metric is None:
+        allowed = ", ".join(catalog.allowed())
+        raise EventInvalid("metric", f"unknown metric {event.metric!r}; allowed: {allowed}")
+    event.metric = metric
+    ts = event.ts
+    if ts.tzinfo is None:
+        raise EventInvalid("ts", "ts must be RFC 3339 with a UTC offset, e.g. 2026-11-20T14:00:00Z")
+    ts_us = to_epoch_us(ts)
+    if ts_us > rules.latest_us:
+        raise EventInvalid("ts", "ts is more than max_future_seconds in the future")
+    if ts_us < rules.earliest_us:
+        raise EventInvalid("ts", "ts is older than the retention period (retention_days)")
+    _check_optional_fields(event)
+    return ts_us
+
+
+def _check_optional_fields(event: EventIn) -> None:
+    if event.kind not in KINDS:
+        if event.kind.lower() not in KINDS:
+            raise EventInvalid("kind", "kind must be 'delta' or 'snapshot'")
+        event.kind = event.kind.lower()
+    if not math.isfinite(event.value):
+        raise EventInvalid("value", "value must be a finite number")
+    if event.kind == "snapshot" and event.value < 0:
+        raise EventInvalid("value", "a snapshot reading cannot be negative")
+    _check_id(event.event_id, "event_id", required=False)
+    _check_id(event.content_id, "content_id", required=False)
+    _check_id(event.campaign_id, "campaign_id", required=False)
+    _check_id(event.user_id, "user_id", required=False)
+    _check_id(event.variant, "variant", required=False)
+    if event.tags is not None and len(event.tags) > MAX_TAGS:
+        raise EventInvalid("tags", f"at most {MAX_TAGS} tags per event")
+
+
+@dataclass(slots=True)
+class EventBatch:
+    """Validated events of one request, held column by column for a fast bulk write."""
+
+    event_id: list[str | None] = field(default_factory=list)
+    influencer_id: list[str] = field(default_factory=list)
+    platform: list[str] = field(default_factory=list)
+    content_id: list[str | None] = field(default_factory=list)
+    campaign_id: list[str | None] = field(default_factory=list)
+    metric: list[str] = field(default_factory=list)
+    kind: list[str] = field(default_factory=list)
+    value: list[float] = field(default_factory=list)
+    ts_us: list[int] = field(default_factory=list)
+    user_id: list[str | None] = field(default_factory=list)
+    text: list[str | None] = field(default_factory=list)
+    tags: list[list[str] | None] = field(default_factory=list)
+    variant: list[str | None] = field(default_factory=list)
+    properties: list[str | None] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.influencer_id)
+
+    @classmethod
+    def from_events(cls, events: list[EventIn], ts_us: list[int]) -> EventBatch:
+        encode = msgspec.json.encode
+        return cls(
+            event_id=[e.event_id for e in events],
+            influencer_id=[e.influencer_id for e in events],
+            platform=[e.platform for e in events],
+            content_id=[e.content_id for e in events],
+            campaign_id=[e.campaign_id for e in events],
+            metric=[e.metric for e in events],
+            kind=[e.kind for e in events],
+            value=[e.value for e in events],
+            ts_us=ts_us,
+            user_id=[e.user_id for e in events],
+            text=[e.text for e in events],
+            tags=[e.tags for e in events],
+            variant=[e.variant for e in events],
+            properties=[
+                None if e.properties is None else encode(e.properties).decode() for e in events
+            ],
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Reading:
+    """The last snapshot reading seen for one (tenant, influencer, platform, content, metric)."""
+
+    ts_us: int
+    value: float
+
+
+def snapshot_delta(previous: Reading | None, reading: Reading) -> tuple[float, Reading]:
+    """Turn a cumulative reading into an increment against the previous reading.
+
+    The first reading counts from zero; a lower reading gives a negative delta;
+    a reading older than the last one seen changes nothing (delta 0, state kept).
+    """
+    if previous is None:
+        return reading.value, reading
+    if reading.ts_us < previous.ts_us:
+        return 0.0, previous
+    return reading.value - previous.value, reading

@@ -1,0 +1,228 @@
+"""HTTP routes of ingest: POST /v1/events, POST /v1/track/{metric}, custom metrics."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Request, Response
+from pydantic import BaseModel, Field
+
+from hypemeter.api import error_responses, json_response, require
+from hypemeter.auth.model import Principal, Scope
+from hypemeter.errors import PayloadTooLarge
+from hypemeter.events.model import BUILTIN_METRICS
+from hypemeter.events.service import IngestResult
+
+router = APIRouter(prefix="/v1", tags=["ingest"])
+
+EXAMPLE_EVENT = {
+    "event_id": "ig-cmt-17895695668004550",
+    "influencer_id": "inf-42",
+    "platform": "instagram",
+    "content_id": "post-9001",
+    "campaign_id": "summer-drop",
+    "metric": "comments",
+    "value": 1,
+    "ts": "2026-11-20T14:03:00Z",
+    "user_id": "fan-77",
+    "text": "love this!",
+    "tags": ["giveaway"],
+}
+
+
+class RejectedItem(BaseModel):
+    index: int = Field(description="Position in the JSON array, or 0-based NDJSON line")
+    field: str | None = Field(description="The offending field, when one is to blame")
+    error: str
+
+
+class IngestReply(BaseModel):
+    accepted: int
+    duplicates: int
+    rejected: list[RejectedItem]
+
+
+class MetricIn(BaseModel):
+    name: str = Field(examples=["story_replies"])
+    kind: str = Field(default="counter", examples=["counter"], description="counter or gauge")
+
+
+INGEST_OK = {
+    200: {
+        "model": IngestReply,
+        "description": "Accepted events are committed durably before this answer",
+        "content": {
+            "application/json": {
+                "example": {
+                    "accepted": 2,
+                    "duplicates": 1,
+                    "rejected": [{"index": 3, "field": "ts", "error": "ts is more than ..."}],
+                }
+            }
+        },
+    }
+}
+
+BATCH_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "description": "A JSON array of events, or NDJSON (one event per line); gzip allowed",
+        "content": {
+            "application/json": {"example": [EXAMPLE_EVENT]},
+            "application/x-ndjson": {
+                "example": '{"influencer_id":"inf-42","platform":"tiktok","metric":"likes",'
+                '"ts":"2026-11-20T14:03:00Z"}\n'
+            },
+        },
+    }
+}
+
+TRACK_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {
+                "example": {
+                    "influencer_id": "inf-42",
+                    "content_id": "promo-video-1",
+                    "user_id": "device-8f2",
+                    "event_id": "7a4c9f0e-click-1",
+                }
+            }
+        },
+    }
+}
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The raw body, refusing anything over ``limit`` bytes before reading it all."""
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(
+            f"body of {declared} bytes exceeds max_body_bytes ({limit})",
+            limit="max_body_bytes",
+            value=limit,
+        )
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(
+                f"body exceeds max_body_bytes ({limit})", limit="max_body_bytes", value=limit
+            )
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def reply(request: Request, result: IngestResult) -> Response:
+    return json_response(
+        request,
+        {
+            "accepted": result.accepted,
+            "duplicates": result.duplicates,
+            "rejected": [{"index": r.index, "field": r.field, "error": r.error} for r in result.rejected],
+        },
+    )
+
+
+@router.post(
+    "/events",
+    summary="Ingest a batch of events (JSON array or NDJSON, optionally gzip)",
+    responses={**INGEST_OK, **error_responses(400, 401, 403, 413, 415, 429, 503)},
+    openapi_extra=BATCH_BODY,
+)
+async def ingest_events(
+    request: Request, principal: Annotated[Principal, Depends(require(Scope.INGEST))]
+) -> Response:
+    services = request.app.state.services
+    body = await read_body(request, services.settings.max_body_bytes)
+
+    def quota(count: int) -> None:
+        services.rate_limiter.hit_events(principal.key_id, count)
+
+    result = await services.ingest.ingest(
+        principal.tenant_id,
+        body,
+        content_type=request.headers.get("content-type"),
+        content_encoding=request.headers.get("content-encoding"),
+        quota=quota,
+    )
+    return reply(request, result)
+
+
+@router.post(
+    "/track/{metric}",
+    summary="Ingest one in-app SDK event; the metric comes from the path",
+    description="`ts` defaults to the receive time and `platform` to `app`. "
+    "Examples: `/v1/track/click`, `/v1/track/video-view`.",
+    responses={**INGEST_OK, **error_responses(400, 401, 403, 413, 415, 429, 503)},
+    openapi_extra=TRACK_BODY,
+)
+async def track(
+    request: Request,
+    metric: str,
+    principal: Annotated[Principal, Depends(require(Scope.INGEST))],
+) -> Response:
+    services = request.app.state.services
+    body = await read_body(request, services.settings.max_event_bytes)
+
+    def quota(count: int) -> None:
+        services.rate_limiter.hit_events(principal.key_id, count)
+
+    result = await services.ingest.track(
+        principal.tenant_id,
+        metric,
+        body,
+        content_encoding=request.headers.get("content-encoding"),
+        quota=quota,
+    )
+    return reply(request, result)
+
+
+@router.post(
+    "/admin/metrics",
+    status_code=201,
+    summary="Register a custom metric for this tenant",
+    tags=["admin"],
+    responses={
+        201: {"content": {"application/json": {"example": {"name": "story_replies", "kind": "counter"}}}},
+        **error_responses(400, 401, 403, 409, 422, 429),
+    },
+)
+async def register_metric(
+    request: Request,
+    body: MetricIn,
+    principal: Annotated[Principal, Depends(require(Scope.ADMIN))],
+) -> Response:
+    services = request.app.state.services
+    metric = await services.ingest.register_metric(principal.tenant_id, body.name, body.kind)
+    return json_response(request, {"name": metric.name, "kind": metric.kind.value}, 201)
+
+
+@router.get(
+    "/admin/metrics",
+    summary="The metrics this tenant may send: built-in and custom",
+    tags=["admin"],
+    responses={
+        200: {
+            "content": {
+                "application/json": {
+                    "example": {"builtin": ["likes"], "custom": [{"name": "x", "kind": "counter"}]}
+                }
+            }
+        },
+        **error_responses(401, 403, 429),
+    },
+)
+async def list_metrics(
+    request: Request, principal: Annotated[Principal, Depends(require(Scope.ADMIN))]
+) -> Response:
+    catalog = request.app.state.services.ingest.catalog(principal.tenant_id)
+    return json_response(
+        request,
+        {
+            "builtin": [{"name": n, "kind": k.value} for n, k in BUILTIN_METRICS.items()],
+            "custom": [{"name": n, "kind": k.value} for n, k in sorted(catalog.custom.items())],
+        },
+    )

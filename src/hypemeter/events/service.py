@@ -1,0 +1,210 @@
+"""Ingest use cases: decode, validate, normalise, append durably, announce."""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import msgspec
+
+from hypemeter.backends.ports import EventStore, LiveBus, TenantStore
+from hypemeter.clock import Clock
+from hypemeter.errors import BatchRejected, Conflict, InvalidInput, Rejection
+from hypemeter.events.codec import BodyLimits, decode_items, decompress, media_type, split_items
+from hypemeter.events.model import (
+    MAX_CUSTOM_METRICS,
+    EventBatch,
+    EventIn,
+    EventInvalid,
+    MetricCatalog,
+    MetricDefinition,
+    MetricKind,
+    TrackIn,
+    ValidationRules,
+    check_custom_metric_name,
+    from_epoch_us,
+    validate_event,
+)
+
+EVENT_FIELDS = frozenset(EventIn.__struct_fields__)
+
+
+@dataclass(frozen=True, slots=True)
+class IngestLimits:
+    max_body_bytes: int
+    max_events: int
+    max_event_bytes: int
+    retention_days: int
+    max_future_seconds: int
+
+    def body(self) -> BodyLimits:
+        return BodyLimits(self.max_body_bytes, self.max_events, self.max_event_bytes)
+
+
+@dataclass(frozen=True, slots=True)
+class IngestResult:
+    accepted: int
+    duplicates: int
+    rejected: list[Rejection]
+
+
+@dataclass(slots=True)
+class IngestStats:
+    """Running totals for /metrics, per tenant; written on the event loop, read by scrapes."""
+
+    accepted: Counter[str] = field(default_factory=Counter)
+    duplicates: Counter[str] = field(default_factory=Counter)
+    rejected: Counter[tuple[str, str]] = field(default_factory=Counter)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def record(self, tenant_id: str, result: IngestResult) -> None:
+        with self.lock:
+            self.accepted[tenant_id] += result.accepted
+            self.duplicates[tenant_id] += result.duplicates
+            for item in result.rejected:
+                reason = item.field if item.field in EVENT_FIELDS else "event"
+                self.rejected[(tenant_id, reason)] += 1
+
+
+EventQuota = Callable[[int], object]
+
+
+class IngestService:
+    def __init__(
+        self,
+        store: EventStore,
+        tenants: TenantStore,
+        bus: LiveBus,
+        clock: Clock,
+        limits: IngestLimits,
+    ) -> None:
+        self._store = store
+        self._tenants = tenants
+        self._bus = bus
+        self._clock = clock
+        self._limits = limits
+        self._catalogs: dict[str, MetricCatalog] = {}
+        self._event_decoder = msgspec.json.Decoder(EventIn)
+        self._track_decoder = msgspec.json.Decoder(TrackIn)
+        self.stats = IngestStats()
+
+    async def load(self) -> None:
+        """Load custom metrics; called once at start-up."""
+        for tenant_id, metric in await self._tenants.list_metrics():
+            self.catalog(tenant_id).custom[metric.name] = metric.kind
+
+    def catalog(self, tenant_id: str) -> MetricCatalog:
+        catalog = self._catalogs.get(tenant_id)
+        if catalog is None:
+            catalog = self._catalogs[tenant_id] = MetricCatalog()
+        return catalog
+
+    async def register_metric(self, tenant_id: str, name: str, kind: str) -> MetricDefinition:
+        try:
+            canon = check_custom_metric_name(name)
+        except ValueError as exc:
+            raise InvalidInput(str(exc), field="name") from exc
+        try:
+            metric_kind = MetricKind(kind)
+        except ValueError:
+            raise InvalidInput("kind must be 'counter' or 'gauge'", field="kind") from None
+        catalog = self.catalog(tenant_id)
+        if len(catalog.custom) >= MAX_CUSTOM_METRICS:
+            raise InvalidInput(
+                f"a tenant may register at most {MAX_CUSTOM_METRICS} custom metrics", field="name"
+            )
+        definition = MetricDefinition(canon, metric_kind)
+        if not await self._tenants.add_metric(tenant_id, definition):
+            raise Conflict(f"metric {canon!r} is already registered", field="name")
+        catalog.custom[canon] = metric_kind
+        return definition
+
+    async def ingest(
+        self,
+        tenant_id: str,
+        body: bytes,
+        *,
+        content_type: str | None,
+        content_encoding: str | None,
+        quota: EventQuota,
+    ) -> IngestResult:
+        """Ingest a JSON array or NDJSON body.
+
+        Raises InvalidInput (bad body), BatchRejected (no valid event),
+        PayloadTooLarge, UnsupportedMediaType, RateLimited (from ``quota``),
+        Overloaded and StoreUnavailable.
+        """
+        kind = media_type(content_type)
+        data = decompress(body, content_encoding, max_bytes=self._limits.max_body_bytes)
+        items = split_items(data, kind, self._limits.body())
+        quota(len(items))
+        decoded, rejected = decode_items(
+            items, self._event_decoder.decode, self._limits.max_event_bytes
+        )
+        return await self._admit(tenant_id, decoded, rejected)
+
+    async def track(
+        self,
+        tenant_id: str,
+        metric: str,
+        body: bytes,
+        *,
+        content_encoding: str | None,
+        quota: EventQuota,
+    ) -> IngestResult:
+        """Ingest one SDK event whose metric comes from the URL path."""
+        data = decompress(body, content_encoding, max_bytes=self._limits.max_event_bytes)
+        quota(1)
+        if not data.strip():
+            raise InvalidInput("body must be a JSON object with at least influencer_id", field="body")
+        decoded, rejected = decode_items(
+            [(0, data)], self._track_decoder.decode, self._limits.max_event_bytes
+        )
+        now = from_epoch_us(self._clock.now_us())
+        events = [(i, ev.to_event(metric, now)) for i, ev in decoded]
+        return await self._admit(tenant_id, events, rejected)
+
+    async def _admit(
+        self,
+        tenant_id: str,
+        decoded: list[tuple[int, EventIn]],
+        rejected: list[Rejection],
+    ) -> IngestResult:
+        rules = self._rules()
+        catalog = self.catalog(tenant_id)
+        events: list[EventIn] = []
+        stamps: list[int] = []
+        for index, event in decoded:
+            try:
+                stamps.append(validate_event(event, catalog, rules))
+            except EventInvalid as exc:
+                rejected.append(Rejection(index, exc.field, exc.message))
+                continue
+            events.append(event)
+        rejected.sort(key=lambda r: r.index)
+        if not events:
+            self.stats.record(tenant_id, IngestResult(0, 0, rejected))
+            raise BatchRejected(rejected)
+        appended = await self._store.append(tenant_id, EventBatch.from_events(events, stamps))
+        result = IngestResult(appended.accepted, appended.duplicates, rejected)
+        self.stats.record(tenant_id, result)
+        if appended.accepted:
+            notice = msgspec.json.encode(
+                {"tenant_id": tenant_id, "seq": appended.seq, "accepted": appended.accepted}
+            )
+            await self._bus.publish(f"ingested.{tenant_id}", notice)
+        return result
+
+    def _rules(self) -> ValidationRules:
+        return ValidationRules(
+            now_us=self._clock.now_us(),
+            max_future_us=self._limits.max_future_seconds * 1_000_000,
+            retention_us=int(dt.timedelta(days=self._limits.retention_days).total_seconds())
+            * 1_000_000,
+        )
+
+    async def count_events(self, tenant_id: str) -> int:
+        return await self._store.count_events(tenant_id)

@@ -1,0 +1,87 @@
+"""Prometheus metrics: request latency, ingest counters, queue depth, store size."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from prometheus_client import CollectorRegistry, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from hypemeter.backends.ports import EventStore
+from hypemeter.events.service import IngestStats
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+class _IngestCollector(Collector):
+    """Ingest counters, restricted to one tenant when ``tenant_id`` is set."""
+
+    def __init__(self, stats: IngestStats, tenant_id: str | None) -> None:
+        self._stats = stats
+        self._tenant = tenant_id
+
+    def collect(self) -> Iterator[Metric]:
+        accepted = CounterMetricFamily(
+            "hypemeter_events_accepted", "Events committed", labels=["tenant"]
+        )
+        duplicates = CounterMetricFamily(
+            "hypemeter_events_duplicate", "Events recognised as duplicates", labels=["tenant"]
+        )
+        rejected = CounterMetricFamily(
+            "hypemeter_events_rejected", "Events rejected, by reason", labels=["tenant", "reason"]
+        )
+        with self._stats.lock:
+            for tenant, value in self._stats.accepted.items():
+                if self._tenant in (None, tenant):
+                    accepted.add_metric([tenant], value)
+            for tenant, value in self._stats.duplicates.items():
+                if self._tenant in (None, tenant):
+                    duplicates.add_metric([tenant], value)
+            for (tenant, reason), value in self._stats.rejected.items():
+                if self._tenant in (None, tenant):
+                    rejected.add_metric([tenant, reason], value)
+        yield accepted
+        yield duplicates
+        yield rejected
+
+
+class _StoreCollector(Collector):
+    def __init__(self, store: EventStore) -> None:
+        self._store = store
+
+    def collect(self) -> Iterator[Metric]:
+        depth = GaugeMetricFamily(
+            "hypemeter_ingest_queue_depth", "Events waiting for their commit"
+        )
+        depth.add_metric([], self._store.queue_depth())
+        size = GaugeMetricFamily("hypemeter_store_size_bytes", "Bytes of the store on disk")
+        size.add_metric([], self._store.size_bytes())
+        yield depth
+        yield size
+
+
+class Telemetry:
+    """Owns the process's metrics; ``render`` builds one scrape."""
+
+    def __init__(self, stats: IngestStats, store: EventStore) -> None:
+        self._stats = stats
+        self._store_collector = _StoreCollector(store)
+        self.latency = Histogram(
+            "hypemeter_request_duration_seconds",
+            "HTTP request latency by route",
+            ["method", "route", "status"],
+            buckets=LATENCY_BUCKETS,
+            registry=None,
+        )
+
+    def observe(self, method: str, route: str, status: int, seconds: float) -> None:
+        self.latency.labels(method, route, str(status)).observe(seconds)
+
+    def render(self, tenant_id: str | None) -> bytes:
+        """Prometheus text; a tenant's admin sees only its own ingest counters."""
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(self.latency)
+        registry.register(self._store_collector)
+        registry.register(_IngestCollector(self._stats, tenant_id))
+        return generate_latest(registry)
