@@ -63,7 +63,7 @@ def json_response(request: Request, payload: Any, status: int = 200) -> Response
 def status_of(exc: HypemeterError) -> int:
     for cls in type(exc).__mro__:
         if cls in STATUS:
-            return STATUS[cls]  # type: ignore[index]
+            return STATUS[cls]
     return 400
 
 
@@ -153,7 +153,7 @@ def require(scope: Scope) -> Callable[[Request], Awaitable[Principal]]:
 
     async def dependency(request: Request) -> Principal:
         services = request.app.state.services
-        principal = services.auth.authenticate(bearer_secret(request))
+        principal: Principal = services.auth.authenticate(bearer_secret(request))
         services.auth.authorize(principal, scope)
         request.state.rate = services.rate_limiter.hit_request(principal.key_id)
         request.state.principal = principal

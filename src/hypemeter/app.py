@@ -7,9 +7,12 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from swagger_ui_bundle import swagger_ui_path
 
 from hypemeter import __version__
 from hypemeter.api import (
@@ -98,6 +101,21 @@ async def stop_services(services: Services) -> None:
     await services.store.aclose()
 
 
+def mount_docs(app: FastAPI) -> None:
+    """Swagger UI served from the installed package: no CDN is reached at run time."""
+    app.mount("/docs/static", StaticFiles(directory=str(swagger_ui_path)), name="docs-static")
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs(request: Request) -> Response:
+        return get_swagger_ui_html(
+            openapi_url="/openapi.json",
+            title="Hypemeter API",
+            swagger_js_url="/docs/static/swagger-ui-bundle.js",
+            swagger_css_url="/docs/static/swagger-ui.css",
+            swagger_favicon_url="data:,",
+        )
+
+
 def create_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
     services = build_services(settings, clock)
 
@@ -119,7 +137,10 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
         version=__version__,
         description=DESCRIPTION,
         lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
     )
+    mount_docs(app)
     app.state.services = services
     app.add_exception_handler(HypemeterError, handle_hypemeter_error)
     app.add_exception_handler(RequestValidationError, handle_validation_error)

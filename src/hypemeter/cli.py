@@ -130,7 +130,9 @@ def keys_revoke(key_id: str, data: DataOpt = None) -> None:
 @app.command()
 def simulate(
     url: Annotated[str, typer.Option(help="Base URL of the server")] = "http://127.0.0.1:8080",
-    key: Annotated[str, typer.Option(help="A key with the ingest scope", envvar="HYPEMETER_KEY")] = "",
+    key: Annotated[
+        str, typer.Option(help="A key with the ingest scope", envvar="HYPEMETER_KEY")
+    ] = "",
     rate: Annotated[float, typer.Option(help="Events per second")] = 200.0,
     influencers: Annotated[int, typer.Option(help="Number of influencers")] = 50,
     duration: Annotated[float, typer.Option(help="Seconds to run; 0 runs until Ctrl-C")] = 60.0,

@@ -55,8 +55,9 @@ async def dispatch(auth: AuthService, op: str, args: dict[str, Any]) -> dict[str
         new = await auth.create_key(str(args["tenant"]), scopes, name=str(args.get("name", "")))
         return {**_key(new.record), "key": new.secret}
     if op == "keys.list":
-        tenant = args.get("tenant")
-        return {"keys": [_key(k) for k in await auth.list_keys(tenant)]}
+        owner = args.get("tenant")
+        keys = await auth.list_keys(str(owner) if owner is not None else None)
+        return {"keys": [_key(k) for k in keys]}
     if op == "keys.revoke":
         return _key(await auth.revoke_key(str(args["key_id"])))
     raise InvalidInput(f"unknown control command {op!r}", field="op")
@@ -109,8 +110,6 @@ class ControlError(HypemeterError):
 
 async def call_server(path: Path, op: str, args: dict[str, Any]) -> dict[str, Any] | None:
     """Send a command to a running server; None when no server listens there."""
-    if not path.exists():
-        return None
     try:
         reader, writer = await asyncio.open_unix_connection(str(path))
     except (ConnectionRefusedError, FileNotFoundError):

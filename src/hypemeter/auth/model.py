@@ -82,9 +82,7 @@ def hash_key(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
-def mint_key(
-    tenant_id: str, scopes: frozenset[Scope], *, name: str, created_at_us: int
-) -> NewKey:
+def mint_key(tenant_id: str, scopes: frozenset[Scope], *, name: str, created_at_us: int) -> NewKey:
     key_id = secrets.token_hex(6)
     secret = f"{KEY_PREFIX}{key_id}_{secrets.token_urlsafe(32)}"
     record = ApiKey(

@@ -56,7 +56,9 @@ class AuthService:
     async def list_tenants(self) -> list[Tenant]:
         return await self._store.list_tenants()
 
-    async def create_key(self, tenant_id: str, scopes: frozenset[Scope], *, name: str = "") -> NewKey:
+    async def create_key(
+        self, tenant_id: str, scopes: frozenset[Scope], *, name: str = ""
+    ) -> NewKey:
         if tenant_id not in self._tenants:
             self._tenants = {t.tenant_id for t in await self._store.list_tenants()}
             if tenant_id not in self._tenants:

@@ -87,11 +87,7 @@ def split_items(body: bytes, kind: str, limits: BodyLimits) -> list[tuple[int, b
     The index is the position in a JSON array, or the 0-based line of NDJSON.
     """
     if kind == "ndjson":
-        items = [
-            (number, line)
-            for number, line in enumerate(body.split(b"\n"))
-            if line.strip()
-        ]
+        items = [(number, line) for number, line in enumerate(body.split(b"\n")) if line.strip()]
     else:
         items = _split_json(body)
     if not items:

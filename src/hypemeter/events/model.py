@@ -107,7 +107,7 @@ MAX_CUSTOM_METRICS = 200
 
 
 def canonical_name(raw: str) -> str:
-    """Lower-case a platform or metric name and unify separators (``Video-View`` -> ``video_view``)."""
+    """Lower-case a name and unify separators: ``Video-View`` -> ``video_view``."""
     return raw.strip().lower().replace("-", "_").replace(" ", "_")
 
 
@@ -211,7 +211,7 @@ class TrackIn(msgspec.Struct, forbid_unknown_fields=True):
         )
 
 
-class EventInvalid(Exception):  # noqa: N818 - internal signal, never leaves the events capability
+class EventInvalid(Exception):
     """Raised by the validator for one event; carries the offending field."""
 
     def __init__(self, field_name: str | None, message: str) -> None:

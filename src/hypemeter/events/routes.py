@@ -47,7 +47,7 @@ class MetricIn(BaseModel):
     kind: str = Field(default="counter", examples=["counter"], description="counter or gauge")
 
 
-INGEST_OK = {
+INGEST_OK: dict[int | str, dict[str, Any]] = {
     200: {
         "model": IngestReply,
         "description": "Accepted events are committed durably before this answer",
@@ -121,7 +121,9 @@ def reply(request: Request, result: IngestResult) -> Response:
         {
             "accepted": result.accepted,
             "duplicates": result.duplicates,
-            "rejected": [{"index": r.index, "field": r.field, "error": r.error} for r in result.rejected],
+            "rejected": [
+                {"index": r.index, "field": r.field, "error": r.error} for r in result.rejected
+            ],
         },
     )
 
@@ -186,7 +188,11 @@ async def track(
     summary="Register a custom metric for this tenant",
     tags=["admin"],
     responses={
-        201: {"content": {"application/json": {"example": {"name": "story_replies", "kind": "counter"}}}},
+        201: {
+            "content": {
+                "application/json": {"example": {"name": "story_replies", "kind": "counter"}}
+            }
+        },
         **error_responses(400, 401, 403, 409, 422, 429),
     },
 )

@@ -159,7 +159,9 @@ class IngestService:
         data = decompress(body, content_encoding, max_bytes=self._limits.max_event_bytes)
         quota(1)
         if not data.strip():
-            raise InvalidInput("body must be a JSON object with at least influencer_id", field="body")
+            raise InvalidInput(
+                "body must be a JSON object with at least influencer_id", field="body"
+            )
         decoded, rejected = decode_items(
             [(0, data)], self._track_decoder.decode, self._limits.max_event_bytes
         )

@@ -51,9 +51,7 @@ class _StoreCollector(Collector):
         self._store = store
 
     def collect(self) -> Iterator[Metric]:
-        depth = GaugeMetricFamily(
-            "hypemeter_ingest_queue_depth", "Events waiting for their commit"
-        )
+        depth = GaugeMetricFamily("hypemeter_ingest_queue_depth", "Events waiting for their commit")
         depth.add_metric([], self._store.queue_depth())
         size = GaugeMetricFamily("hypemeter_store_size_bytes", "Bytes of the store on disk")
         size.add_metric([], self._store.size_bytes())

@@ -110,12 +110,19 @@ async def simulate(
         ) as progress:
             total = rate * duration if duration > 0 else None
             task = progress.add_task("send", total=total, status="")
-            await _loop(client, workload, tally, rate, duration, lambda: progress.update(
-                task,
-                completed=tally.sent,
-                status=f"accepted {tally.accepted:,} dup {tally.duplicates:,} "
-                f"rejected {tally.rejected:,} throttled {tally.throttled:,}",
-            ))
+            await _loop(
+                client,
+                workload,
+                tally,
+                rate,
+                duration,
+                lambda: progress.update(
+                    task,
+                    completed=tally.sent,
+                    status=f"accepted {tally.accepted:,} dup {tally.duplicates:,} "
+                    f"rejected {tally.rejected:,} throttled {tally.throttled:,}",
+                ),
+            )
     return tally
 
 

@@ -159,7 +159,9 @@ class Workload:
         if metric == "followers":
             days = (ts - self._origin_us) / (86400 * US)
             event["kind"] = "snapshot"
-            event["value"] = max(0, round(inf.followers[platform] * (1 + inf.growth_per_day) ** days))
+            event["value"] = max(
+                0, round(inf.followers[platform] * (1 + inf.growth_per_day) ** days)
+            )
             return event
         latest = bisect.bisect_right(inf.post_times, ts) - 1
         if latest >= 0:

@@ -6,6 +6,7 @@ thread (``WriterThread``) owns the connection; the event loop never blocks on it
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import secrets
 import time
@@ -137,10 +138,8 @@ class DuckDBDatabase:
     def size_bytes(self) -> int:
         total = 0
         for candidate in (self.path, self.path.with_name(self.path.name + ".wal")):
-            try:
+            with contextlib.suppress(FileNotFoundError):
                 total += candidate.stat().st_size
-            except FileNotFoundError:
-                pass
         return total
 
     # -- writer thread -------------------------------------------------------
@@ -170,10 +169,11 @@ class DuckDBDatabase:
             [horizon],
         ).to_arrow_reader(RESTORE_CHUNK)
         restored = 0
+        assert reader is not None
         for chunk in reader:
             hi = chunk.column(0).to_numpy().astype(np.uint64)
             lo = chunk.column(1).to_numpy().astype(np.uint64)
-            ints = [(int(h) << 64) | int(l) for h, l in zip(hi.tolist(), lo.tolist(), strict=True)]
+            ints = [(h << 64) | low for h, low in zip(hi.tolist(), lo.tolist(), strict=True)]
             newest = int(chunk.column(2).to_numpy().max())
             self._index.add(Fingerprints(ints, hi, lo), newest)
             restored += len(ints)
@@ -513,8 +513,7 @@ class DuckDBTenantStore:
     async def add_metric(self, tenant_id: str, metric: MetricDefinition) -> bool:
         def insert(con: duckdb.DuckDBPyConnection) -> bool:
             rows = con.execute(
-                "INSERT INTO custom_metrics VALUES (?, ?, ?) ON CONFLICT DO NOTHING "
-                "RETURNING name",
+                "INSERT INTO custom_metrics VALUES (?, ?, ?) ON CONFLICT DO NOTHING RETURNING name",
                 [tenant_id, metric.name, metric.kind.value],
             ).fetchall()
             return bool(rows)

@@ -45,7 +45,9 @@ class _Stop:
 Job = Call | Append | _Stop
 
 
-def resolve(future: asyncio.Future[Any], value: Any = None, error: BaseException | None = None) -> None:
+def resolve(
+    future: asyncio.Future[Any], value: Any = None, error: BaseException | None = None
+) -> None:
     """Complete a future from the writer thread, on its own loop."""
 
     def _complete() -> None:
