@@ -50,17 +50,17 @@ def _open_store(
             DuckDBDatabase,
             DuckDBEventStore,
             DuckDBTenantStore,
+            StoreConfig,
         )
 
-        db = DuckDBDatabase(
-            duckdb_path(dsn),
-            clock=clock,
+        config = StoreConfig(
             dedup_window_us=settings.dedup_window_seconds * 1_000_000,
             dedup_memory_entries=settings.dedup_memory_entries,
             queue_limit=max(settings.ingest_queue_events, settings.max_events_per_request),
             commit_max_events=settings.commit_max_events,
             restore_dedup=not admin_only,
         )
+        db = DuckDBDatabase(duckdb_path(dsn), clock=clock, config=config)
         return DuckDBEventStore(db), DuckDBTenantStore(db)
     raise InvalidInput(
         f"unsupported store DSN scheme {scheme!r}; this build supports duckdb:///path",

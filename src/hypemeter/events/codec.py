@@ -9,7 +9,7 @@ import re
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Generic, TypeVar
 
 import msgspec
 
@@ -81,34 +81,94 @@ def field_of(error: msgspec.MsgspecError) -> str | None:
     return match.group(1) if match else None
 
 
-def split_items(body: bytes, kind: str, limits: BodyLimits) -> list[tuple[int, bytes]]:
-    """Cut a body into (index, raw event) pairs, enforcing the request limits.
+@dataclass(frozen=True, slots=True)
+class Decoders(Generic[T]):
+    """msgspec decoders of one event type: one event, and a whole JSON array."""
 
-    The index is the position in a JSON array, or the 0-based line of NDJSON.
-    """
+    item: msgspec.json.Decoder[T]
+    array: msgspec.json.Decoder[list[T]]
+
+    @classmethod
+    def of(cls, event_type: type[T]) -> Decoders[T]:
+        return cls(msgspec.json.Decoder(event_type), msgspec.json.Decoder(list[event_type]))  # type: ignore[valid-type]
+
+
+@dataclass(frozen=True, slots=True)
+class Items:
+    """A body cut into events: NDJSON lines, JSON array elements, or one JSON object."""
+
+    kind: str
+    body: bytes
+    parts: list[bytes]
+    count: int
+
+
+def split_items(body: bytes, kind: str, limits: BodyLimits) -> Items:
+    """Cut a body into events and enforce the request limits (cheap: no event decoded)."""
     if kind == "ndjson":
-        items = [(number, line) for number, line in enumerate(body.split(b"\n")) if line.strip()]
+        lines = body.split(b"\n")
+        count = len(lines) - lines.count(b"")
+        if count > limits.max_events:
+            count = sum(1 for line in lines if line.strip())
+        items = Items("ndjson", body, lines, count)
     else:
         items = _split_json(body)
-    if not items:
+    if not items.count:
         raise InvalidInput("body contains no events", field="body")
-    if len(items) > limits.max_events:
+    if items.count > limits.max_events:
         raise PayloadTooLarge(
-            f"{len(items)} events exceed max_events_per_request ({limits.max_events})",
+            f"{items.count} events exceed max_events_per_request ({limits.max_events})",
             limit="max_events_per_request",
             value=limits.max_events,
         )
     return items
 
 
-def _split_json(body: bytes) -> list[tuple[int, bytes]]:
+def _split_json(body: bytes) -> Items:
     try:
         parsed = msgspec.json.decode(body, type=list[msgspec.Raw] | dict[str, msgspec.Raw])
     except msgspec.DecodeError as exc:
         raise InvalidInput(_located(body, exc), field="body") from exc
     if isinstance(parsed, dict):
-        return [(0, body)]
-    return [(index, bytes(raw)) for index, raw in enumerate(parsed)]
+        return Items("object", body, [body], 1)
+    return Items("array", body, [bytes(raw) for raw in parsed], len(parsed))
+
+
+def decode_items(
+    items: Items, decoders: Decoders[T], max_event_bytes: int
+) -> tuple[list[tuple[int, T]], list[Rejection]]:
+    """Decode every event, each with its index, rejecting bad ones one by one.
+
+    The whole body is first decoded in one C call; only when that fails (a bad
+    or oversize event) is each event decoded on its own to say which and why.
+    """
+    if max(map(len, items.parts)) <= max_event_bytes:
+        fast = _decode_whole(items, decoders)
+        if fast is not None:
+            return list(enumerate(fast)), []
+    return _decode_each(_indexed(items), decoders.item.decode, max_event_bytes)
+
+
+def _decode_whole(items: Items, decoders: Decoders[T]) -> list[T] | None:
+    try:
+        if items.kind == "array":
+            return decoders.array.decode(items.body)
+        if items.kind == "object":
+            return [decoders.item.decode(items.body)]
+        lines = items.parts
+        interior_blank = lines.count(b"") - (1 if lines[-1] == b"" else 0)
+        if interior_blank:
+            return None
+        decoded = decoders.item.decode_lines(items.body)
+    except msgspec.MsgspecError:
+        return None
+    return decoded if len(decoded) == items.count else None
+
+
+def _indexed(items: Items) -> list[tuple[int, bytes]]:
+    if items.kind == "ndjson":
+        return [(n, line) for n, line in enumerate(items.parts) if line.strip()]
+    return list(enumerate(items.parts))
 
 
 def _located(body: bytes, exc: msgspec.DecodeError) -> str:
@@ -121,12 +181,11 @@ def _located(body: bytes, exc: msgspec.DecodeError) -> str:
     return f"body is not valid JSON at line {line}, column {column}: {exc}"
 
 
-def decode_items(
+def _decode_each(
     items: list[tuple[int, bytes]],
     decode: Callable[[bytes], T],
     max_event_bytes: int,
 ) -> tuple[list[tuple[int, T]], list[Rejection]]:
-    """Decode each raw event on its own so one bad event never sinks the batch."""
     decoded: list[tuple[int, T]] = []
     rejected: list[Rejection] = []
     for index, raw in items:

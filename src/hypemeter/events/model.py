@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
+import functools
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any, cast
 
 import msgspec
 
@@ -105,6 +106,10 @@ MAX_ID_LENGTH = 256
 MAX_TAGS = 64
 MAX_CUSTOM_METRICS = 200
 
+# Length rules are checked by msgspec in C while decoding: this is the hot path.
+Id = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_ID_LENGTH)]
+Tags = Annotated[list[str], msgspec.Meta(max_length=MAX_TAGS)]
+
 
 def canonical_name(raw: str) -> str:
     """Lower-case a name and unify separators: ``Video-View`` -> ``video_view``."""
@@ -115,6 +120,11 @@ def normalize_platform(raw: str) -> str | None:
     name = canonical_name(raw)
     name = PLATFORM_ALIASES.get(name, name)
     return name if name in PLATFORMS else None
+
+
+_NAME_CACHE_LIMIT = 4096
+# Senders repeat the same few spellings: remember them instead of re-normalising.
+_cached_platform = functools.lru_cache(maxsize=_NAME_CACHE_LIMIT)(normalize_platform)
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,11 +138,17 @@ class MetricCatalog:
     """The metrics one tenant may send: the built-in ones plus its custom ones."""
 
     custom: dict[str, MetricKind] = field(default_factory=dict)
+    _known: dict[str, str] = field(default_factory=dict)
 
     def normalize(self, raw: str) -> str | None:
+        known = self._known.get(raw)
+        if known is not None:
+            return known
         name = canonical_name(raw)
         name = METRIC_ALIASES.get(name, name)
         if name in BUILTIN_METRICS or name in self.custom:
+            if len(self._known) < _NAME_CACHE_LIMIT:
+                self._known[raw] = name
             return name
         return None
 
@@ -156,19 +172,21 @@ def check_custom_metric_name(name: str) -> str:
 class EventIn(msgspec.Struct, forbid_unknown_fields=True):
     """One event as it arrives on the wire (POST /v1/events)."""
 
-    influencer_id: str
-    platform: str
-    metric: str
-    ts: dt.datetime
-    event_id: str | None = None
-    content_id: str | None = None
-    campaign_id: str | None = None
+    # Required fields default to None so that a missing one is reported by
+    # validate_event without forcing the batch off the one-call decode path.
+    influencer_id: Id | None = None
+    platform: str | None = None
+    metric: str | None = None
+    ts: dt.datetime | None = None
+    event_id: Id | None = None
+    content_id: Id | None = None
+    campaign_id: Id | None = None
     value: float = 1.0
     kind: str = "delta"
-    user_id: str | None = None
+    user_id: Id | None = None
     text: str | None = None
-    tags: list[str] | None = None
-    variant: str | None = None
+    tags: Tags | None = None
+    variant: Id | None = None
     properties: dict[str, Any] | None = None
 
 
@@ -178,18 +196,18 @@ class TrackIn(msgspec.Struct, forbid_unknown_fields=True):
     ``ts`` defaults to the server's receive time and ``platform`` to ``app``.
     """
 
-    influencer_id: str
-    platform: str = "app"
+    influencer_id: Id | None = None
+    platform: str | None = "app"
     ts: dt.datetime | None = None
-    event_id: str | None = None
-    content_id: str | None = None
-    campaign_id: str | None = None
+    event_id: Id | None = None
+    content_id: Id | None = None
+    campaign_id: Id | None = None
     value: float = 1.0
     kind: str = "delta"
-    user_id: str | None = None
+    user_id: Id | None = None
     text: str | None = None
-    tags: list[str] | None = None
-    variant: str | None = None
+    tags: Tags | None = None
+    variant: Id | None = None
     properties: dict[str, Any] | None = None
 
     def to_event(self, metric: str, now: dt.datetime) -> EventIn:
@@ -249,33 +267,36 @@ class ValidationRules:
         return self.now_us + self.max_future_us
 
 
-def _check_id(value: str | None, name: str, *, required: bool) -> None:
-    if value is None:
-        if required:
-            raise EventInvalid(name, f"{name} is required")
-        return
-    if not value or len(value) > MAX_ID_LENGTH:
-        raise EventInvalid(name, f"{name} must be 1-{MAX_ID_LENGTH} characters")
-
-
 def validate_event(event: EventIn, catalog: MetricCatalog, rules: ValidationRules) -> int:
     """Normalise ``event`` in place and return its timestamp in epoch microseconds.
 
     Raises EventInvalid naming the first offending field.
     """
-    _check_id(event.influencer_id, "influencer_id", required=True)
-    platform = normalize_platform(event.platform)
+    if event.influencer_id is None:
+        raise EventInvalid("influencer_id", "influencer_id is required")
+    if event.platform is None:
+        raise EventInvalid("platform", "platform is required")
+    platform = _cached_platform(event.platform)
     if platform is None:
         raise EventInvalid(
             "platform", f"unknown platform {event.platform!r}; allowed: {', '.join(PLATFORMS)}"
         )
     event.platform = platform
+    if event.metric is None:
+        raise EventInvalid("metric", "metric is required")
     metric = catalog.normalize(event.metric)
     if metric is None:
         allowed = ", ".join(catalog.allowed())
         raise EventInvalid("metric", f"unknown metric {event.metric!r}; allowed: {allowed}")
     event.metric = metric
-    ts = event.ts
+    ts_us = _check_ts(event.ts, rules)
+    _check_optional_fields(event)
+    return ts_us
+
+
+def _check_ts(ts: dt.datetime | None, rules: ValidationRules) -> int:
+    if ts is None:
+        raise EventInvalid("ts", "ts is required (RFC 3339 with an offset)")
     if ts.tzinfo is None:
         raise EventInvalid("ts", "ts must be RFC 3339 with a UTC offset, e.g. 2026-11-20T14:00:00Z")
     ts_us = to_epoch_us(ts)
@@ -283,7 +304,6 @@ def validate_event(event: EventIn, catalog: MetricCatalog, rules: ValidationRule
         raise EventInvalid("ts", "ts is more than max_future_seconds in the future")
     if ts_us < rules.earliest_us:
         raise EventInvalid("ts", "ts is older than the retention period (retention_days)")
-    _check_optional_fields(event)
     return ts_us
 
 
@@ -296,13 +316,6 @@ def _check_optional_fields(event: EventIn) -> None:
         raise EventInvalid("value", "value must be a finite number")
     if event.kind == "snapshot" and event.value < 0:
         raise EventInvalid("value", "a snapshot reading cannot be negative")
-    _check_id(event.event_id, "event_id", required=False)
-    _check_id(event.content_id, "content_id", required=False)
-    _check_id(event.campaign_id, "campaign_id", required=False)
-    _check_id(event.user_id, "user_id", required=False)
-    _check_id(event.variant, "variant", required=False)
-    if event.tags is not None and len(event.tags) > MAX_TAGS:
-        raise EventInvalid("tags", f"at most {MAX_TAGS} tags per event")
 
 
 @dataclass(slots=True)
@@ -330,13 +343,14 @@ class EventBatch:
     @classmethod
     def from_events(cls, events: list[EventIn], ts_us: list[int]) -> EventBatch:
         encode = msgspec.json.encode
+        # Only validated events get here: their required fields are set.
         return cls(
             event_id=[e.event_id for e in events],
-            influencer_id=[e.influencer_id for e in events],
-            platform=[e.platform for e in events],
+            influencer_id=cast(list[str], [e.influencer_id for e in events]),
+            platform=cast(list[str], [e.platform for e in events]),
             content_id=[e.content_id for e in events],
             campaign_id=[e.campaign_id for e in events],
-            metric=[e.metric for e in events],
+            metric=cast(list[str], [e.metric for e in events]),
             kind=[e.kind for e in events],
             value=[e.value for e in events],
             ts_us=ts_us,

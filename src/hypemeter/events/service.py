@@ -13,7 +13,15 @@ import msgspec
 from hypemeter.backends.ports import EventStore, LiveBus, TenantStore
 from hypemeter.clock import Clock
 from hypemeter.errors import BatchRejected, Conflict, InvalidInput, Rejection
-from hypemeter.events.codec import BodyLimits, decode_items, decompress, media_type, split_items
+from hypemeter.events.codec import (
+    BodyLimits,
+    Decoders,
+    Items,
+    decode_items,
+    decompress,
+    media_type,
+    split_items,
+)
 from hypemeter.events.model import (
     MAX_CUSTOM_METRICS,
     EventBatch,
@@ -87,8 +95,8 @@ class IngestService:
         self._clock = clock
         self._limits = limits
         self._catalogs: dict[str, MetricCatalog] = {}
-        self._event_decoder = msgspec.json.Decoder(EventIn)
-        self._track_decoder = msgspec.json.Decoder(TrackIn)
+        self._event_decoders = Decoders.of(EventIn)
+        self._track_decoders = Decoders.of(TrackIn)
         self.stats = IngestStats()
 
     async def load(self) -> None:
@@ -140,10 +148,8 @@ class IngestService:
         kind = media_type(content_type)
         data = decompress(body, content_encoding, max_bytes=self._limits.max_body_bytes)
         items = split_items(data, kind, self._limits.body())
-        quota(len(items))
-        decoded, rejected = decode_items(
-            items, self._event_decoder.decode, self._limits.max_event_bytes
-        )
+        quota(items.count)
+        decoded, rejected = decode_items(items, self._event_decoders, self._limits.max_event_bytes)
         return await self._admit(tenant_id, decoded, rejected)
 
     async def track(
@@ -163,7 +169,7 @@ class IngestService:
                 "body must be a JSON object with at least influencer_id", field="body"
             )
         decoded, rejected = decode_items(
-            [(0, data)], self._track_decoder.decode, self._limits.max_event_bytes
+            Items("object", data, [data], 1), self._track_decoders, self._limits.max_event_bytes
         )
         now = from_epoch_us(self._clock.now_us())
         events = [(i, ev.to_event(metric, now)) for i, ev in decoded]

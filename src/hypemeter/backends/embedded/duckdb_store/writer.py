@@ -58,7 +58,11 @@ def resolve(
         else:
             future.set_result(value)
 
-    future.get_loop().call_soon_threadsafe(_complete)
+    try:
+        future.get_loop().call_soon_threadsafe(_complete)
+    except RuntimeError:
+        # The caller's loop is gone (it was shut down mid-request): nobody awaits this answer.
+        log.warning("dropped the answer of a request whose event loop has closed")
 
 
 class WriterThread:

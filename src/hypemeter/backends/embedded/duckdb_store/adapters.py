@@ -1,0 +1,166 @@
+"""The EventStore and TenantStore ports on the embedded DuckDB file."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import duckdb
+
+from hypemeter.auth.model import ApiKey, Scope, Tenant
+from hypemeter.backends.embedded.duckdb_store.database import DuckDBDatabase
+from hypemeter.backends.ports import AppendResult
+from hypemeter.errors import StoreUnavailable
+from hypemeter.events.model import EventBatch, MetricDefinition, MetricKind
+
+
+class DuckDBEventStore:
+    """EventStore port on the embedded DuckDB file."""
+
+    def __init__(self, db: DuckDBDatabase) -> None:
+        self._db = db
+
+    async def start(self) -> None:
+        self._db.start()
+
+    async def aclose(self) -> None:
+        self._db.stop()
+
+    async def append(self, tenant_id: str, batch: EventBatch) -> AppendResult:
+        return await self._db.append(tenant_id, batch)
+
+    async def count_events(self, tenant_id: str) -> int:
+        def count(con: duckdb.DuckDBPyConnection) -> int:
+            row = con.execute(
+                "SELECT count(*) FROM events WHERE tenant_id = ?", [tenant_id]
+            ).fetchall()
+            return int(row[0][0]) if row else 0
+
+        return await self._db.run(count)
+
+    async def check_writable(self) -> None:
+        def touch(con: duckdb.DuckDBPyConnection) -> None:
+            con.execute(
+                "INSERT OR REPLACE INTO meta VALUES ('ready_check', ?)", [str(time.time_ns())]
+            )
+
+        try:
+            await self._db.run(touch)
+        except StoreUnavailable:
+            raise
+        except Exception as exc:
+            raise StoreUnavailable(f"the store is not writable: {exc}") from exc
+
+    def queue_depth(self) -> int:
+        return self._db.queue_depth()
+
+    def size_bytes(self) -> int:
+        return self._db.size_bytes()
+
+
+def _key_from_row(row: tuple[Any, ...]) -> ApiKey:
+    return ApiKey(
+        key_id=row[0],
+        tenant_id=row[1],
+        key_hash=row[2],
+        scopes=frozenset(Scope(s) for s in row[3]),
+        name=row[4],
+        created_at_us=row[5],
+        revoked_at_us=row[6],
+    )
+
+
+_KEY_COLUMNS = "key_id, tenant_id, key_hash, scopes, name, created_at_us, revoked_at_us"
+
+
+class DuckDBTenantStore:
+    """TenantStore port on the embedded DuckDB file."""
+
+    def __init__(self, db: DuckDBDatabase) -> None:
+        self._db = db
+
+    async def start(self) -> None:
+        self._db.start()
+
+    async def aclose(self) -> None:
+        self._db.stop()
+
+    async def create_tenant(self, tenant: Tenant) -> bool:
+        def insert(con: duckdb.DuckDBPyConnection) -> bool:
+            rows = con.execute(
+                "INSERT INTO tenants VALUES (?, ?) ON CONFLICT DO NOTHING RETURNING tenant_id",
+                [tenant.tenant_id, tenant.created_at_us],
+            ).fetchall()
+            return bool(rows)
+
+        return await self._db.run(insert)
+
+    async def list_tenants(self) -> list[Tenant]:
+        def select(con: duckdb.DuckDBPyConnection) -> list[Tenant]:
+            rows = con.execute("SELECT tenant_id, created_at_us FROM tenants ORDER BY 1").fetchall()
+            return [Tenant(r[0], r[1]) for r in rows]
+
+        return await self._db.run(select)
+
+    async def add_key(self, key: ApiKey) -> None:
+        def insert(con: duckdb.DuckDBPyConnection) -> None:
+            con.execute(
+                f"INSERT INTO api_keys ({_KEY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",  # noqa: S608
+                [
+                    key.key_id,
+                    key.tenant_id,
+                    key.key_hash,
+                    sorted(s.value for s in key.scopes),
+                    key.name,
+                    key.created_at_us,
+                    key.revoked_at_us,
+                ],
+            )
+
+        await self._db.run(insert)
+
+    async def list_keys(self, tenant_id: str | None = None) -> list[ApiKey]:
+        def select(con: duckdb.DuckDBPyConnection) -> list[ApiKey]:
+            sql = f"SELECT {_KEY_COLUMNS} FROM api_keys"  # noqa: S608
+            if tenant_id is None:
+                rows = con.execute(sql + " ORDER BY created_at_us").fetchall()
+            else:
+                rows = con.execute(
+                    sql + " WHERE tenant_id = ? ORDER BY created_at_us", [tenant_id]
+                ).fetchall()
+            return [_key_from_row(r) for r in rows]
+
+        return await self._db.run(select)
+
+    async def revoke_key(self, key_id: str, revoked_at_us: int) -> ApiKey | None:
+        def update(con: duckdb.DuckDBPyConnection) -> ApiKey | None:
+            con.execute(
+                "UPDATE api_keys SET revoked_at_us = coalesce(revoked_at_us, ?) WHERE key_id = ?",
+                [revoked_at_us, key_id],
+            )
+            row = con.execute(
+                f"SELECT {_KEY_COLUMNS} FROM api_keys WHERE key_id = ?",  # noqa: S608
+                [key_id],
+            ).fetchall()
+            return _key_from_row(row[0]) if row else None
+
+        return await self._db.run(update)
+
+    async def add_metric(self, tenant_id: str, metric: MetricDefinition) -> bool:
+        def insert(con: duckdb.DuckDBPyConnection) -> bool:
+            rows = con.execute(
+                "INSERT INTO custom_metrics VALUES (?, ?, ?) ON CONFLICT DO NOTHING RETURNING name",
+                [tenant_id, metric.name, metric.kind.value],
+            ).fetchall()
+            return bool(rows)
+
+        return await self._db.run(insert)
+
+    async def list_metrics(self) -> list[tuple[str, MetricDefinition]]:
+        def select(con: duckdb.DuckDBPyConnection) -> list[tuple[str, MetricDefinition]]:
+            rows = con.execute(
+                "SELECT tenant_id, name, kind FROM custom_metrics ORDER BY 1, 2"
+            ).fetchall()
+            return [(r[0], MetricDefinition(r[1], MetricKind(r[2]))) for r in rows]
+
+        return await self._db.run(select)

@@ -1,0 +1,51 @@
+"""The tables of the embedded store, created (or kept) at every start."""
+
+from __future__ import annotations
+
+import duckdb
+
+SCHEMA_VERSION = "1"
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key VARCHAR PRIMARY KEY, value VARCHAR);
+CREATE TABLE IF NOT EXISTS tenants (tenant_id VARCHAR PRIMARY KEY, created_at_us BIGINT NOT NULL);
+CREATE TABLE IF NOT EXISTS api_keys (
+    key_id VARCHAR PRIMARY KEY, tenant_id VARCHAR NOT NULL, key_hash VARCHAR NOT NULL UNIQUE,
+    scopes VARCHAR[] NOT NULL, name VARCHAR NOT NULL, created_at_us BIGINT NOT NULL,
+    revoked_at_us BIGINT);
+CREATE TABLE IF NOT EXISTS custom_metrics (
+    tenant_id VARCHAR NOT NULL, name VARCHAR NOT NULL, kind VARCHAR NOT NULL,
+    PRIMARY KEY (tenant_id, name));
+CREATE TABLE IF NOT EXISTS events (
+    tenant_id VARCHAR NOT NULL, event_id VARCHAR NOT NULL, fp_hi UBIGINT, fp_lo UBIGINT,
+    influencer_id VARCHAR NOT NULL, platform VARCHAR NOT NULL, content_id VARCHAR,
+    campaign_id VARCHAR, metric VARCHAR NOT NULL, kind VARCHAR NOT NULL, value DOUBLE NOT NULL,
+    delta DOUBLE NOT NULL, ts TIMESTAMPTZ NOT NULL, user_id VARCHAR, text VARCHAR,
+    tags VARCHAR[], variant VARCHAR, properties VARCHAR, seq BIGINT NOT NULL,
+    ingested_at TIMESTAMPTZ NOT NULL);
+CREATE TABLE IF NOT EXISTS snapshot_state (
+    tenant_id VARCHAR, influencer_id VARCHAR, platform VARCHAR, content_id VARCHAR,
+    metric VARCHAR, last_ts_us BIGINT NOT NULL, last_value DOUBLE NOT NULL,
+    PRIMARY KEY (tenant_id, influencer_id, platform, content_id, metric));
+"""
+
+# The columns an ingest batch carries, in table order (seq and ingested_at are added on insert).
+EVENT_COLUMNS = (
+    "tenant_id, event_id, fp_hi, fp_lo, influencer_id, platform, content_id, campaign_id, "
+    "metric, kind, value, delta, ts, user_id, text, tags, variant, properties"
+)
+SNAPSHOT_COLUMNS = "tenant_id, influencer_id, platform, content_id, metric, last_ts_us, last_value"
+
+# 128-bit MD5 of "tenant \x1f event_id", computed by DuckDB in bulk; the halves are
+# the little-endian words of the digest (lo = bytes 0-7, hi = bytes 8-15).
+FINGERPRINT_SQL = (
+    "SELECT md5_number_lower(tenant_id || chr(31) || event_id) AS hi, "
+    "md5_number_upper(tenant_id || chr(31) || event_id) AS lo FROM incoming"
+)
+
+
+def migrate(con: duckdb.DuckDBPyConnection) -> None:
+    con.execute(SCHEMA)
+    con.execute(
+        "INSERT INTO meta VALUES ('schema_version', ?) ON CONFLICT DO NOTHING", [SCHEMA_VERSION]
+    )
