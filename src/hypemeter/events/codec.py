@@ -58,20 +58,27 @@ def decompress(body: bytes, content_encoding: str | None, *, max_bytes: int) -> 
             f"Content-Encoding {encoding} is not accepted; use gzip or none",
             field="Content-Encoding",
         )
-    inflater = zlib.decompressobj(wbits=31)
-    try:
-        out = inflater.decompress(body, max_bytes + 1)
-    except zlib.error as exc:
-        raise InvalidInput(f"body is not valid gzip: {exc}", field="body") from exc
-    if len(out) > max_bytes:
-        raise PayloadTooLarge(
-            f"uncompressed body exceeds max_body_bytes ({max_bytes} bytes)",
-            limit="max_body_bytes",
-            value=max_bytes,
-        )
-    if not inflater.eof:
-        raise InvalidInput("body is not valid gzip: the stream is truncated", field="body")
-    return out
+    if not body:
+        raise InvalidInput("body is not valid gzip: the stream is truncated (empty)", field="body")
+    out = bytearray()
+    data = body
+    # A gzip stream may hold several members (concatenated files): inflate them all.
+    while data:
+        inflater = zlib.decompressobj(wbits=31)
+        try:
+            out += inflater.decompress(data, max_bytes + 1 - len(out))
+        except zlib.error as exc:
+            raise InvalidInput(f"body is not valid gzip: {exc}", field="body") from exc
+        if len(out) > max_bytes:
+            raise PayloadTooLarge(
+                f"uncompressed body exceeds max_body_bytes ({max_bytes} bytes)",
+                limit="max_body_bytes",
+                value=max_bytes,
+            )
+        if not inflater.eof:
+            raise InvalidInput("body is not valid gzip: the stream is truncated", field="body")
+        data = inflater.unused_data
+    return bytes(out)
 
 
 def field_of(error: msgspec.MsgspecError) -> str | None:
@@ -107,10 +114,7 @@ def split_items(body: bytes, kind: str, limits: BodyLimits) -> Items:
     """Cut a body into events and enforce the request limits (cheap: no event decoded)."""
     if kind == "ndjson":
         lines = body.split(b"\n")
-        count = len(lines) - lines.count(b"")
-        if count > limits.max_events:
-            count = sum(1 for line in lines if line.strip())
-        items = Items("ndjson", body, lines, count)
+        items = Items("ndjson", body, lines, sum(1 for line in lines if line.strip()))
     else:
         items = _split_json(body)
     if not items.count:
@@ -155,9 +159,10 @@ def _decode_whole(items: Items, decoders: Decoders[T]) -> list[T] | None:
             return decoders.array.decode(items.body)
         if items.kind == "object":
             return [decoders.item.decode(items.body)]
+        # Only when every line holds something (a final newline aside) does
+        # "one value per line" follow from the counts matching.
         lines = items.parts
-        interior_blank = lines.count(b"") - (1 if lines[-1] == b"" else 0)
-        if interior_blank:
+        if items.count != len(lines) - (lines[-1] == b""):
             return None
         decoded = decoders.item.decode_lines(items.body)
     except msgspec.MsgspecError:
@@ -173,9 +178,12 @@ def _indexed(items: Items) -> list[tuple[int, bytes]]:
 
 def _located(body: bytes, exc: msgspec.DecodeError) -> str:
     match = _BYTE_AT.search(str(exc))
-    if match is None:
+    if match is not None:
+        offset = int(match.group(1))
+    elif "truncated" in str(exc):
+        offset = len(body)
+    else:
         return f"body is not valid JSON: {exc}"
-    offset = int(match.group(1))
     line = body.count(b"\n", 0, offset) + 1
     column = offset - (body.rfind(b"\n", 0, offset) + 1) + 1
     return f"body is not valid JSON at line {line}, column {column}: {exc}"

@@ -25,7 +25,7 @@ import pyarrow as pa
 
 from hypemeter.backends.embedded.duckdb_store.schema import EVENT_COLUMNS, FINGERPRINT_SQL, migrate
 from hypemeter.backends.embedded.duckdb_store.snapshots import SnapshotKey, SnapshotState
-from hypemeter.backends.embedded.duckdb_store.writer import Append, WriterThread, resolve
+from hypemeter.backends.embedded.duckdb_store.writer import Append, WriterThread
 from hypemeter.backends.embedded.fingerprints import FingerprintIndex, Fingerprints
 from hypemeter.backends.ports import AppendResult
 from hypemeter.clock import Clock
@@ -157,7 +157,7 @@ class DuckDBDatabase:
             extra={"event_ids": restored, "seconds": round(time.perf_counter() - started, 3)},
         )
 
-    def _commit(self, con: duckdb.DuckDBPyConnection, jobs: list[Append]) -> None:
+    def _commit(self, con: duckdb.DuckDBPyConnection, jobs: list[Append]) -> list[AppendResult]:
         """Deduplicate, derive snapshot deltas and insert every job in one transaction."""
         now_us = self._clock.now_us()
         seq = self._seq + 1
@@ -188,12 +188,14 @@ class DuckDBDatabase:
         kept_ids = np.flatnonzero(mask & has_id)
         self._index.add(fps.take(kept_ids.tolist()), now_us)
         self._index.expire(now_us)
+        results: list[AppendResult] = []
         offset = 0
         for job in jobs:
             size = len(job.batch)
             accepted = int(mask[offset : offset + size].sum())
-            resolve(job.future, AppendResult(accepted, size - accepted, seq))
+            results.append(AppendResult(accepted, size - accepted, seq))
             offset += size
+        return results
 
     def _write(
         self, con: duckdb.DuckDBPyConnection, staged: pa.Table, seq: int, now_us: int

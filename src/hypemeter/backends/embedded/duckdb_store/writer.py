@@ -71,7 +71,7 @@ class WriterThread:
     def __init__(
         self,
         connect: Callable[[], duckdb.DuckDBPyConnection],
-        commit: Callable[[duckdb.DuckDBPyConnection, list[Append]], None],
+        commit: Callable[[duckdb.DuckDBPyConnection, list[Append]], list[Any]],
         *,
         queue_limit: int,
         commit_max_events: int,
@@ -174,15 +174,22 @@ class WriterThread:
             resolve(job.future, error=exc)
 
     def _flush(self, appends: list[Append]) -> None:
+        """Commit a group; its events stop counting as queued before anyone hears back."""
         if not appends:
             return
         assert self.connection is not None
         try:
-            self._commit(self.connection, appends)
+            results = self._commit(self.connection, appends)
         except Exception as exc:
             log.exception("group commit of %d requests failed", len(appends))
+            self._release(appends)
             for job in appends:
                 resolve(job.future, error=StoreUnavailable(f"the store could not commit: {exc}"))
-        finally:
-            with self._lock:
-                self._pending -= sum(job.size for job in appends)
+            return
+        self._release(appends)
+        for job, result in zip(appends, results, strict=True):
+            resolve(job.future, result)
+
+    def _release(self, appends: list[Append]) -> None:
+        with self._lock:
+            self._pending -= sum(job.size for job in appends)

@@ -1,0 +1,127 @@
+"""Backends under contract test: each port's suite runs against every entry here.
+
+To add a backend, write a harness with the same methods as the embedded one
+and append it to the matching ``*_BACKENDS`` list; the suites need no change.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pytest
+
+from hypemeter.backends.embedded.duckdb_store import (
+    DuckDBDatabase,
+    DuckDBEventStore,
+    DuckDBTenantStore,
+    StoreConfig,
+)
+from hypemeter.backends.embedded.memory_bus import MemoryLiveBus
+from hypemeter.backends.ports import EventStore, LiveBus, TenantStore
+from hypemeter.clock import FixedClock
+
+NOW_US = 1_795_183_200_000_000  # 2026-11-20T14:00:00Z
+DEDUP_WINDOW_US = 24 * 3600 * 1_000_000
+
+
+class DuckDBBackend:
+    """The embedded store: one DuckDB file in a temporary directory."""
+
+    def __init__(self, root: Path) -> None:
+        self.path = root / "hypemeter.duckdb"
+        self.clock = FixedClock(NOW_US)
+        self._opened: list[tuple[object, DuckDBDatabase]] = []
+
+    def _database(self, queue_limit: int) -> DuckDBDatabase:
+        config = StoreConfig(
+            dedup_window_us=DEDUP_WINDOW_US,
+            dedup_memory_entries=1000,
+            queue_limit=queue_limit,
+            commit_max_events=10_000,
+        )
+        return DuckDBDatabase(self.path, clock=self.clock, config=config)
+
+    async def open_event_store(self, *, queue_limit: int = 100_000) -> EventStore:
+        """A started store; a second call after aclose reopens the same data."""
+        db = self._database(queue_limit)
+        store = DuckDBEventStore(db)
+        await store.start()
+        self._opened.append((store, db))
+        return store
+
+    async def open_tenant_store(self) -> TenantStore:
+        db = self._database(100_000)
+        store = DuckDBTenantStore(db)
+        await store.start()
+        self._opened.append((store, db))
+        return store
+
+    @asynccontextmanager
+    async def stalled(self, store: EventStore) -> AsyncIterator[None]:
+        """Hold the store's writer busy so that appends pile up in its queue."""
+        db = next(db for opened, db in self._opened if opened is store)
+        release, holding = threading.Event(), threading.Event()
+
+        def hold(_: Any) -> bool:
+            holding.set()
+            return release.wait(30)
+
+        blocker = asyncio.ensure_future(db.run(hold))
+        try:
+            assert await asyncio.to_thread(holding.wait, 30)
+            yield
+        finally:
+            release.set()
+            assert await blocker
+
+    async def stored_deltas(self, store: EventStore, tenant_id: str) -> dict[str, float]:
+        """event_id -> stored delta of one tenant; closes ``store`` to read the file."""
+        await store.aclose()
+        with duckdb.connect(str(self.path), read_only=True) as con:
+            rows = con.execute(
+                "SELECT event_id, delta FROM events WHERE tenant_id = ?", [tenant_id]
+            ).fetchall()
+        return {str(event_id): float(delta) for event_id, delta in rows}
+
+    async def aclose(self) -> None:
+        for _, db in self._opened:
+            db.stop()
+
+
+StoreBackend = DuckDBBackend
+STORE_BACKENDS: list[Any] = [pytest.param(DuckDBBackend, id="duckdb")]
+BUS_BACKENDS: list[Any] = [pytest.param(MemoryLiveBus, id="memory")]
+
+
+@pytest.fixture(params=STORE_BACKENDS)
+async def store_backend(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> AsyncIterator[StoreBackend]:
+    backend: StoreBackend = request.param(tmp_path)
+    yield backend
+    await backend.aclose()
+
+
+@pytest.fixture
+async def event_store(store_backend: StoreBackend) -> EventStore:
+    return await store_backend.open_event_store()
+
+
+@pytest.fixture
+async def tenant_store(store_backend: StoreBackend) -> TenantStore:
+    return await store_backend.open_tenant_store()
+
+
+@pytest.fixture(params=BUS_BACKENDS)
+async def bus(request: pytest.FixtureRequest) -> AsyncIterator[LiveBus]:
+    factory: Callable[[], LiveBus] = request.param
+    started = factory()
+    await started.start()
+    yield started
+    await started.aclose()

@@ -1,0 +1,228 @@
+"""EventStore contract: durable, deduplicating append; run against every backend."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from hypemeter.backends.ports import AppendResult, EventStore
+from hypemeter.errors import Overloaded, StoreUnavailable
+from hypemeter.events.model import EventBatch, EventIn, from_epoch_us, to_epoch_us
+
+NOW_US = 1_795_183_200_000_000  # 2026-11-20T14:00:00Z, the harness clock
+MINUTE_US = 60 * 1_000_000
+
+
+def event(event_id: str | None = None, **fields: Any) -> EventIn:
+    values: dict[str, Any] = {
+        "influencer_id": "inf-1",
+        "platform": "instagram",
+        "metric": "likes",
+        "ts": from_epoch_us(NOW_US - MINUTE_US),
+        "event_id": event_id,
+    }
+    values.update(fields)
+    return EventIn(**values)
+
+
+def batch(*events: EventIn) -> EventBatch:
+    stamps = [to_epoch_us(e.ts) for e in events if e.ts is not None]
+    return EventBatch.from_events(list(events), stamps)
+
+
+def ids(*names: str | None) -> EventBatch:
+    return batch(*(event(name) for name in names))
+
+
+def reading(event_id: str, value: float, minutes_ago: int, **fields: Any) -> EventIn:
+    return event(
+        event_id,
+        kind="snapshot",
+        value=value,
+        ts=from_epoch_us(NOW_US - minutes_ago * MINUTE_US),
+        **fields,
+    )
+
+
+async def test_append_reports_accepted_and_commits(event_store: EventStore) -> None:
+    result = await event_store.append("acme", ids("e1", "e2", "e3"))
+    assert (result.accepted, result.duplicates) == (3, 0)
+    assert await event_store.count_events("acme") == 3
+    assert event_store.queue_depth() == 0
+
+
+async def test_repeat_ids_across_batches_count_once(event_store: EventStore) -> None:
+    first = await event_store.append("acme", ids("e1", "e2"))
+    again = await event_store.append("acme", ids("e2", "e3", "e1"))
+    assert (first.accepted, first.duplicates) == (2, 0)
+    assert (again.accepted, again.duplicates) == (1, 2)
+    assert again.seq > first.seq
+    assert await event_store.count_events("acme") == 3
+
+
+async def test_repeat_ids_within_a_batch_count_once(event_store: EventStore) -> None:
+    result = await event_store.append("acme", ids("e1", "e1", "e2", "e1", "e2"))
+    assert (result.accepted, result.duplicates) == (2, 3)
+    assert await event_store.count_events("acme") == 2
+
+
+async def test_retried_batch_is_all_duplicates(event_store: EventStore) -> None:
+    await event_store.append("acme", ids("e1", "e2", "e3"))
+    retry = await event_store.append("acme", ids("e1", "e2", "e3"))
+    assert (retry.accepted, retry.duplicates) == (0, 3)
+    assert await event_store.count_events("acme") == 3
+
+
+async def test_events_without_id_are_never_deduplicated(event_store: EventStore) -> None:
+    first = await event_store.append("acme", ids(None, None, "e1"))
+    again = await event_store.append("acme", ids(None, "e1"))
+    assert (first.accepted, first.duplicates) == (3, 0)
+    assert (again.accepted, again.duplicates) == (1, 1)
+    assert await event_store.count_events("acme") == 4
+
+
+async def test_concurrent_appends_of_the_same_ids_count_once(event_store: EventStore) -> None:
+    results = await asyncio.gather(
+        *(event_store.append("acme", ids("e1", "e2", f"own-{n}")) for n in range(8))
+    )
+    assert sum(r.accepted for r in results) == 2 + 8
+    assert sum(r.duplicates for r in results) == 2 * 7
+    assert await event_store.count_events("acme") == 10
+
+
+async def test_tenants_are_isolated(event_store: EventStore) -> None:
+    acme = await event_store.append("acme", ids("e1", "e2"))
+    other = await event_store.append("other", ids("e1"))
+    assert (acme.accepted, other.accepted) == (2, 1)
+    assert other.duplicates == 0
+    assert await event_store.count_events("acme") == 2
+    assert await event_store.count_events("other") == 1
+    assert await event_store.count_events("nobody") == 0
+
+
+async def test_dedup_survives_close_and_reopen(store_backend: Any) -> None:
+    store = await store_backend.open_event_store()
+    await store.append("acme", ids("e1", "e2", None))
+    await store.aclose()
+    reopened = await store_backend.open_event_store()
+    result = await reopened.append("acme", ids("e1", "e3", "e2", None))
+    assert (result.accepted, result.duplicates) == (2, 2)
+    assert await reopened.count_events("acme") == 5
+    assert await reopened.count_events("other") == 0
+
+
+async def test_snapshots_become_deltas(store_backend: Any) -> None:
+    store = await store_backend.open_event_store()
+    await store.append("acme", batch(reading("s1", 100, 50), reading("s2", 130, 40)))
+    await store.append("acme", batch(reading("s3", 120, 30)))
+    await store.append("acme", batch(reading("s-old", 500, 45), event("d1", value=7)))
+    await store.append("acme", batch(reading("s4", 150, 20), reading("s1", 999, 10)))
+    deltas = await store_backend.stored_deltas(store, "acme")
+    assert deltas == {"s1": 100, "s2": 30, "s3": -10, "s-old": 0, "d1": 7, "s4": 30}
+
+
+async def test_snapshot_series_are_separate(store_backend: Any) -> None:
+    store = await store_backend.open_event_store()
+    await store.append(
+        "acme",
+        batch(
+            reading("a1", 10, 50, content_id="post-a"),
+            reading("b1", 40, 50, content_id="post-b"),
+            reading("f1", 1000, 50, metric="followers"),
+            reading("a2", 15, 40, content_id="post-a"),
+        ),
+    )
+    await store.append("other", batch(reading("a1", 12, 30, content_id="post-a")))
+    deltas = await store_backend.stored_deltas(store, "acme")
+    assert deltas == {"a1": 10, "b1": 40, "f1": 1000, "a2": 5}
+
+
+async def test_snapshot_state_survives_reopen(store_backend: Any) -> None:
+    store = await store_backend.open_event_store()
+    await store.append("acme", batch(reading("s1", 100, 50)))
+    await store.aclose()
+    reopened = await store_backend.open_event_store()
+    await reopened.append("acme", batch(reading("s2", 90, 40), reading("s0", 1, 60)))
+    deltas = await store_backend.stored_deltas(reopened, "acme")
+    assert deltas == {"s1": 100, "s2": -10, "s0": 0}
+
+
+async def test_duplicate_snapshot_changes_no_state(store_backend: Any) -> None:
+    store = await store_backend.open_event_store()
+    await store.append("acme", batch(reading("s1", 100, 50)))
+    retry = await store.append("acme", batch(reading("s1", 100, 50), reading("s2", 110, 40)))
+    assert (retry.accepted, retry.duplicates) == (1, 1)
+    deltas = await store_backend.stored_deltas(store, "acme")
+    assert deltas == {"s1": 100, "s2": 10}
+
+
+async def test_appends_committed_together_dedup_and_chain_snapshots(store_backend: Any) -> None:
+    store = await store_backend.open_event_store()
+    async with store_backend.stalled(store):
+        first = asyncio.ensure_future(store.append("acme", batch(reading("s1", 100, 50))))
+        second = asyncio.ensure_future(
+            store.append("acme", batch(reading("s1", 100, 50), reading("s2", 130, 40)))
+        )
+        third = asyncio.ensure_future(store.append("acme", batch(reading("s3", 90, 30))))
+        await asyncio.sleep(0)
+    results = await asyncio.gather(first, second, third)
+    assert [(r.accepted, r.duplicates) for r in results] == [(1, 0), (1, 1), (1, 0)]
+    deltas = await store_backend.stored_deltas(store, "acme")
+    assert deltas == {"s1": 100, "s2": 30, "s3": -40}
+
+
+async def test_full_queue_sheds_with_overloaded(store_backend: Any) -> None:
+    store = await store_backend.open_event_store(queue_limit=3)
+    async with store_backend.stalled(store):
+        waiting = asyncio.ensure_future(store.append("acme", ids("a", "b")))
+        await asyncio.sleep(0)
+        assert store.queue_depth() == 2
+        with pytest.raises(Overloaded) as caught:
+            await store.append("acme", ids("c", "d"))
+        assert caught.value.retry_after >= 1
+        assert "ingest_queue_events" in caught.value.message
+    assert (await waiting).accepted == 2
+    assert await store.count_events("acme") == 2
+    assert store.queue_depth() == 0
+
+
+async def test_concurrent_appends_beyond_the_queue_limit(store_backend: Any) -> None:
+    store = await store_backend.open_event_store(queue_limit=3)
+    async with store_backend.stalled(store):
+        tasks = [asyncio.ensure_future(store.append("acme", ids(f"e{n}"))) for n in range(10)]
+        await asyncio.sleep(0)
+    outcomes = await asyncio.gather(*tasks, return_exceptions=True)
+    accepted = [o for o in outcomes if isinstance(o, AppendResult)]
+    shed = [o for o in outcomes if isinstance(o, Overloaded)]
+    assert (len(accepted), len(shed)) == (3, 7)
+    assert all(r.accepted == 1 for r in accepted)
+    assert await store.count_events("acme") == 3
+
+
+async def test_batch_larger_than_the_queue_is_taken_when_idle(store_backend: Any) -> None:
+    store = await store_backend.open_event_store(queue_limit=3)
+    result = await store.append("acme", ids(*(f"e{n}" for n in range(10))))
+    assert result.accepted == 10
+
+
+async def test_check_writable(store_backend: Any) -> None:
+    store = await store_backend.open_event_store()
+    assert await store.check_writable() is None
+    assert await store.count_events("acme") == 0
+    await store.aclose()
+    with pytest.raises(StoreUnavailable):
+        await store.check_writable()
+
+
+async def test_closed_store_refuses_appends(store_backend: Any) -> None:
+    store = await store_backend.open_event_store()
+    await store.aclose()
+    with pytest.raises(StoreUnavailable):
+        await store.append("acme", ids("e1"))
+
+
+async def test_size_is_reported(event_store: EventStore) -> None:
+    await event_store.append("acme", ids("e1"))
+    assert event_store.size_bytes() > 0
