@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import random
+import signal
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -62,7 +63,18 @@ def run_server(settings: Settings) -> None:
         timeout_graceful_shutdown=15,
         backlog=2048,
     )
+    quiet_signal_reraise()
     uvicorn.Server(config).run()
+
+
+def quiet_signal_reraise() -> None:
+    """Let a graceful stop by SIGTERM or Ctrl-C end the process with status 0.
+
+    uvicorn re-raises the captured signal once it has shut down; with these
+    handlers in place that re-raise is a no-op instead of a kill.
+    """
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: None)
 
 
 def admin(settings: Settings, op: str, args: dict[str, Any]) -> dict[str, Any]:

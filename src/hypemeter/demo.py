@@ -97,7 +97,9 @@ async def _serve_with_traffic(settings: Settings, rate: float) -> None:
 
 
 def run_demo(settings: Settings, *, rate: float) -> None:
+    from hypemeter.cli import quiet_signal_reraise
     from hypemeter.logs import configure_logging
 
     configure_logging("warning")
+    quiet_signal_reraise()
     asyncio.run(_serve_with_traffic(settings, rate))

@@ -14,6 +14,7 @@ from pythonjsonlogger.json import JsonFormatter
 
 request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
 access = logging.getLogger("hypemeter.access")
+log = logging.getLogger("hypemeter.api")
 
 
 class _RequestIdFilter(logging.Filter):
@@ -46,7 +47,7 @@ Scope = dict[str, Any]
 Receive = Callable[[], Any]
 Send = Callable[[dict[str, Any]], Any]
 ASGIApp = Callable[[Scope, Receive, Send], Any]
-Observer = Callable[[str, str, int, float], None]
+Observer = Callable[[str, str, str, int, float], None]
 
 
 class RequestContextMiddleware:
@@ -66,22 +67,31 @@ class RequestContextMiddleware:
         token = request_id.set(rid)
         started = time.perf_counter()
         status = 500
+        started_response = False
 
         async def send_with_id(message: dict[str, Any]) -> None:
-            nonlocal status
+            nonlocal status, started_response
             if message["type"] == "http.response.start":
                 status = message["status"]
+                started_response = True
                 message.setdefault("headers", [])
                 message["headers"] = [*message["headers"], (b"x-request-id", rid.encode())]
             await send(message)
 
         try:
             await self.app(scope, receive, send_with_id)
+        except Exception:
+            # Answer here, inside the request's context, so even a 500 carries its id.
+            log.exception("unhandled error")
+            if not started_response:
+                await _internal_error(send_with_id)
         finally:
             elapsed = time.perf_counter() - started
             route = scope.get("route")
             template = getattr(route, "path", "unmatched")
-            self.observe(scope["method"], template, status, elapsed)
+            principal = scope.get("state", {}).get("principal")
+            tenant = getattr(principal, "tenant_id", "")
+            self.observe(tenant, scope["method"], template, status, elapsed)
             if self.access_log:
                 access.info(
                     "request",
@@ -93,6 +103,21 @@ class RequestContextMiddleware:
                     },
                 )
             request_id.reset(token)
+
+
+async def _internal_error(send: Send) -> None:
+    body = b'{"error":{"code":"internal","message":"internal error; see the server log"}}'
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 500,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
 
 
 def _header(scope: Scope, name: bytes) -> str | None:

@@ -80,7 +80,7 @@ async def list_keys(
     summary="Revoke a key of this tenant; it stops working at once",
     responses={
         200: {"content": {"application/json": {"example": {**KEY_EXAMPLE, "revoked": True}}}},
-        **error_responses(401, 403, 404, 429),
+        **error_responses(401, 403, 404, 422, 429),
     },
 )
 async def revoke_key(

@@ -133,6 +133,10 @@ def _split_json(body: bytes) -> Items:
         parsed = msgspec.json.decode(body, type=list[msgspec.Raw] | dict[str, msgspec.Raw])
     except msgspec.DecodeError as exc:
         raise InvalidInput(_located(body, exc), field="body") from exc
+    except RecursionError as exc:
+        raise InvalidInput("body is not valid JSON: it nests too deeply", field="body") from exc
+    except UnicodeDecodeError as exc:
+        raise InvalidInput(f"body is not valid UTF-8 at byte {exc.start}", field="body") from exc
     if isinstance(parsed, dict):
         return Items("object", body, [body], 1)
     return Items("array", body, [bytes(raw) for raw in parsed], len(parsed))
@@ -165,7 +169,7 @@ def _decode_whole(items: Items, decoders: Decoders[T]) -> list[T] | None:
         if items.count != len(lines) - (lines[-1] == b""):
             return None
         decoded = decoders.item.decode_lines(items.body)
-    except msgspec.MsgspecError:
+    except (msgspec.MsgspecError, RecursionError, UnicodeDecodeError):
         return None
     return decoded if len(decoded) == items.count else None
 
@@ -212,4 +216,8 @@ def _decode_each(
             rejected.append(Rejection(index, field_of(exc), str(exc)))
         except msgspec.DecodeError as exc:
             rejected.append(Rejection(index, None, f"not valid JSON: {exc}"))
+        except RecursionError:
+            rejected.append(Rejection(index, None, "not valid JSON: it nests too deeply"))
+        except UnicodeDecodeError as exc:
+            rejected.append(Rejection(index, None, f"not valid UTF-8 at byte {exc.start}"))
     return decoded, rejected

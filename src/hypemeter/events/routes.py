@@ -94,13 +94,13 @@ TRACK_BODY: dict[str, Any] = {
 }
 
 
-async def read_body(request: Request, limit: int) -> bytes:
+async def read_body(request: Request, limit: int, limit_name: str) -> bytes:
     """The raw body, refusing anything over ``limit`` bytes before reading it all."""
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
         raise PayloadTooLarge(
-            f"body of {declared} bytes exceeds max_body_bytes ({limit})",
-            limit="max_body_bytes",
+            f"body of {declared} bytes exceeds {limit_name} ({limit})",
+            limit=limit_name,
             value=limit,
         )
     chunks: list[bytes] = []
@@ -109,7 +109,7 @@ async def read_body(request: Request, limit: int) -> bytes:
         size += len(chunk)
         if size > limit:
             raise PayloadTooLarge(
-                f"body exceeds max_body_bytes ({limit})", limit="max_body_bytes", value=limit
+                f"body exceeds {limit_name} ({limit})", limit=limit_name, value=limit
             )
         chunks.append(chunk)
     return b"".join(chunks)
@@ -138,7 +138,7 @@ async def ingest_events(
     request: Request, principal: Annotated[Principal, Depends(require(Scope.INGEST))]
 ) -> Response:
     services = request.app.state.services
-    body = await read_body(request, services.settings.max_body_bytes)
+    body = await read_body(request, services.settings.max_body_bytes, "max_body_bytes")
 
     def quota(count: int) -> None:
         services.rate_limiter.hit_events(principal.key_id, count)
@@ -158,7 +158,7 @@ async def ingest_events(
     summary="Ingest one in-app SDK event; the metric comes from the path",
     description="`ts` defaults to the receive time and `platform` to `app`. "
     "Examples: `/v1/track/click`, `/v1/track/video-view`.",
-    responses={**INGEST_OK, **error_responses(400, 401, 403, 413, 415, 429, 503)},
+    responses={**INGEST_OK, **error_responses(400, 401, 403, 413, 415, 422, 429, 503)},
     openapi_extra=TRACK_BODY,
 )
 async def track(
@@ -167,7 +167,7 @@ async def track(
     principal: Annotated[Principal, Depends(require(Scope.INGEST))],
 ) -> Response:
     services = request.app.state.services
-    body = await read_body(request, services.settings.max_event_bytes)
+    body = await read_body(request, services.settings.max_event_bytes, "max_event_bytes")
 
     def quota(count: int) -> None:
         services.rate_limiter.hit_events(principal.key_id, count)

@@ -59,6 +59,20 @@ class _StoreCollector(Collector):
         yield size
 
 
+class _TenantView(Collector):
+    """Another collector's samples, only those labelled with one tenant."""
+
+    def __init__(self, source: Collector, tenant_id: str) -> None:
+        self._source = source
+        self._tenant = tenant_id
+
+    def collect(self) -> Iterator[Metric]:
+        for family in self._source.collect():
+            view = Metric(family.name, family.documentation, family.type, family.unit)
+            view.samples = [s for s in family.samples if s.labels.get("tenant") == self._tenant]
+            yield view
+
+
 class Telemetry:
     """Owns the process's metrics; ``render`` builds one scrape."""
 
@@ -67,19 +81,27 @@ class Telemetry:
         self._store_collector = _StoreCollector(store)
         self.latency = Histogram(
             "hypemeter_request_duration_seconds",
-            "HTTP request latency by route",
-            ["method", "route", "status"],
+            "HTTP request latency by tenant and route",
+            ["tenant", "method", "route", "status"],
             buckets=LATENCY_BUCKETS,
             registry=None,
         )
 
-    def observe(self, method: str, route: str, status: int, seconds: float) -> None:
-        self.latency.labels(method, route, str(status)).observe(seconds)
+    def observe(self, tenant_id: str, method: str, route: str, status: int, seconds: float) -> None:
+        """Record one request; ``tenant_id`` is empty when no key authenticated it."""
+        self.latency.labels(tenant_id, method, route, str(status)).observe(seconds)
 
     def render(self, tenant_id: str | None) -> bytes:
-        """Prometheus text; a tenant's admin sees only its own ingest counters."""
+        """Prometheus text of everything, or only what belongs to one tenant.
+
+        A tenant's admin must not infer other tenants' traffic, so it gets its
+        own series only; process-wide gauges are for the scrape token.
+        """
         registry = CollectorRegistry(auto_describe=False)
-        registry.register(self.latency)
-        registry.register(self._store_collector)
+        if tenant_id is None:
+            registry.register(self.latency)
+            registry.register(self._store_collector)
+        else:
+            registry.register(_TenantView(self.latency, tenant_id))
         registry.register(_IngestCollector(self._stats, tenant_id))
         return generate_latest(registry)

@@ -1,0 +1,1 @@
+"""Hypemeter's benchmark harness (see PERF.md); run with ``python -m bench``."""

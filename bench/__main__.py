@@ -1,0 +1,120 @@
+"""``python -m bench``: run the benchmarks of PERF.md and print their figures.
+
+stdout: one JSON line per figure, then a table; bench/results/latest.json gets
+them all. Progress goes to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from bench.ingest import b1_shape, b1s_shape, run_ingest
+from bench.report import Figure, json_lines, save, table
+from bench.workload import Pool, generate_pool
+from bench.yardsticks import duckdb_group_by, msgspec_decode
+
+BENCHES = ("B1", "B1s", "yardsticks")
+POOL_EVENTS = 1_000_000
+BUSY_LOAD = 0.5
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument(
+        "--only",
+        action="append",
+        choices=BENCHES,
+        help="run only this benchmark (repeatable); default: all",
+    )
+    parser.add_argument("--runs", type=int, default=3, help="runs per figure (median reported)")
+    parser.add_argument("--b1-seconds", type=float, default=9.0, help="load per B1 run")
+    parser.add_argument("--b1s-seconds", type=float, default=5.0, help="load per B1s run")
+    parser.add_argument(
+        "--events", type=int, default=POOL_EVENTS, help="events generated for the workload file"
+    )
+    return parser.parse_args(argv)
+
+
+def say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def yardsticks(pool: Pool, runs: int) -> list[Figure]:
+    duck = [duckdb_group_by(pool.path)[0] for _ in range(runs)]
+    say(f"  DuckDB read_json + GROUP BY: {', '.join(f'{r:,.0f}' for r in duck)} events/s")
+    decode = [msgspec_decode(pool.path)[0] for _ in range(runs)]
+    say(f"  msgspec decode: {', '.join(f'{r:,.0f}' for r in decode)} events/s")
+    return [
+        Figure.of_runs("yardstick", "duckdb_read_json_group_by_events_per_s", duck),
+        Figure.of_runs("yardstick", "msgspec_decode_events_per_s", decode),
+    ]
+
+
+def ratios(figures: list[Figure]) -> list[Figure]:
+    """B1 events/s as a fraction of each yardstick (per run, against the yardstick median)."""
+    found = {(f.bench, f.metric): f for f in figures}
+    b1 = found.get(("B1", "events_per_s"))
+    if b1 is None:
+        return []
+    out: list[Figure] = []
+    for name, metric in (
+        ("fraction_of_duckdb", "duckdb_read_json_group_by_events_per_s"),
+        ("fraction_of_msgspec", "msgspec_decode_events_per_s"),
+    ):
+        yard = found.get(("yardstick", metric))
+        if yard is not None:
+            out.append(Figure.of_runs("B1", name, [r / yard.value for r in b1.runs]))
+    return out
+
+
+def run(args: argparse.Namespace, pool: Pool) -> tuple[list[Figure], dict[str, Any]]:
+    chosen = args.only or list(BENCHES)
+    figures: list[Figure] = []
+    notes: dict[str, Any] = {
+        "workload": {"events": pool.events, "bytes": pool.size_bytes, "file": "temporary"},
+    }
+    spawn = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=1, mp_context=spawn) as client:
+        for shape in (b1_shape(args.b1_seconds), b1s_shape(args.b1s_seconds)):
+            if shape.bench in chosen:
+                say(f"{shape.bench}: {args.runs} runs of {shape.duration_s:g} s")
+                found, notes[shape.bench] = run_ingest(client, shape, pool, args.runs)
+                figures.extend(found)
+    if "yardsticks" in chosen:
+        say(f"yardsticks: {args.runs} runs each over the same {pool.events:,} events")
+        figures.extend(yardsticks(pool, args.runs))
+    figures.extend(ratios(figures))
+    return figures, notes
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = parse_args(argv)
+    started = time.perf_counter()
+    load = os.getloadavg()[0]
+    if load > BUSY_LOAD:
+        say(f"warning: load average is {load:.2f}; other work on this machine skews the figures")
+    with tempfile.TemporaryDirectory(prefix="hypemeter-bench-pool-") as tmp:
+        say(f"generating the workload: {args.events:,} events ...")
+        pool = generate_pool(Path(tmp) / "workload.ndjson", args.events)
+        say(f"  {pool.size_bytes / pool.events:.0f} bytes/event, {pool.seconds:.1f} s")
+        figures, notes = run(args, pool)
+    notes["total_s"] = round(time.perf_counter() - started, 1)
+    notes["load_average_before"] = round(load, 2)
+    print(json_lines(figures))
+    print()
+    print(table(figures))
+    path = save(figures, notes)
+    say(f"written to {path} in {notes['total_s']} s")
+
+
+if __name__ == "__main__":
+    main()
