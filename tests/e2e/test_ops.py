@@ -42,7 +42,10 @@ def test_metrics_with_an_admin_key(scraped: LiveServer) -> None:
     assert response.headers["content-type"].startswith("text/plain")
     assert SAMPLE.findall(response.text) == [("acme", "2.0")]
     assert "# TYPE hypemeter_events_accepted_total counter" in response.text
-    assert 'hypemeter_request_duration_seconds_count{tenant="acme",method="POST"' in response.text
+    assert (
+        'hypemeter_request_duration_seconds_count{method="POST",route="/v1/events",'
+        'status="200",tenant="acme"}' in response.text
+    )
     assert 'tenant="globex"' not in response.text
     # Process-wide gauges reveal other tenants' load: they are for the scrape token only.
     assert "hypemeter_ingest_queue_depth" not in response.text
