@@ -29,6 +29,7 @@ from hypemeter.backends.selection import open_backends
 from hypemeter.clock import Clock, SystemClock
 from hypemeter.control import ControlServer
 from hypemeter.errors import HypemeterError
+from hypemeter.events.preparation import ProcessPreparer
 from hypemeter.events.routes import router as events_router
 from hypemeter.events.service import IngestLimits, IngestService
 from hypemeter.logs import RequestContextMiddleware
@@ -74,6 +75,7 @@ def build_services(settings: Settings, clock: Clock | None = None) -> Services:
             retention_days=settings.retention_days,
             max_future_seconds=settings.max_future_seconds,
         ),
+        preparer=ProcessPreparer(settings.decode_workers) if settings.decode_workers else None,
     )
     return Services(
         settings=settings,
@@ -92,10 +94,11 @@ async def start_services(services: Services) -> None:
     await services.tenants.start()
     await services.bus.start()
     await services.auth.load()
-    await services.ingest.load()
+    await services.ingest.start()
 
 
 async def stop_services(services: Services) -> None:
+    await services.ingest.aclose()
     await services.bus.aclose()
     await services.tenants.aclose()
     await services.store.aclose()

@@ -39,6 +39,13 @@ class Settings(BaseSettings):
         default=200_000, ge=1, description="Events waiting for commit before ingest answers 503"
     )
     commit_max_events: int = Field(default=100_000, ge=1)
+    decode_workers: int = Field(
+        default=1,
+        ge=0,
+        le=64,
+        description="Worker processes that decode and validate ingest bodies; 0 decodes in "
+        "the server process",
+    )
     rate_limit: str = Field(default="2000/second", description="Requests per API key")
     rate_limit_events: str = Field(default="2000000/minute", description="Events per API key")
     metrics_token: SecretStr | None = Field(

@@ -9,7 +9,8 @@ import pytest
 
 from hypemeter.backends.ports import AppendResult, EventStore
 from hypemeter.errors import Overloaded, StoreUnavailable
-from hypemeter.events.model import EventBatch, EventIn, from_epoch_us, to_epoch_us
+from hypemeter.events.batch import EventBatch
+from hypemeter.events.model import EventIn, from_epoch_us, to_epoch_us
 
 NOW_US = 1_795_183_200_000_000  # 2026-11-20T14:00:00Z, the harness clock
 MINUTE_US = 60 * 1_000_000

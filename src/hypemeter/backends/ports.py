@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from hypemeter.auth.model import ApiKey, Tenant
-from hypemeter.events.model import EventBatch, MetricDefinition
+from hypemeter.events.batch import EventBatch
+from hypemeter.events.model import MetricDefinition
 
 
 @dataclass(frozen=True, slots=True)

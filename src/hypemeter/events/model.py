@@ -12,7 +12,7 @@ import functools
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Annotated, Any, cast
+from typing import Annotated, Any
 
 import msgspec
 
@@ -316,52 +316,6 @@ def _check_optional_fields(event: EventIn) -> None:
         raise EventInvalid("value", "value must be a finite number")
     if event.kind == "snapshot" and event.value < 0:
         raise EventInvalid("value", "a snapshot reading cannot be negative")
-
-
-@dataclass(slots=True)
-class EventBatch:
-    """Validated events of one request, held column by column for a fast bulk write."""
-
-    event_id: list[str | None] = field(default_factory=list)
-    influencer_id: list[str] = field(default_factory=list)
-    platform: list[str] = field(default_factory=list)
-    content_id: list[str | None] = field(default_factory=list)
-    campaign_id: list[str | None] = field(default_factory=list)
-    metric: list[str] = field(default_factory=list)
-    kind: list[str] = field(default_factory=list)
-    value: list[float] = field(default_factory=list)
-    ts_us: list[int] = field(default_factory=list)
-    user_id: list[str | None] = field(default_factory=list)
-    text: list[str | None] = field(default_factory=list)
-    tags: list[list[str] | None] = field(default_factory=list)
-    variant: list[str | None] = field(default_factory=list)
-    properties: list[str | None] = field(default_factory=list)
-
-    def __len__(self) -> int:
-        return len(self.influencer_id)
-
-    @classmethod
-    def from_events(cls, events: list[EventIn], ts_us: list[int]) -> EventBatch:
-        encode = msgspec.json.encode
-        # Only validated events get here: their required fields are set.
-        return cls(
-            event_id=[e.event_id for e in events],
-            influencer_id=cast(list[str], [e.influencer_id for e in events]),
-            platform=cast(list[str], [e.platform for e in events]),
-            content_id=[e.content_id for e in events],
-            campaign_id=[e.campaign_id for e in events],
-            metric=cast(list[str], [e.metric for e in events]),
-            kind=[e.kind for e in events],
-            value=[e.value for e in events],
-            ts_us=ts_us,
-            user_id=[e.user_id for e in events],
-            text=[e.text for e in events],
-            tags=[e.tags for e in events],
-            variant=[e.variant for e in events],
-            properties=[
-                None if e.properties is None else encode(e.properties).decode() for e in events
-            ],
-        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import threading
 from collections import Counter
 from collections.abc import Callable
@@ -13,28 +12,21 @@ import msgspec
 from hypemeter.backends.ports import EventStore, LiveBus, TenantStore
 from hypemeter.clock import Clock
 from hypemeter.errors import BatchRejected, Conflict, InvalidInput, Rejection
-from hypemeter.events.codec import (
-    BodyLimits,
-    Decoders,
-    Items,
-    decode_items,
-    decompress,
-    media_type,
-    split_items,
-)
+from hypemeter.events.codec import BodyLimits, media_type
 from hypemeter.events.model import (
     MAX_CUSTOM_METRICS,
-    EventBatch,
     EventIn,
-    EventInvalid,
     MetricCatalog,
     MetricDefinition,
     MetricKind,
-    TrackIn,
-    ValidationRules,
     check_custom_metric_name,
-    from_epoch_us,
-    validate_event,
+)
+from hypemeter.events.preparation import (
+    InlinePreparer,
+    Prepared,
+    PrepareJob,
+    Preparer,
+    retention_us,
 )
 
 EVENT_FIELDS = frozenset(EventIn.__struct_fields__)
@@ -88,19 +80,27 @@ class IngestService:
         bus: LiveBus,
         clock: Clock,
         limits: IngestLimits,
+        preparer: Preparer | None = None,
     ) -> None:
         self._store = store
         self._tenants = tenants
         self._bus = bus
         self._clock = clock
         self._limits = limits
+        self._preparer: Preparer = preparer or InlinePreparer()
         self._catalogs: dict[str, MetricCatalog] = {}
-        self._event_decoders = Decoders.of(EventIn)
-        self._track_decoders = Decoders.of(TrackIn)
         self.stats = IngestStats()
 
+    async def start(self) -> None:
+        """Start the preparer and load custom metrics; called once at start-up."""
+        await self._preparer.start()
+        await self.load()
+
+    async def aclose(self) -> None:
+        await self._preparer.aclose()
+
     async def load(self) -> None:
-        """Load custom metrics; called once at start-up."""
+        """Load custom metrics."""
         for tenant_id, metric in await self._tenants.list_metrics():
             self.catalog(tenant_id).custom[metric.name] = metric.kind
 
@@ -146,11 +146,8 @@ class IngestService:
         Overloaded and StoreUnavailable.
         """
         kind = media_type(content_type)
-        data = decompress(body, content_encoding, max_bytes=self._limits.max_body_bytes)
-        items = split_items(data, kind, self._limits.body())
-        quota(items.count)
-        decoded, rejected = decode_items(items, self._event_decoders, self._limits.max_event_bytes)
-        return await self._admit(tenant_id, decoded, rejected)
+        job = self._job(tenant_id, body, kind=kind, content_encoding=content_encoding)
+        return await self._admit(tenant_id, await self._preparer.prepare(job), quota)
 
     async def track(
         self,
@@ -162,41 +159,43 @@ class IngestService:
         quota: EventQuota,
     ) -> IngestResult:
         """Ingest one SDK event whose metric comes from the URL path."""
-        data = decompress(body, content_encoding, max_bytes=self._limits.max_event_bytes)
-        quota(1)
-        if not data.strip():
-            raise InvalidInput(
-                "body must be a JSON object with at least influencer_id", field="body"
-            )
-        decoded, rejected = decode_items(
-            Items("object", data, [data], 1), self._track_decoders, self._limits.max_event_bytes
+        job = self._job(
+            tenant_id, body, kind="json", content_encoding=content_encoding, track_metric=metric
         )
-        now = from_epoch_us(self._clock.now_us())
-        events = [(i, ev.to_event(metric, now)) for i, ev in decoded]
-        return await self._admit(tenant_id, events, rejected)
+        return await self._admit(tenant_id, await self._preparer.prepare(job), quota)
 
-    async def _admit(
+    def _job(
         self,
         tenant_id: str,
-        decoded: list[tuple[int, EventIn]],
-        rejected: list[Rejection],
-    ) -> IngestResult:
-        rules = self._rules()
-        catalog = self.catalog(tenant_id)
-        events: list[EventIn] = []
-        stamps: list[int] = []
-        for index, event in decoded:
-            try:
-                stamps.append(validate_event(event, catalog, rules))
-            except EventInvalid as exc:
-                rejected.append(Rejection(index, exc.field, exc.message))
-                continue
-            events.append(event)
-        rejected.sort(key=lambda r: r.index)
-        if not events:
+        body: bytes,
+        *,
+        kind: str,
+        content_encoding: str | None,
+        track_metric: str | None = None,
+    ) -> PrepareJob:
+        custom = self.catalog(tenant_id).custom
+        return PrepareJob(
+            tenant_id=tenant_id,
+            body=body,
+            kind=kind,
+            content_encoding=content_encoding,
+            limits=self._limits.body(),
+            now_us=self._clock.now_us(),
+            max_future_us=self._limits.max_future_seconds * 1_000_000,
+            retention_us=retention_us(self._limits.retention_days),
+            custom_metrics={name: k.value for name, k in custom.items()},
+            track_metric=track_metric,
+        )
+
+    async def _admit(self, tenant_id: str, prepared: Prepared, quota: EventQuota) -> IngestResult:
+        prepared.raise_error()
+        quota(prepared.count)
+        rejected = prepared.rejections()
+        batch = prepared.batch()
+        if batch is None:
             self.stats.record(tenant_id, IngestResult(0, 0, rejected))
             raise BatchRejected(rejected)
-        appended = await self._store.append(tenant_id, EventBatch.from_events(events, stamps))
+        appended = await self._store.append(tenant_id, batch)
         result = IngestResult(appended.accepted, appended.duplicates, rejected)
         self.stats.record(tenant_id, result)
         if appended.accepted:
@@ -205,14 +204,6 @@ class IngestService:
             )
             await self._bus.publish(f"ingested.{tenant_id}", notice)
         return result
-
-    def _rules(self) -> ValidationRules:
-        return ValidationRules(
-            now_us=self._clock.now_us(),
-            max_future_us=self._limits.max_future_seconds * 1_000_000,
-            retention_us=int(dt.timedelta(days=self._limits.retention_days).total_seconds())
-            * 1_000_000,
-        )
 
     async def count_events(self, tenant_id: str) -> int:
         return await self._store.count_events(tenant_id)

@@ -12,8 +12,8 @@ from hypemeter.backends.embedded.fingerprints import (
     MAX_RUNS,
     FingerprintIndex,
     Fingerprints,
-    fingerprint,
 )
+from hypemeter.events.batch import fingerprint
 
 HOUR_US = 3600 * 1_000_000
 WINDOW_US = 24 * HOUR_US

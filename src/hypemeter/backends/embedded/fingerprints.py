@@ -1,10 +1,10 @@
 """The embedded dedup index: which (tenant, event_id) were seen within the window.
 
-Each id is reduced to a 128-bit MD5 fingerprint of "tenant \x1f event_id"
-(computed in bulk by DuckDB; ``fingerprint`` gives the same in Python). Two distinct ids share a
-fingerprint with probability about n^2 / 2^129 (below 1e-20 for a billion ids
-in the window), the same odds UUIDs rely on; below that, a new event is never
-reported as a duplicate.
+Each id is reduced to a 128-bit fingerprint, MD5(event_id) XOR MD5(tenant)
+(``hypemeter.events.batch.fingerprint``).
+Two distinct ids share a fingerprint with probability about n^2 / 2^129
+(below 1e-20 for a billion ids in the window), the same odds UUIDs rely on;
+below that, a new event is never reported as a duplicate.
 
 Memory stays bounded whatever the window holds: the newest ids sit in an
 in-memory set of at most ``memory_entries``; older generations are frozen
@@ -15,7 +15,6 @@ rows at start-up, so they are never the source of truth.
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import os
 from dataclasses import dataclass
@@ -27,11 +26,6 @@ import numpy.typing as npt
 U64 = npt.NDArray[np.uint64]
 GENERATIONS_PER_WINDOW = 24
 MAX_RUNS = 64
-
-
-def fingerprint(tenant_id: str, event_id: str) -> bytes:
-    """16 bytes identifying (tenant, event_id); not a security boundary, only an id."""
-    return hashlib.md5(f"{tenant_id}\x1f{event_id}".encode(), usedforsecurity=False).digest()
 
 
 @dataclass(slots=True)

@@ -11,7 +11,8 @@ from hypemeter.auth.model import ApiKey, Scope, Tenant
 from hypemeter.backends.embedded.duckdb_store.database import DuckDBDatabase
 from hypemeter.backends.ports import AppendResult
 from hypemeter.errors import StoreUnavailable
-from hypemeter.events.model import EventBatch, MetricDefinition, MetricKind
+from hypemeter.events.batch import EventBatch
+from hypemeter.events.model import MetricDefinition, MetricKind
 
 
 class DuckDBEventStore:

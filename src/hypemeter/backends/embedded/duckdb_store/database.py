@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,15 +21,17 @@ import duckdb
 import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
+import pyarrow.compute as pc
 
-from hypemeter.backends.embedded.duckdb_store.schema import EVENT_COLUMNS, FINGERPRINT_SQL, migrate
+from hypemeter.backends.embedded.duckdb_store.schema import EVENT_COLUMNS, migrate
 from hypemeter.backends.embedded.duckdb_store.snapshots import SnapshotKey, SnapshotState
 from hypemeter.backends.embedded.duckdb_store.writer import Append, WriterThread
 from hypemeter.backends.embedded.fingerprints import FingerprintIndex, Fingerprints
 from hypemeter.backends.ports import AppendResult
 from hypemeter.clock import Clock
 from hypemeter.errors import StoreUnavailable
-from hypemeter.events.model import EventBatch, Reading
+from hypemeter.events.batch import EventBatch, id_digest
+from hypemeter.events.model import Reading
 
 log = logging.getLogger("hypemeter.store")
 T = TypeVar("T")
@@ -161,23 +162,14 @@ class DuckDBDatabase:
         """Deduplicate, derive snapshot deltas and insert every job in one transaction."""
         now_us = self._clock.now_us()
         seq = self._seq + 1
-        incoming, has_id = _incoming(jobs)
-        con.register("incoming", incoming)
-        try:
-            halves = con.execute(FINGERPRINT_SQL).fetchnumpy()
-        finally:
-            con.unregister("incoming")
-        fps = Fingerprints.from_halves(
-            np.asarray(halves["hi"], dtype=np.uint64), np.asarray(halves["lo"], dtype=np.uint64)
-        )
+        incoming = _incoming(jobs)
+        has_id = incoming.column("has_id").to_numpy(zero_copy_only=False).astype(np.bool_)
+        fps = Fingerprints.from_halves(_words(incoming, "fp_hi"), _words(incoming, "fp_lo"))
         keep = self._dedup(fps, has_id)
-        deltas = self._deltas(con, jobs, keep)
-        staged = incoming.append_column("fp_hi", pa.array(fps.hi, mask=~has_id))
-        staged = staged.append_column("fp_lo", pa.array(fps.lo, mask=~has_id))
-        staged = staged.append_column("delta", pa.array(deltas, pa.float64()))
-        mask = np.asarray(keep, dtype=np.bool_)
-        if not mask.all():
-            staged = staged.filter(pa.array(mask))
+        deltas = self._deltas(con, incoming, keep)
+        staged = incoming.append_column("delta", pa.array(deltas, pa.float64()))
+        if not keep.all():
+            staged = staged.filter(pa.array(keep))
         try:
             self._write(con, staged, seq, now_us)
         except Exception:
@@ -185,14 +177,14 @@ class DuckDBDatabase:
             raise
         self._seq = seq
         self._snapshots.committed()
-        kept_ids = np.flatnonzero(mask & has_id)
+        kept_ids = np.flatnonzero(keep & has_id)
         self._index.add(fps.take(kept_ids.tolist()), now_us)
         self._index.expire(now_us)
         results: list[AppendResult] = []
         offset = 0
         for job in jobs:
             size = len(job.batch)
-            accepted = int(mask[offset : offset + size].sum())
+            accepted = int(keep[offset : offset + size].sum())
             results.append(AppendResult(accepted, size - accepted, seq))
             offset += size
         return results
@@ -218,12 +210,12 @@ class DuckDBDatabase:
             con.execute("ROLLBACK")
             raise
 
-    def _dedup(self, fps: Fingerprints, has_id: npt.NDArray[np.bool_]) -> list[bool]:
+    def _dedup(self, fps: Fingerprints, has_id: npt.NDArray[np.bool_]) -> npt.NDArray[np.bool_]:
         """Keep mask: an id already in the window, or earlier in this group, is a duplicate."""
         seen = self._index.seen(fps).tolist()
         ints = fps.ints
         group: set[int] = set()
-        keep = [True] * len(ints)
+        keep = np.ones(len(ints), dtype=np.bool_)
         for i in np.flatnonzero(has_id).tolist():
             fp = ints[i]
             if seen[i] or fp in group:
@@ -233,74 +225,57 @@ class DuckDBDatabase:
         return keep
 
     def _deltas(
-        self, con: duckdb.DuckDBPyConnection, jobs: list[Append], keep: list[bool]
-    ) -> list[float]:
-        deltas: list[float] = []
-        keys: list[SnapshotKey] = []
-        readings: list[Reading] = []
-        rows: list[int] = []
-        for job in jobs:
-            batch: EventBatch = job.batch
-            offset = len(deltas)
-            deltas.extend(batch.value)
-            for i, kind in enumerate(batch.kind):
-                if kind != "snapshot" or not keep[offset + i]:
-                    continue
-                rows.append(offset + i)
-                keys.append(
-                    (
-                        job.tenant_id,
-                        batch.influencer_id[i],
-                        batch.platform[i],
-                        batch.content_id[i] or "",
-                        batch.metric[i],
-                    )
-                )
-                readings.append(Reading(batch.ts_us[i], batch.value[i]))
-        if rows:
-            for row, delta in zip(rows, self._snapshots.apply(con, keys, readings), strict=True):
-                deltas[row] = delta
+        self, con: duckdb.DuckDBPyConnection, incoming: pa.Table, keep: npt.NDArray[np.bool_]
+    ) -> npt.NDArray[np.float64]:
+        """Values, with each kept snapshot replaced by its delta against the previous reading."""
+        deltas: npt.NDArray[np.float64] = np.array(
+            incoming.column("value").to_numpy(zero_copy_only=False), dtype=np.float64
+        )
+        is_snapshot = pc.equal(incoming.column("kind"), "snapshot").to_numpy(zero_copy_only=False)
+        rows = np.flatnonzero(is_snapshot & keep)
+        if not len(rows):
+            return deltas
+        picked = incoming.take(pa.array(rows)).select(
+            ["tenant_id", "influencer_id", "platform", "content_id", "metric", "ts", "value"]
+        )
+        cols = picked.to_pydict()
+        stamps = picked.column("ts").cast(pa.int64()).to_pylist()
+        keys: list[SnapshotKey] = [
+            (t, i, p, c or "", m)
+            for t, i, p, c, m in zip(
+                cols["tenant_id"],
+                cols["influencer_id"],
+                cols["platform"],
+                cols["content_id"],
+                cols["metric"],
+                strict=True,
+            )
+        ]
+        readings = [Reading(ts, v) for ts, v in zip(stamps, cols["value"], strict=True)]
+        deltas[rows] = self._snapshots.apply(con, keys, readings)
         return deltas
 
 
-def _incoming(jobs: list[Append]) -> tuple[pa.Table, npt.NDArray[np.bool_]]:
-    """All jobs' events as one Arrow table, and which carry a client-given event id."""
-    tables: list[pa.Table] = []
-    flags: list[npt.NDArray[np.bool_]] = []
+def _words(table: pa.Table, name: str) -> npt.NDArray[np.uint64]:
+    column = pc.fill_null(table.column(name), 0)
+    return np.asarray(column.to_numpy(zero_copy_only=False), dtype=np.uint64)
+
+
+def _incoming(jobs: list[Append]) -> pa.Table:
+    """All jobs' events as one Arrow table, each row tagged with its tenant.
+
+    The tenant is folded into each id's fingerprint here (see ``fingerprint``).
+    """
+    tables = []
     for job in jobs:
-        table, has_id = _to_arrow(job.tenant_id, job.batch)
-        tables.append(table)
-        flags.append(has_id)
-    if len(tables) == 1:
-        return tables[0], flags[0]
-    return pa.concat_tables(tables), np.concatenate(flags)
-
-
-def _to_arrow(tenant_id: str, batch: EventBatch) -> tuple[pa.Table, npt.NDArray[np.bool_]]:
-    n = len(batch)
-    ids = batch.event_id
-    has_id = np.fromiter((e is not None for e in ids), dtype=np.bool_, count=n)
-    if not has_id.all():
-        # Server-assigned ids: unique by construction, never deduplicated.
-        prefix = f"s{secrets.token_hex(12)}-"
-        ids = [e if e is not None else f"{prefix}{i}" for i, e in enumerate(ids)]
-    table = pa.table(
-        {
-            "tenant_id": pa.repeat(pa.scalar(tenant_id, _STR), n),
-            "event_id": pa.array(ids, _STR),
-            "influencer_id": pa.array(batch.influencer_id, _STR),
-            "platform": pa.array(batch.platform, _STR),
-            "content_id": pa.array(batch.content_id, _STR),
-            "campaign_id": pa.array(batch.campaign_id, _STR),
-            "metric": pa.array(batch.metric, _STR),
-            "kind": pa.array(batch.kind, _STR),
-            "value": pa.array(batch.value, pa.float64()),
-            "ts": pa.array(batch.ts_us, pa.int64()).cast(_TS),
-            "user_id": pa.array(batch.user_id, _STR),
-            "text": pa.array(batch.text, _STR),
-            "tags": pa.array(batch.tags, pa.list_(_STR)),
-            "variant": pa.array(batch.variant, _STR),
-            "properties": pa.array(batch.properties, _STR),
-        }
-    )
-    return table, has_id
+        table: pa.Table = job.batch.table
+        tenant = np.frombuffer(id_digest(job.tenant_id), dtype="<u8").astype(np.uint64)
+        has_id = table.column("has_id")
+        for name, word in (("fp_hi", tenant[1]), ("fp_lo", tenant[0])):
+            folded = np.bitwise_xor(_words(table, name), word)
+            mask = pc.invert(has_id).to_numpy(zero_copy_only=False)
+            at = table.schema.get_field_index(name)
+            table = table.set_column(at, name, pa.array(folded, mask=mask))
+        names = pa.repeat(pa.scalar(job.tenant_id, _STR), table.num_rows)
+        tables.append(table.add_column(0, "tenant_id", names))
+    return tables[0] if len(tables) == 1 else pa.concat_tables(tables)

@@ -36,13 +36,6 @@ EVENT_COLUMNS = (
 )
 SNAPSHOT_COLUMNS = "tenant_id, influencer_id, platform, content_id, metric, last_ts_us, last_value"
 
-# 128-bit MD5 of "tenant \x1f event_id", computed by DuckDB in bulk; the halves are
-# the little-endian words of the digest (lo = bytes 0-7, hi = bytes 8-15).
-FINGERPRINT_SQL = (
-    "SELECT md5_number_lower(tenant_id || chr(31) || event_id) AS hi, "
-    "md5_number_upper(tenant_id || chr(31) || event_id) AS lo FROM incoming"
-)
-
 
 def migrate(con: duckdb.DuckDBPyConnection) -> None:
     con.execute(SCHEMA)
