@@ -31,7 +31,7 @@ class Settings(BaseSettings):
     max_future_seconds: int = Field(default=3600, ge=0)
     dedup_window_seconds: int = Field(default=24 * 3600, ge=60, le=MAX_DEDUP_WINDOW_SECONDS)
     dedup_memory_entries: int = Field(
-        default=500_000,
+        default=1_000_000,
         ge=1_000,
         description="Event ids kept in memory before older ones move to memory-mapped runs",
     )
@@ -40,7 +40,7 @@ class Settings(BaseSettings):
     )
     commit_max_events: int = Field(default=100_000, ge=1)
     decode_workers: int = Field(
-        default=1,
+        default=2,
         ge=0,
         le=64,
         description="Worker processes that decode and validate ingest bodies; 0 decodes in "

@@ -28,7 +28,7 @@ def raw(pairs: list[tuple[int, int]]) -> Fingerprints:
     """Fingerprints with chosen (hi, lo) halves, to force equal high words."""
     hi = np.array([p[0] for p in pairs], dtype=np.uint64)
     lo = np.array([p[1] for p in pairs], dtype=np.uint64)
-    return Fingerprints([(h << 64) | low for h, low in pairs], hi, lo)
+    return Fingerprints(hi, lo)
 
 
 def random_ids(rng: random.Random, n: int) -> list[str]:
@@ -57,11 +57,11 @@ def test_fingerprint_shapes_agree() -> None:
     both = Fingerprints.of(digests)
     for n, digest in enumerate(digests):
         value = int.from_bytes(digest, "little")
-        assert both.ints[n] == value
+        assert both.pairs()[n] == (value >> 64, value & (2**64 - 1))
         assert int(both.hi[n]) == value >> 64
         assert int(both.lo[n]) == value & (2**64 - 1)
     taken = both.take([3, 1])
-    assert taken.ints == [both.ints[3], both.ints[1]]
+    assert taken.pairs() == [both.pairs()[3], both.pairs()[1]]
     assert taken.hi.tolist() == [both.hi[3], both.hi[1]]
 
 
@@ -105,6 +105,14 @@ def test_equal_high_words_are_told_apart(tmp_path: Path) -> None:
     index.add(raw([(5, 10), (5, 30), (5, 20), (7, 1)]), T0)
     assert index.run_count == 1
     assert index.memory_entries == 0
+    probe = raw([(5, 20), (5, 25), (5, 10), (7, 1), (7, 2), (6, 10), (5, 30)])
+    assert index.seen(probe).tolist() == [True, False, True, True, False, False, True]
+
+
+def test_equal_high_words_are_told_apart_in_memory(tmp_path: Path) -> None:
+    index = new_index(tmp_path, memory_entries=10**6)
+    index.add(raw([(5, 10), (5, 30), (5, 20), (7, 1)]), T0)
+    assert (index.run_count, index.memory_entries) == (0, 4)
     probe = raw([(5, 20), (5, 25), (5, 10), (7, 1), (7, 2), (6, 10), (5, 30)])
     assert index.seen(probe).tolist() == [True, False, True, True, False, False, True]
 

@@ -30,29 +30,33 @@ MAX_RUNS = 64
 
 @dataclass(slots=True)
 class Fingerprints:
-    """A list of fingerprints in the three shapes the index needs."""
+    """Fingerprints as two arrays of 64-bit words: ``hi`` (bytes 8-15) and ``lo`` (0-7)."""
 
-    ints: list[int]
     hi: U64
     lo: U64
+
+    def __len__(self) -> int:
+        return len(self.hi)
 
     @classmethod
     def of(cls, digests: list[bytes]) -> Fingerprints:
         if not digests:
             empty = np.zeros(0, dtype=np.uint64)
-            return cls([], empty, empty)
+            return cls(empty, empty)
         pairs = np.frombuffer(b"".join(digests), dtype="<u8").reshape(-1, 2).astype(np.uint64)
-        ints = [int.from_bytes(d, "little") for d in digests]
-        return cls(ints, np.ascontiguousarray(pairs[:, 1]), np.ascontiguousarray(pairs[:, 0]))
+        return cls(np.ascontiguousarray(pairs[:, 1]), np.ascontiguousarray(pairs[:, 0]))
 
     @classmethod
     def from_halves(cls, hi: U64, lo: U64) -> Fingerprints:
-        ints = [(h << 64) | low for h, low in zip(hi.tolist(), lo.tolist(), strict=True)]
-        return cls(ints, hi, lo)
+        return cls(hi, lo)
+
+    def pairs(self) -> list[tuple[int, int]]:
+        """(hi, lo) of each fingerprint as Python ints."""
+        return list(zip(self.hi.tolist(), self.lo.tolist(), strict=True))
 
     def take(self, positions: list[int]) -> Fingerprints:
         index = np.asarray(positions, dtype=np.int64)
-        return Fingerprints([self.ints[i] for i in positions], self.hi[index], self.lo[index])
+        return Fingerprints(self.hi[index], self.lo[index])
 
 
 @dataclass(slots=True)
@@ -85,7 +89,9 @@ class FingerprintIndex:
         self._generation_us = max(1, window_us // GENERATIONS_PER_WINDOW)
         self._memory_entries = memory_entries
         self._spill_dir = spill_dir
-        self._mem: set[int] = set()
+        # hi word -> lo word; the rare second fingerprint sharing a hi word goes to _mem_extra.
+        self._mem: dict[int, int] = {}
+        self._mem_extra: set[tuple[int, int]] = set()
         self._mem_hi: list[U64] = []
         self._mem_lo: list[U64] = []
         self._mem_first_us: int | None = None
@@ -97,11 +103,11 @@ class FingerprintIndex:
             stale.unlink()
 
     def __len__(self) -> int:
-        return len(self._mem) + sum(len(run.hi) for run in self._runs)
+        return self.memory_entries + sum(len(run.hi) for run in self._runs)
 
     @property
     def memory_entries(self) -> int:
-        return len(self._mem)
+        return len(self._mem) + len(self._mem_extra)
 
     @property
     def run_count(self) -> int:
@@ -109,7 +115,13 @@ class FingerprintIndex:
 
     def seen(self, fps: Fingerprints) -> npt.NDArray[np.bool_]:
         """For each fingerprint, whether it is already in the window."""
-        found = np.fromiter((x in self._mem for x in fps.ints), dtype=np.bool_, count=len(fps.ints))
+        get = self._mem.get
+        extra = self._mem_extra
+        found = np.fromiter(
+            (get(h) == low or (h, low) in extra for h, low in fps.pairs()),
+            dtype=np.bool_,
+            count=len(fps),
+        )
         for run in self._runs:
             if found.all():
                 break
@@ -118,16 +130,19 @@ class FingerprintIndex:
 
     def add(self, fps: Fingerprints, now_us: int) -> None:
         """Record committed fingerprints as seen at ``now_us``."""
-        if not fps.ints:
+        if not len(fps):
             return
         if self._mem_first_us is None:
             self._mem_first_us = now_us
-        self._mem.update(fps.ints)
+        mem = self._mem
+        for h, low in fps.pairs():
+            if mem.setdefault(h, low) != low:
+                self._mem_extra.add((h, low))
         self._mem_hi.append(fps.hi)
         self._mem_lo.append(fps.lo)
         self._mem_newest_us = max(self._mem_newest_us, now_us)
         aged = now_us - self._mem_first_us >= self._generation_us
-        if aged or len(self._mem) >= self._memory_entries:
+        if aged or self.memory_entries >= self._memory_entries:
             self._freeze()
         self.expire(now_us)
 
@@ -147,12 +162,14 @@ class FingerprintIndex:
             run.path.unlink(missing_ok=True)
         self._runs = []
         self._mem.clear()
+        self._mem_extra.clear()
 
     def _freeze(self) -> None:
         hi = np.concatenate(self._mem_hi)
         lo = np.concatenate(self._mem_lo)
         self._runs.append(self._write_run(hi, lo, self._mem_newest_us))
-        self._mem = set()
+        self._mem = {}
+        self._mem_extra = set()
         self._mem_hi, self._mem_lo = [], []
         self._mem_first_us = None
         self._mem_newest_us = 0

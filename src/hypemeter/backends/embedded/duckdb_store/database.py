@@ -213,11 +213,11 @@ class DuckDBDatabase:
     def _dedup(self, fps: Fingerprints, has_id: npt.NDArray[np.bool_]) -> npt.NDArray[np.bool_]:
         """Keep mask: an id already in the window, or earlier in this group, is a duplicate."""
         seen = self._index.seen(fps).tolist()
-        ints = fps.ints
-        group: set[int] = set()
-        keep = np.ones(len(ints), dtype=np.bool_)
+        pairs = fps.pairs()
+        group: set[tuple[int, int]] = set()
+        keep = np.ones(len(pairs), dtype=np.bool_)
         for i in np.flatnonzero(has_id).tolist():
-            fp = ints[i]
+            fp = pairs[i]
             if seen[i] or fp in group:
                 keep[i] = False
             else:
