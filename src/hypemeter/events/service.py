@@ -30,6 +30,7 @@ from hypemeter.events.preparation import (
 )
 
 EVENT_FIELDS = frozenset(EventIn.__struct_fields__)
+INLINE_BODY_BYTES = 16 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,7 +88,8 @@ class IngestService:
         self._bus = bus
         self._clock = clock
         self._limits = limits
-        self._preparer: Preparer = preparer or InlinePreparer()
+        self._inline: Preparer = InlinePreparer()
+        self._preparer: Preparer = preparer or self._inline
         self._catalogs: dict[str, MetricCatalog] = {}
         self.stats = IngestStats()
 
@@ -147,7 +149,7 @@ class IngestService:
         """
         kind = media_type(content_type)
         job = self._job(tenant_id, body, kind=kind, content_encoding=content_encoding)
-        return await self._admit(tenant_id, await self._preparer.prepare(job), quota)
+        return await self._admit(tenant_id, await self._prepare(job), quota)
 
     async def track(
         self,
@@ -162,7 +164,13 @@ class IngestService:
         job = self._job(
             tenant_id, body, kind="json", content_encoding=content_encoding, track_metric=metric
         )
-        return await self._admit(tenant_id, await self._preparer.prepare(job), quota)
+        return await self._admit(tenant_id, await self._prepare(job), quota)
+
+    async def _prepare(self, job: PrepareJob) -> Prepared:
+        # A small body costs less to decode here than to ship to a worker and back.
+        if len(job.body) <= INLINE_BODY_BYTES:
+            return await self._inline.prepare(job)
+        return await self._preparer.prepare(job)
 
     def _job(
         self,
