@@ -15,8 +15,8 @@ from hypemeter.events.batch import EventBatch
 from hypemeter.events.model import MetricDefinition, MetricKind
 
 
-class DuckDBEventStore:
-    """EventStore port on the embedded DuckDB file."""
+class _SharedFile:
+    """Both adapters share one DuckDBDatabase; it closes when the last one stops."""
 
     def __init__(self, db: DuckDBDatabase) -> None:
         self._db = db
@@ -26,6 +26,10 @@ class DuckDBEventStore:
 
     async def aclose(self) -> None:
         self._db.stop()
+
+
+class DuckDBEventStore(_SharedFile):
+    """EventStore port on the embedded DuckDB file."""
 
     async def append(self, tenant_id: str, batch: EventBatch) -> AppendResult:
         return await self._db.append(tenant_id, batch)
@@ -74,17 +78,8 @@ def _key_from_row(row: tuple[Any, ...]) -> ApiKey:
 _KEY_COLUMNS = "key_id, tenant_id, key_hash, scopes, name, created_at_us, revoked_at_us"
 
 
-class DuckDBTenantStore:
+class DuckDBTenantStore(_SharedFile):
     """TenantStore port on the embedded DuckDB file."""
-
-    def __init__(self, db: DuckDBDatabase) -> None:
-        self._db = db
-
-    async def start(self) -> None:
-        self._db.start()
-
-    async def aclose(self) -> None:
-        self._db.stop()
 
     async def create_tenant(self, tenant: Tenant) -> bool:
         def insert(con: duckdb.DuckDBPyConnection) -> bool:
