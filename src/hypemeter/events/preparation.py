@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import multiprocessing
+import signal
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -158,6 +159,11 @@ def _warm() -> int:
     return 0
 
 
+def _ignore_interrupts() -> None:
+    # Ctrl-C reaches the whole process group; the server stops its workers itself.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 class ProcessPreparer:
     """Prepares in a pool of worker processes, started with ``spawn`` (the server has threads)."""
 
@@ -167,7 +173,9 @@ class ProcessPreparer:
 
     async def start(self) -> None:
         self._pool = ProcessPoolExecutor(
-            max_workers=self._workers, mp_context=multiprocessing.get_context("spawn")
+            max_workers=self._workers,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=_ignore_interrupts,
         )
         loop = asyncio.get_running_loop()
         await asyncio.gather(
