@@ -76,6 +76,10 @@ class ControlServer:
         old_umask = os.umask(0o177)
         try:
             self._server = await asyncio.start_unix_server(self._serve, path=str(self._path))
+        except OSError as exc:
+            # E.g. a data path longer than a Unix socket path may be: serving goes on,
+            # and CLI administration needs the server stopped.
+            log.warning("no control socket at %s: %s", self._path, exc)
         finally:
             os.umask(old_umask)
 
@@ -112,7 +116,7 @@ async def call_server(path: Path, op: str, args: dict[str, Any]) -> dict[str, An
     """Send a command to a running server; None when no server listens there."""
     try:
         reader, writer = await asyncio.open_unix_connection(str(path))
-    except (ConnectionRefusedError, FileNotFoundError):
+    except OSError:  # refused, missing, or a path too long for a socket
         return None
     writer.write(msgspec.json.encode({"op": op, "args": args}) + b"\n")
     await writer.drain()
