@@ -162,9 +162,6 @@ def require(scope: Scope) -> Callable[[Request], Awaitable[Principal]]:
     return dependency
 
 
-ERROR_EXAMPLE = {"error": {"code": "invalid_input", "message": "...", "field": "..."}}
-
-
 def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI documentation of the errors a route may answer."""
     texts = {

@@ -11,8 +11,6 @@ from hypemeter.clock import Clock
 from hypemeter.errors import InvalidInput
 from hypemeter.settings import Settings
 
-CLUSTER_HINT = "pip install 'hypemeter[cluster]'"
-
 
 @dataclass(frozen=True, slots=True)
 class Backends:

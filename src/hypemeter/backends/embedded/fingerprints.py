@@ -46,10 +46,6 @@ class Fingerprints:
         pairs = np.frombuffer(b"".join(digests), dtype="<u8").reshape(-1, 2).astype(np.uint64)
         return cls(np.ascontiguousarray(pairs[:, 1]), np.ascontiguousarray(pairs[:, 0]))
 
-    @classmethod
-    def from_halves(cls, hi: U64, lo: U64) -> Fingerprints:
-        return cls(hi, lo)
-
     def pairs(self) -> list[tuple[int, int]]:
         """(hi, lo) of each fingerprint as Python ints."""
         return list(zip(self.hi.tolist(), self.lo.tolist(), strict=True))

@@ -151,7 +151,7 @@ class DuckDBDatabase:
             hi = chunk.column(0).to_numpy().astype(np.uint64)
             lo = chunk.column(1).to_numpy().astype(np.uint64)
             newest = int(chunk.column(2).to_numpy().max())
-            self._index.add(Fingerprints.from_halves(hi, lo), newest)
+            self._index.add(Fingerprints(hi, lo), newest)
             restored += len(hi)
         log.info(
             "dedup index restored",
@@ -164,7 +164,7 @@ class DuckDBDatabase:
         seq = self._seq + 1
         incoming = _incoming(jobs)
         has_id = incoming.column("has_id").to_numpy(zero_copy_only=False).astype(np.bool_)
-        fps = Fingerprints.from_halves(_words(incoming, "fp_hi"), _words(incoming, "fp_lo"))
+        fps = Fingerprints(_words(incoming, "fp_hi"), _words(incoming, "fp_lo"))
         keep = self._dedup(fps, has_id)
         deltas = self._deltas(con, incoming, keep)
         staged = incoming.append_column("delta", pa.array(deltas, pa.float64()))
