@@ -6,10 +6,11 @@ Two distinct ids share a fingerprint with probability about n^2 / 2^129
 (below 1e-20 for a billion ids in the window), the same odds UUIDs rely on;
 below that, a new event is never reported as a duplicate.
 
-Memory stays bounded whatever the window holds: the newest ids sit in an
-in-memory set of at most ``memory_entries``; older generations are frozen
-into sorted runs written to memory-mapped files, which the kernel pages in
-and out as needed. Runs are a cache: the store rebuilds them from its own
+Memory stays bounded whatever the window holds: the newest ids sit in a few
+sorted in-memory runs of at most ``memory_entries`` in all; older generations
+are frozen into sorted runs written to memory-mapped files, which the kernel
+pages in and out as needed. Every lookup and insert is a numpy operation over
+a whole group of ids: no Python work per id. Runs are a cache: the store rebuilds them from its own
 rows at start-up, so they are never the source of truth.
 """
 
@@ -55,12 +56,23 @@ class Fingerprints:
         return Fingerprints(self.hi[index], self.lo[index])
 
 
+def _sorted(hi: U64, lo: U64) -> tuple[U64, U64]:
+    order = np.lexsort((lo, hi))
+    return np.ascontiguousarray(hi[order]), np.ascontiguousarray(lo[order])
+
+
 @dataclass(slots=True)
 class _Run:
+    """Fingerprints sorted by (hi, lo); on disk (memory-mapped) when ``path`` is set."""
+
     hi: U64
     lo: U64
     newest_us: int
-    path: Path
+    oldest_us: int
+    path: Path | None = None
+
+    def __len__(self) -> int:
+        return len(self.hi)
 
     def contains(self, hi: U64, lo: U64) -> npt.NDArray[np.bool_]:
         left = np.searchsorted(self.hi, hi, side="left")
@@ -72,6 +84,15 @@ class _Run:
         for i in np.nonzero(width > 1)[0]:
             found[i] = bool((self.lo[left[i] : right[i]] == lo[i]).any())
         return found
+
+    def drop(self) -> None:
+        if self.path is not None:
+            self.path.unlink(missing_ok=True)
+
+
+def _merge(runs: list[_Run]) -> _Run:
+    hi, lo = _sorted(np.concatenate([r.hi for r in runs]), np.concatenate([r.lo for r in runs]))
+    return _Run(hi, lo, max(r.newest_us for r in runs), min(r.oldest_us for r in runs))
 
 
 class FingerprintIndex:
@@ -85,13 +106,8 @@ class FingerprintIndex:
         self._generation_us = max(1, window_us // GENERATIONS_PER_WINDOW)
         self._memory_entries = memory_entries
         self._spill_dir = spill_dir
-        # hi word -> lo word; the rare second fingerprint sharing a hi word goes to _mem_extra.
-        self._mem: dict[int, int] = {}
-        self._mem_extra: set[tuple[int, int]] = set()
-        self._mem_hi: list[U64] = []
-        self._mem_lo: list[U64] = []
-        self._mem_first_us: int | None = None
-        self._mem_newest_us = 0
+        # In-memory runs, oldest first, sizes shrinking: merged like a binary counter.
+        self._fresh: list[_Run] = []
         self._runs: list[_Run] = []
         self._names = itertools.count()
         spill_dir.mkdir(parents=True, exist_ok=True)
@@ -99,26 +115,21 @@ class FingerprintIndex:
             stale.unlink()
 
     def __len__(self) -> int:
-        return self.memory_entries + sum(len(run.hi) for run in self._runs)
+        return self.memory_entries + sum(len(run) for run in self._runs)
 
     @property
     def memory_entries(self) -> int:
-        return len(self._mem) + len(self._mem_extra)
+        return sum(len(run) for run in self._fresh)
 
     @property
     def run_count(self) -> int:
+        """Runs spilled to memory-mapped files."""
         return len(self._runs)
 
     def seen(self, fps: Fingerprints) -> npt.NDArray[np.bool_]:
         """For each fingerprint, whether it is already in the window."""
-        get = self._mem.get
-        extra = self._mem_extra
-        found = np.fromiter(
-            (get(h) == low or (h, low) in extra for h, low in fps.pairs()),
-            dtype=np.bool_,
-            count=len(fps),
-        )
-        for run in self._runs:
+        found = np.zeros(len(fps), dtype=np.bool_)
+        for run in itertools.chain(reversed(self._fresh), reversed(self._runs)):
             if found.all():
                 break
             found |= run.contains(fps.hi, fps.lo)
@@ -128,65 +139,41 @@ class FingerprintIndex:
         """Record committed fingerprints as seen at ``now_us``."""
         if not len(fps):
             return
-        if self._mem_first_us is None:
-            self._mem_first_us = now_us
-        mem = self._mem
-        for h, low in fps.pairs():
-            if mem.setdefault(h, low) != low:
-                self._mem_extra.add((h, low))
-        self._mem_hi.append(fps.hi)
-        self._mem_lo.append(fps.lo)
-        self._mem_newest_us = max(self._mem_newest_us, now_us)
-        aged = now_us - self._mem_first_us >= self._generation_us
-        if aged or self.memory_entries >= self._memory_entries:
+        hi, lo = _sorted(fps.hi, fps.lo)
+        self._fresh.append(_Run(hi, lo, now_us, now_us))
+        while len(self._fresh) >= 2 and 2 * len(self._fresh[-1]) >= len(self._fresh[-2]):
+            self._fresh[-2:] = [_merge(self._fresh[-2:])]
+        oldest = min(run.oldest_us for run in self._fresh)
+        if now_us - oldest >= self._generation_us or self.memory_entries >= self._memory_entries:
             self._freeze()
         self.expire(now_us)
 
     def expire(self, now_us: int) -> None:
         """Forget generations wholly older than the window."""
         horizon = now_us - self._window_us
-        keep: list[_Run] = []
-        for run in self._runs:
-            if run.newest_us < horizon:
-                run.path.unlink(missing_ok=True)
-            else:
-                keep.append(run)
-        self._runs = keep
+        for runs in (self._runs, self._fresh):
+            for run in [r for r in runs if r.newest_us < horizon]:
+                run.drop()
+                runs.remove(run)
 
     def close(self) -> None:
         for run in self._runs:
-            run.path.unlink(missing_ok=True)
+            run.drop()
         self._runs = []
-        self._mem.clear()
-        self._mem_extra.clear()
+        self._fresh = []
 
     def _freeze(self) -> None:
-        hi = np.concatenate(self._mem_hi)
-        lo = np.concatenate(self._mem_lo)
-        self._runs.append(self._write_run(hi, lo, self._mem_newest_us))
-        self._mem = {}
-        self._mem_extra = set()
-        self._mem_hi, self._mem_lo = [], []
-        self._mem_first_us = None
-        self._mem_newest_us = 0
+        merged = _merge(self._fresh)
+        self._fresh = []
+        self._runs.append(self._spill(merged))
         if len(self._runs) > MAX_RUNS:
-            self._merge_oldest()
+            first, second = self._runs[0], self._runs[1]
+            self._runs[0:2] = [self._spill(_merge([first, second]))]
+            first.drop()
+            second.drop()
 
-    def _write_run(self, hi: U64, lo: U64, newest_us: int) -> _Run:
-        order = np.lexsort((lo, hi))
-        pairs = np.stack([hi[order], lo[order]])
+    def _spill(self, run: _Run) -> _Run:
         path = self._spill_dir / f"run-{os.getpid()}-{next(self._names)}.npy"
-        np.save(path, pairs)
+        np.save(path, np.stack([run.hi, run.lo]))
         mapped = np.load(path, mmap_mode="r")
-        return _Run(hi=mapped[0], lo=mapped[1], newest_us=newest_us, path=path)
-
-    def _merge_oldest(self) -> None:
-        first, second = self._runs[0], self._runs[1]
-        merged = self._write_run(
-            np.concatenate([first.hi, second.hi]),
-            np.concatenate([first.lo, second.lo]),
-            max(first.newest_us, second.newest_us),
-        )
-        first.path.unlink(missing_ok=True)
-        second.path.unlink(missing_ok=True)
-        self._runs[0:2] = [merged]
+        return _Run(mapped[0], mapped[1], run.newest_us, run.oldest_us, path)

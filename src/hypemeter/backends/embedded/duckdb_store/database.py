@@ -212,16 +212,14 @@ class DuckDBDatabase:
 
     def _dedup(self, fps: Fingerprints, has_id: npt.NDArray[np.bool_]) -> npt.NDArray[np.bool_]:
         """Keep mask: an id already in the window, or earlier in this group, is a duplicate."""
-        seen = self._index.seen(fps).tolist()
-        pairs = fps.pairs()
-        group: set[tuple[int, int]] = set()
-        keep = np.ones(len(pairs), dtype=np.bool_)
-        for i in np.flatnonzero(has_id).tolist():
-            fp = pairs[i]
-            if seen[i] or fp in group:
-                keep[i] = False
-            else:
-                group.add(fp)
+        keep = ~has_id
+        candidates = np.flatnonzero(has_id & ~self._index.seen(fps))
+        if len(candidates):
+            pairs = np.empty(len(candidates), dtype=[("hi", "<u8"), ("lo", "<u8")])
+            pairs["hi"] = fps.hi[candidates]
+            pairs["lo"] = fps.lo[candidates]
+            _, first = np.unique(pairs, return_index=True)
+            keep[candidates[first]] = True
         return keep
 
     def _deltas(
