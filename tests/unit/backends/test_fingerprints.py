@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import random
+import tempfile
 from pathlib import Path
 
 import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from hypemeter.backends.embedded.fingerprints import (
     GENERATIONS_PER_WINDOW,
@@ -190,3 +193,28 @@ def test_new_index_clears_stale_runs_and_close_deletes_its_own(tmp_path: Path) -
     index.close()
     assert run_files(spill) == []
     assert len(index) == 0
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    chunks=st.lists(
+        st.lists(st.tuples(st.integers(0, 7), st.integers(0, 3)), max_size=20), max_size=12
+    ),
+    probes=st.lists(st.tuples(st.integers(0, 7), st.integers(0, 3)), max_size=40),
+    memory_entries=st.integers(1, 40),
+)
+def test_membership_equals_a_plain_set(
+    chunks: list[list[tuple[int, int]]], probes: list[tuple[int, int]], memory_entries: int
+) -> None:
+    """Runs merge, spill and hold many equal hi words: membership is still exact."""
+    with tempfile.TemporaryDirectory() as spill:
+        index = FingerprintIndex(
+            window_us=WINDOW_US, memory_entries=memory_entries, spill_dir=Path(spill)
+        )
+        added: set[tuple[int, int]] = set()
+        for step, chunk in enumerate(chunks):
+            index.add(raw(chunk), T0 + step)
+            added.update(chunk)
+        assert index.memory_entries < memory_entries
+        assert index.seen(raw(probes)).tolist() == [p in added for p in probes]
+        index.close()

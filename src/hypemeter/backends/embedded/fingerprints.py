@@ -57,13 +57,14 @@ class Fingerprints:
 
 
 def _sorted(hi: U64, lo: U64) -> tuple[U64, U64]:
-    order = np.lexsort((lo, hi))
+    # Runs are ordered by the hi word alone; lookups scan the rare equal-hi ranges.
+    order = np.argsort(hi)
     return np.ascontiguousarray(hi[order]), np.ascontiguousarray(lo[order])
 
 
 @dataclass(slots=True)
 class _Run:
-    """Fingerprints sorted by (hi, lo); on disk (memory-mapped) when ``path`` is set."""
+    """Fingerprints sorted by hi; on disk (memory-mapped) when ``path`` is set."""
 
     hi: U64
     lo: U64
@@ -91,7 +92,17 @@ class _Run:
 
 
 def _merge(runs: list[_Run]) -> _Run:
-    hi, lo = _sorted(np.concatenate([r.hi for r in runs]), np.concatenate([r.lo for r in runs]))
+    """One run from several sorted ones, by linear merges (no re-sort)."""
+    hi, lo = runs[0].hi, runs[0].lo
+    for run in runs[1:]:
+        at = np.searchsorted(hi, run.hi, side="right") + np.arange(len(run.hi))
+        others = np.ones(len(hi) + len(run.hi), dtype=np.bool_)
+        others[at] = False
+        merged_hi = np.empty(len(others), dtype=np.uint64)
+        merged_lo = np.empty(len(others), dtype=np.uint64)
+        merged_hi[at], merged_lo[at] = run.hi, run.lo
+        merged_hi[others], merged_lo[others] = hi, lo
+        hi, lo = merged_hi, merged_lo
     return _Run(hi, lo, max(r.newest_us for r in runs), min(r.oldest_us for r in runs))
 
 
