@@ -76,14 +76,20 @@ class _Run:
         return len(self.hi)
 
     def contains(self, hi: U64, lo: U64) -> npt.NDArray[np.bool_]:
-        left = np.searchsorted(self.hi, hi, side="left")
-        right = np.searchsorted(self.hi, hi, side="right")
-        width = right - left
-        found = np.zeros(len(hi), dtype=np.bool_)
-        single = width == 1
-        found[single] = self.lo[left[single]] == lo[single]
-        for i in np.nonzero(width > 1)[0]:
-            found[i] = bool((self.lo[left[i] : right[i]] == lo[i]).any())
+        at = np.searchsorted(self.hi, hi, side="left")
+        inside = at < len(self.hi)
+        hit_hi = np.zeros(len(hi), dtype=np.bool_)
+        hit_hi[inside] = self.hi[at[inside]] == hi[inside]
+        found = hit_hi.copy()
+        found[hit_hi] = self.lo[at[hit_hi]] == lo[hit_hi]
+        # A hi word shared by several fingerprints (astronomically rare): scan its range.
+        for i in np.flatnonzero(hit_hi & ~found):
+            j = int(at[i])
+            while j < len(self.hi) and self.hi[j] == hi[i]:
+                if self.lo[j] == lo[i]:
+                    found[i] = True
+                    break
+                j += 1
         return found
 
     def drop(self) -> None:

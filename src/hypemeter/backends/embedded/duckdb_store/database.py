@@ -214,12 +214,7 @@ class DuckDBDatabase:
         """Keep mask: an id already in the window, or earlier in this group, is a duplicate."""
         keep = ~has_id
         candidates = np.flatnonzero(has_id & ~self._index.seen(fps))
-        if len(candidates):
-            pairs = np.empty(len(candidates), dtype=[("hi", "<u8"), ("lo", "<u8")])
-            pairs["hi"] = fps.hi[candidates]
-            pairs["lo"] = fps.lo[candidates]
-            _, first = np.unique(pairs, return_index=True)
-            keep[candidates[first]] = True
+        keep[candidates[_first_occurrences(fps.hi[candidates], fps.lo[candidates])]] = True
         return keep
 
     def _deltas(
@@ -252,6 +247,24 @@ class DuckDBDatabase:
         readings = [Reading(ts, v) for ts, v in zip(stamps, cols["value"], strict=True)]
         deltas[rows] = self._snapshots.apply(con, keys, readings)
         return deltas
+
+
+def _first_occurrences(
+    hi: npt.NDArray[np.uint64], lo: npt.NDArray[np.uint64]
+) -> npt.NDArray[np.intp]:
+    """Positions of the first occurrence of each distinct (hi, lo), in input order."""
+    order = np.argsort(hi, kind="stable")
+    sorted_hi, sorted_lo = hi[order], lo[order]
+    same_hi = sorted_hi[1:] == sorted_hi[:-1]
+    same = same_hi & (sorted_lo[1:] == sorted_lo[:-1])
+    if (same_hi & ~same).any():
+        # Two fingerprints share a hi word: equal pairs need not be adjacent.
+        pairs = np.empty(len(hi), dtype=[("hi", "<u8"), ("lo", "<u8")])
+        pairs["hi"], pairs["lo"] = hi, lo
+        return np.sort(np.unique(pairs, return_index=True)[1])
+    first = np.ones(len(hi), dtype=np.bool_)
+    first[1:] = ~same
+    return np.sort(order[first])
 
 
 def _words(table: pa.Table, name: str) -> npt.NDArray[np.uint64]:
