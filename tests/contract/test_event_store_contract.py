@@ -150,6 +150,18 @@ async def test_snapshot_state_survives_reopen(store_backend: Any) -> None:
     assert deltas == {"s1": 100, "s2": -10, "s0": 0}
 
 
+async def test_readings_not_yet_flushed_are_replayed_after_reopen(store_backend: Any) -> None:
+    """The snapshot state is written lazily; a reopen rebuilds it from the raw events."""
+    store = await store_backend.open_event_store()
+    for n, value in enumerate((100, 120, 125, 121)):
+        await store.append("acme", batch(reading(f"r{n}", value, 50 - n)))
+    await store.aclose()
+    reopened = await store_backend.open_event_store()
+    await reopened.append("acme", batch(reading("r9", 150, 10)))
+    deltas = await store_backend.stored_deltas(reopened, "acme")
+    assert deltas == {"r0": 100, "r1": 20, "r2": 5, "r3": -4, "r9": 29}
+
+
 async def test_duplicate_snapshot_changes_no_state(store_backend: Any) -> None:
     store = await store_backend.open_event_store()
     await store.append("acme", batch(reading("s1", 100, 50)))

@@ -204,7 +204,7 @@ class DuckDBDatabase:
                     )
                 finally:
                     con.unregister("staged")
-            self._snapshots.save(con)
+            self._snapshots.save(con, seq=seq, now_us=now_us)
             con.execute("COMMIT")
         except Exception:
             con.execute("ROLLBACK")

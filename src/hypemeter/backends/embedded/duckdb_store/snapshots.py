@@ -13,29 +13,51 @@ from hypemeter.events.model import Reading, snapshot_delta
 SnapshotKey = tuple[str, str, str, str, str]
 KEY_COLUMNS = ("tenant_id", "influencer_id", "platform", "content_id", "metric")
 _STR = pa.string()
+FLUSH_EVERY_US = 1_000_000
+FLUSH_KEYS = 10_000
 
 
 class SnapshotState:
     """A bounded cache of readings over the ``snapshot_state`` table.
 
     Changes of one group commit are staged in an overlay and merged into the
-    cache only after the commit succeeds. Owned by the writer thread.
+    cache only after the commit succeeds. The table is written lazily (``save``
+    decides when), with the last event ``seq`` it covers; at start-up the
+    snapshot events after that seq are replayed, so the raw events stay the
+    source of truth. Owned by the writer thread.
     """
 
-    def __init__(self, capacity: int) -> None:
+    def __init__(self, capacity: int, *, flush_every_us: int = FLUSH_EVERY_US) -> None:
         self._capacity = capacity
         self._cache: OrderedDict[SnapshotKey, Reading] = OrderedDict()
         # True while every stored reading is cached: a miss then needs no query.
         self._complete = False
         self.overlay: dict[SnapshotKey, Reading] = {}
+        # Committed readings the table does not have yet; never evicted from the cache.
+        self._dirty: dict[SnapshotKey, Reading] = {}
+        self._flush_every_us = flush_every_us
+        self._flushed_at_us = 0
+        self._flushing = False  # this transaction writes the pending readings
 
     def warm(self, con: duckdb.DuckDBPyConnection) -> None:
+        """Load the table (when it fits) and replay snapshot events it does not cover."""
         rows = con.execute("SELECT count(*) FROM snapshot_state").fetchall()
-        if int(rows[0][0]) > self._capacity:
-            return
-        for r in con.execute(f"SELECT {SNAPSHOT_COLUMNS} FROM snapshot_state").fetchall():  # noqa: S608
-            self._cache[(r[0], r[1], r[2], r[3], r[4])] = Reading(r[5], r[6])
-        self._complete = True
+        if int(rows[0][0]) <= self._capacity:
+            for r in con.execute(f"SELECT {SNAPSHOT_COLUMNS} FROM snapshot_state").fetchall():  # noqa: S608
+                self._cache[(r[0], r[1], r[2], r[3], r[4])] = Reading(r[5], r[6])
+            self._complete = True
+        covered = con.execute(
+            "SELECT coalesce(max(value::BIGINT), 0) FROM meta WHERE key = 'snapshot_seq'"
+        ).fetchall()[0][0]
+        replay = con.execute(
+            "SELECT tenant_id, influencer_id, platform, coalesce(content_id, ''), metric, "
+            "epoch_us(ts), value FROM events WHERE kind = 'snapshot' AND seq > ? "
+            "ORDER BY seq, rowid",
+            [covered],
+        ).fetchall()
+        keys: list[SnapshotKey] = [(r[0], r[1], r[2], r[3], r[4]) for r in replay]
+        self.apply(con, keys, [Reading(r[5], r[6]) for r in replay])
+        self.committed()
 
     def apply(
         self, con: duckdb.DuckDBPyConnection, keys: list[SnapshotKey], readings: list[Reading]
@@ -50,21 +72,35 @@ class SnapshotState:
             self.overlay[key] = state
         return deltas
 
-    def save(self, con: duckdb.DuckDBPyConnection) -> None:
-        """Write the overlay inside the caller's transaction."""
-        if not self.overlay:
+    def save(self, con: duckdb.DuckDBPyConnection, *, seq: int, now_us: int) -> None:
+        """Inside the caller's transaction, write what is pending, now and then.
+
+        Writing every commit would cost an upsert per group; a crash in between
+        is covered by the replay in ``warm``.
+        """
+        pending = {**self._dirty, **self.overlay}
+        due = now_us - self._flushed_at_us >= self._flush_every_us or len(pending) >= FLUSH_KEYS
+        if not pending or not due:
             return
-        keys = list(self.overlay)
+        keys = list(pending)
         columns = {name: pa.array([k[n] for k in keys], _STR) for n, name in enumerate(KEY_COLUMNS)}
-        columns["last_ts_us"] = pa.array([self.overlay[k].ts_us for k in keys], pa.int64())
-        columns["last_value"] = pa.array([self.overlay[k].value for k in keys], pa.float64())
+        columns["last_ts_us"] = pa.array([pending[k].ts_us for k in keys], pa.int64())
+        columns["last_value"] = pa.array([pending[k].value for k in keys], pa.float64())
         con.register("snapshot_changes", pa.table(columns))
         try:
             con.execute("INSERT OR REPLACE INTO snapshot_state SELECT * FROM snapshot_changes")
         finally:
             con.unregister("snapshot_changes")
+        con.execute("INSERT OR REPLACE INTO meta VALUES ('snapshot_seq', ?)", [str(seq)])
+        self._flushing = True
+        self._flushed_at_us = now_us
 
     def committed(self) -> None:
+        if self._flushing:
+            self._dirty = {}  # the transaction wrote every pending reading
+            self._flushing = False
+        else:
+            self._dirty.update(self.overlay)
         for key, reading in self.overlay.items():
             self._cache[key] = reading
             self._cache.move_to_end(key)
@@ -73,6 +109,7 @@ class SnapshotState:
 
     def rolled_back(self) -> None:
         self.overlay = {}
+        self._flushing = False
 
     def _load(self, con: duckdb.DuckDBPyConnection, keys: list[SnapshotKey]) -> None:
         if self._complete:
@@ -96,6 +133,8 @@ class SnapshotState:
         self._trim()
 
     def _trim(self) -> None:
-        while len(self._cache) > self._capacity:
-            self._cache.popitem(last=False)
-            self._complete = False
+        excess = len(self._cache) - self._capacity
+        for key in list(self._cache)[: max(0, excess)]:
+            if key not in self._dirty:
+                del self._cache[key]
+                self._complete = False
