@@ -155,7 +155,7 @@ def require(scope: Scope) -> Callable[[Request], Awaitable[Principal]]:
         services = request.app.state.services
         principal: Principal = services.auth.authenticate(bearer_secret(request))
         services.auth.authorize(principal, scope)
-        request.state.rate = services.rate_limiter.hit_request(principal.key_id)
+        request.state.rate = await services.rate_limiter.hit_request(principal.key_id)
         request.state.principal = principal
         return principal
 

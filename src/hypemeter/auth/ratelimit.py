@@ -7,8 +7,8 @@ import time
 from dataclasses import dataclass
 
 from limits import RateLimitItem, parse
+from limits.aio.strategies import FixedWindowRateLimiter
 from limits.storage import storage_from_string
-from limits.strategies import FixedWindowRateLimiter
 
 from hypemeter.errors import InvalidInput, RateLimited
 
@@ -33,9 +33,13 @@ class RateState:
 
 
 class RateLimiter:
-    """Fixed-window limits per API key; the storage is chosen by URI (``memory://``)."""
+    """Fixed-window limits per API key; the storage is chosen by URI (``async+memory://``).
 
-    def __init__(self, *, requests: str, events: str, storage_uri: str = "memory://") -> None:
+    The asyncio flavour of ``limits`` expires its counters with event-loop tasks,
+    not a timer thread per window.
+    """
+
+    def __init__(self, *, requests: str, events: str, storage_uri: str = "async+memory://") -> None:
         try:
             self._requests: RateLimitItem = parse(requests)
             self._events: RateLimitItem = parse(events)
@@ -43,15 +47,15 @@ class RateLimiter:
             raise InvalidInput(f"bad rate limit: {exc}", field="rate_limit") from exc
         self._limiter = FixedWindowRateLimiter(storage_from_string(storage_uri))
 
-    def hit_request(self, key_id: str) -> RateState:
-        return self._hit(self._requests, key_id, 1, "requests")
+    async def hit_request(self, key_id: str) -> RateState:
+        return await self._hit(self._requests, key_id, 1, "requests")
 
-    def hit_events(self, key_id: str, count: int) -> RateState:
-        return self._hit(self._events, key_id, count, "events")
+    async def hit_events(self, key_id: str, count: int) -> RateState:
+        return await self._hit(self._events, key_id, count, "events")
 
-    def _hit(self, item: RateLimitItem, key_id: str, cost: int, what: str) -> RateState:
-        allowed = self._limiter.hit(item, key_id, what, cost=cost)
-        stats = self._limiter.get_window_stats(item, key_id, what)
+    async def _hit(self, item: RateLimitItem, key_id: str, cost: int, what: str) -> RateState:
+        allowed = await self._limiter.hit(item, key_id, what, cost=cost)
+        stats = await self._limiter.get_window_stats(item, key_id, what)
         reset_after = max(1, math.ceil(stats.reset_time - time.time()))
         state = RateState(item.amount, max(0, stats.remaining), reset_after)
         if not allowed:

@@ -140,8 +140,8 @@ async def ingest_events(
     services = request.app.state.services
     body = await read_body(request, services.settings.max_body_bytes, "max_body_bytes")
 
-    def quota(count: int) -> None:
-        services.rate_limiter.hit_events(principal.key_id, count)
+    async def quota(count: int) -> None:
+        await services.rate_limiter.hit_events(principal.key_id, count)
 
     result = await services.ingest.ingest(
         principal.tenant_id,
@@ -169,8 +169,8 @@ async def track(
     services = request.app.state.services
     body = await read_body(request, services.settings.max_event_bytes, "max_event_bytes")
 
-    def quota(count: int) -> None:
-        services.rate_limiter.hit_events(principal.key_id, count)
+    async def quota(count: int) -> None:
+        await services.rate_limiter.hit_events(principal.key_id, count)
 
     result = await services.ingest.track(
         principal.tenant_id,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import msgspec
@@ -70,7 +70,7 @@ class IngestStats:
                 self.rejected[(tenant_id, reason)] += 1
 
 
-EventQuota = Callable[[int], object]
+EventQuota = Callable[[int], Awaitable[object]]
 
 
 class IngestService:
@@ -197,7 +197,7 @@ class IngestService:
 
     async def _admit(self, tenant_id: str, prepared: Prepared, quota: EventQuota) -> IngestResult:
         prepared.raise_error()
-        quota(prepared.count)
+        await quota(prepared.count)
         rejected = prepared.rejections()
         batch = prepared.batch()
         if batch is None:

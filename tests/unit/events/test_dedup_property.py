@@ -101,6 +101,10 @@ def schedules(draw: st.DrawFn) -> list[Batch]:
     return draw(st.permutations(unique + retries))
 
 
+async def no_quota(count: int) -> None:
+    """The rate limiter is not under test here."""
+
+
 async def send_all(root: Path, schedule: list[Batch]) -> tuple[dict[str, int], Counter[str]]:
     """Ingest the schedule; returns the stored count per tenant and summed answers."""
     clock = FixedClock(NOW_US)
@@ -123,7 +127,7 @@ async def send_all(root: Path, schedule: list[Batch]) -> tuple[dict[str, int], C
                     batch.body(),
                     content_type="application/x-ndjson" if batch.ndjson else "application/json",
                     content_encoding="gzip" if batch.gzipped else None,
-                    quota=lambda n: None,
+                    quota=no_quota,
                 )
             except BatchRejected as rejected:
                 totals["rejected"] += len(rejected.rejected)
