@@ -186,6 +186,32 @@ async def test_appends_committed_together_dedup_and_chain_snapshots(store_backen
     assert deltas == {"s1": 100, "s2": 30, "s3": -40}
 
 
+def rows(*events: EventIn) -> EventBatch:
+    """A batch as the server process hands small requests over: events, not yet Arrow."""
+    stamps = [to_epoch_us(e.ts) for e in events if e.ts is not None]
+    return EventBatch.of_rows(list(events), stamps)
+
+
+async def test_row_and_table_batches_mix_in_one_group(store_backend: Any) -> None:
+    store = await store_backend.open_event_store()
+    async with store_backend.stalled(store):
+        sent = [
+            ("acme", rows(event("a"), event("b"))),
+            ("other", batch(event("a"), event("c"))),
+            ("acme", rows(event("b"), event("d"))),
+            ("acme", rows(reading("s1", 100, 50))),
+            ("acme", batch(event("a"), reading("s2", 130, 40))),
+        ]
+        futures = [asyncio.ensure_future(store.append(t, b)) for t, b in sent]
+        await asyncio.sleep(0)
+    results = await asyncio.gather(*futures)
+    assert [(r.accepted, r.duplicates) for r in results] == [(2, 0), (2, 0), (1, 1), (1, 0), (1, 1)]
+    assert await store.count_events("acme") == 5
+    assert await store.count_events("other") == 2
+    deltas = await store_backend.stored_deltas(store, "acme")
+    assert (deltas["s1"], deltas["s2"]) == (100, 30)
+
+
 async def test_full_queue_sheds_with_overloaded(store_backend: Any) -> None:
     store = await store_backend.open_event_store(queue_limit=3)
     async with store_backend.stalled(store):

@@ -69,10 +69,13 @@ class Prepared:
 
     count: int = 0
     ipc: bytes | None = None
+    local: EventBatch | None = None  # set instead of ipc when prepared in this process
     rejected: list[tuple[int, str | None, str]] = field(default_factory=list)
     error: tuple[str, str, str | None, str | None, int] | None = None
 
     def batch(self) -> EventBatch | None:
+        if self.local is not None:
+            return self.local
         return EventBatch.from_ipc(self.ipc) if self.ipc is not None else None
 
     def rejections(self) -> list[Rejection]:
@@ -89,17 +92,21 @@ class Prepared:
         raise InvalidInput(message, field=name)
 
 
-def prepare(job: PrepareJob) -> Prepared:
-    """Decode and validate one body; never raises for bad input."""
+def prepare(job: PrepareJob, *, local: bool = False) -> Prepared:
+    """Decode and validate one body; never raises for bad input.
+
+    ``local`` keeps the valid events as they are, for the store of this process;
+    otherwise they travel as Arrow IPC.
+    """
     try:
-        return _prepare(job)
+        return _prepare(job, local=local)
     except HypemeterError as exc:
         limit = getattr(exc, "limit", None)
         value = int(getattr(exc, "value", 0))
         return Prepared(error=(exc.code, exc.message, exc.field, limit, value))
 
 
-def _prepare(job: PrepareJob) -> Prepared:
+def _prepare(job: PrepareJob, *, local: bool) -> Prepared:
     if job.track_metric is None:
         data = decompress(job.body, job.content_encoding, max_bytes=job.limits.max_body_bytes)
         items = split_items(data, job.kind, job.limits)
@@ -126,12 +133,15 @@ def _prepare(job: PrepareJob) -> Prepared:
             continue
         events.append(event)
     rejected.sort(key=lambda r: r.index)
-    ipc = EventBatch.from_events(events, stamps).to_ipc() if events else None
-    return Prepared(
-        count=items.count,
-        ipc=ipc,
-        rejected=[(r.index, r.field, r.error) for r in rejected],
-    )
+    reasons = [(r.index, r.field, r.error) for r in rejected]
+    if not events:
+        return Prepared(count=items.count, rejected=reasons)
+    if local:
+        return Prepared(
+            count=items.count, local=EventBatch.of_rows(events, stamps), rejected=reasons
+        )
+    ipc = EventBatch.from_events(events, stamps).to_ipc()
+    return Prepared(count=items.count, ipc=ipc, rejected=reasons)
 
 
 class Preparer(Protocol):
@@ -152,7 +162,7 @@ class InlinePreparer:
         return None
 
     async def prepare(self, job: PrepareJob) -> Prepared:
-        return prepare(job)
+        return prepare(job, local=True)
 
 
 def _warm() -> int:
