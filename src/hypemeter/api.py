@@ -53,11 +53,13 @@ _encoder = msgspec.json.Encoder()
 
 def json_response(request: Request, payload: Any, status: int = 200) -> Response:
     """Encode with msgspec and add the caller's rate-limit headers, if any."""
-    response = Response(_encoder.encode(payload), status_code=status, media_type="application/json")
     state: RateState | None = getattr(request.state, "rate", None)
-    if state is not None:
-        response.headers.update(state.headers())
-    return response
+    return Response(
+        _encoder.encode(payload),
+        status_code=status,
+        media_type="application/json",
+        headers=state.headers() if state is not None else None,
+    )
 
 
 def status_of(exc: HypemeterError) -> int:

@@ -38,7 +38,12 @@ class Settings(BaseSettings):
     ingest_queue_events: int = Field(
         default=200_000, ge=1, description="Events waiting for commit before ingest answers 503"
     )
-    commit_max_events: int = Field(default=100_000, ge=1)
+    commit_max_events: int = Field(
+        default=20_000,
+        ge=1,
+        description="Events one group commit takes at most; smaller groups pipeline better "
+        "with the decoding of the next requests",
+    )
     decode_workers: int = Field(
         default=2,
         ge=0,
