@@ -47,10 +47,6 @@ class Fingerprints:
         pairs = np.frombuffer(b"".join(digests), dtype="<u8").reshape(-1, 2).astype(np.uint64)
         return cls(np.ascontiguousarray(pairs[:, 1]), np.ascontiguousarray(pairs[:, 0]))
 
-    def pairs(self) -> list[tuple[int, int]]:
-        """(hi, lo) of each fingerprint as Python ints."""
-        return list(zip(self.hi.tolist(), self.lo.tolist(), strict=True))
-
     def take(self, positions: list[int]) -> Fingerprints:
         index = np.asarray(positions, dtype=np.int64)
         return Fingerprints(self.hi[index], self.lo[index])
