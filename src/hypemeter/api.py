@@ -121,15 +121,6 @@ async def handle_http_error(request: Request, exc: Exception) -> Response:
     )
 
 
-async def handle_unexpected(request: Request, exc: Exception) -> Response:
-    log.exception("unhandled error", exc_info=exc)
-    return json_response(
-        request,
-        {"error": {"code": "internal", "message": "internal error; see the server log"}},
-        500,
-    )
-
-
 def bearer_secret(request: Request) -> str | None:
     """The key from ``Authorization: Bearer <key>`` or HTTP Basic with the key as user name."""
     header = request.headers.get("authorization")

@@ -18,7 +18,6 @@ from hypemeter import __version__
 from hypemeter.api import (
     handle_http_error,
     handle_hypemeter_error,
-    handle_unexpected,
     handle_validation_error,
 )
 from hypemeter.auth.ratelimit import RateLimiter
@@ -148,7 +147,6 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
     app.add_exception_handler(HypemeterError, handle_hypemeter_error)
     app.add_exception_handler(RequestValidationError, handle_validation_error)
     app.add_exception_handler(StarletteHTTPException, handle_http_error)
-    app.add_exception_handler(Exception, handle_unexpected)
     app.include_router(ops_router)
     app.include_router(events_router)
     app.include_router(keys_router)

@@ -5,17 +5,13 @@ from __future__ import annotations
 import asyncio
 import os
 import random
-import signal
 import sys
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-import uvicorn
 
 from hypemeter.settings import Settings
-
-GIL_SWITCH_INTERVAL_S = 0.0005
 
 app = typer.Typer(help="Hypemeter: real-time engagement analytics.", no_args_is_help=True)
 tenants_app = typer.Typer(help="Manage tenants.", no_args_is_help=True)
@@ -50,44 +46,12 @@ def serve(
 
 
 def run_server(settings: Settings) -> None:
-    from hypemeter.app import create_app
     from hypemeter.logs import configure_logging
+    from hypemeter.serving import make_server, prepare_process
 
     configure_logging(settings.log_level)
-    config = uvicorn.Config(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        loop="uvloop",
-        http="httptools",
-        log_config=None,
-        access_log=False,
-        timeout_graceful_shutdown=15,
-        backlog=2048,
-    )
-    quiet_signal_reraise()
-    tune_interpreter()
-    uvicorn.Server(config).run()
-
-
-def tune_interpreter() -> None:
-    """Hand the GIL over sooner (default 5 ms).
-
-    DuckDB and pyarrow release the GIL while they work but take it back briefly
-    and often; with the event loop busy decoding, each take-back would wait a
-    full switch interval, and commits would crawl.
-    """
-    sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
-
-
-def quiet_signal_reraise() -> None:
-    """Let a graceful stop by SIGTERM or Ctrl-C end the process with status 0.
-
-    uvicorn re-raises the captured signal once it has shut down; with these
-    handlers in place that re-raise is a no-op instead of a kill.
-    """
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: None)
+    prepare_process()
+    make_server(settings, graceful_seconds=15).run()
 
 
 def admin(settings: Settings, op: str, args: dict[str, Any]) -> dict[str, Any]:

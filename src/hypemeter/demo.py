@@ -8,8 +8,6 @@ import json
 import os
 import random
 
-import uvicorn
-
 from hypemeter.auth.model import parse_scopes
 from hypemeter.control import offline_auth
 from hypemeter.errors import Unauthenticated
@@ -44,22 +42,11 @@ async def ensure_demo_keys(settings: Settings) -> dict[str, str]:
 
 
 async def _serve_with_traffic(settings: Settings, rate: float) -> None:
-    from hypemeter.app import create_app
+    from hypemeter.serving import make_server
     from hypemeter.simulate.runner import simulate
 
     keys = await ensure_demo_keys(settings)
-    server = uvicorn.Server(
-        uvicorn.Config(
-            create_app(settings),
-            host=settings.host,
-            port=settings.port,
-            loop="uvloop",
-            http="httptools",
-            log_config=None,
-            access_log=False,
-            timeout_graceful_shutdown=5,
-        )
-    )
+    server = make_server(settings, graceful_seconds=5)
     serving = asyncio.create_task(server.serve())
     while not server.started:
         if serving.done():
@@ -97,9 +84,9 @@ async def _serve_with_traffic(settings: Settings, rate: float) -> None:
 
 
 def run_demo(settings: Settings, *, rate: float) -> None:
-    from hypemeter.cli import quiet_signal_reraise
     from hypemeter.logs import configure_logging
+    from hypemeter.serving import prepare_process
 
     configure_logging("warning")
-    quiet_signal_reraise()
+    prepare_process()
     asyncio.run(_serve_with_traffic(settings, rate))

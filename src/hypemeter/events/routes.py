@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request, Response
@@ -140,15 +141,12 @@ async def ingest_events(
     services = request.app.state.services
     body = await read_body(request, services.settings.max_body_bytes, "max_body_bytes")
 
-    async def quota(count: int) -> None:
-        await services.rate_limiter.hit_events(principal.key_id, count)
-
     result = await services.ingest.ingest(
         principal.tenant_id,
         body,
         content_type=request.headers.get("content-type"),
         content_encoding=request.headers.get("content-encoding"),
-        quota=quota,
+        quota=partial(services.rate_limiter.hit_events, principal.key_id),
     )
     return reply(request, result)
 
@@ -169,15 +167,12 @@ async def track(
     services = request.app.state.services
     body = await read_body(request, services.settings.max_event_bytes, "max_event_bytes")
 
-    async def quota(count: int) -> None:
-        await services.rate_limiter.hit_events(principal.key_id, count)
-
     result = await services.ingest.track(
         principal.tenant_id,
         metric,
         body,
         content_encoding=request.headers.get("content-encoding"),
-        quota=quota,
+        quota=partial(services.rate_limiter.hit_events, principal.key_id),
     )
     return reply(request, result)
 

@@ -96,15 +96,11 @@ class IngestService:
     async def start(self) -> None:
         """Start the preparer and load custom metrics; called once at start-up."""
         await self._preparer.start()
-        await self.load()
+        for tenant_id, metric in await self._tenants.list_metrics():
+            self.catalog(tenant_id).custom[metric.name] = metric.kind
 
     async def aclose(self) -> None:
         await self._preparer.aclose()
-
-    async def load(self) -> None:
-        """Load custom metrics."""
-        for tenant_id, metric in await self._tenants.list_metrics():
-            self.catalog(tenant_id).custom[metric.name] = metric.kind
 
     def catalog(self, tenant_id: str) -> MetricCatalog:
         catalog = self._catalogs.get(tenant_id)
@@ -212,6 +208,3 @@ class IngestService:
             )
             await self._bus.publish(f"ingested.{tenant_id}", notice)
         return result
-
-    async def count_events(self, tenant_id: str) -> int:
-        return await self._store.count_events(tenant_id)

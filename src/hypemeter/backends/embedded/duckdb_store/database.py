@@ -75,10 +75,6 @@ class DuckDBDatabase:
         )
         self._users = 0
 
-    @property
-    def index(self) -> FingerprintIndex:
-        return self._index
-
     def start(self) -> None:
         """Open the file (creating it), migrate, and rebuild the dedup index.
 
