@@ -295,7 +295,7 @@ def free_port() -> int:
 class ServerProcess:
     """``hypemeter serve`` as a subprocess; its stderr goes to a log file."""
 
-    def __init__(self, data: Path, log: Path) -> None:
+    def __init__(self, data: Path, log: Path, *, env: dict[str, str] | None = None) -> None:
         self.data = data
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -304,7 +304,7 @@ class ServerProcess:
             [*HYPEMETER, "serve", "--port", str(self.port), "--data", str(data)],
             stdout=self._log,
             stderr=subprocess.STDOUT,
-            env={**cli_env(), "HYPEMETER_LOG_LEVEL": "info"},
+            env={**cli_env(), "HYPEMETER_LOG_LEVEL": "info", **(env or {})},
         )
         self.log_path = log
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import signal
 from collections.abc import Callable
 from pathlib import Path
@@ -148,3 +149,26 @@ def test_sigterm_exits_with_code_0(tmp_path: Path, spawn: Callable[[Path], Serve
 
     assert '"message": "hypemeter stopped"' in server.log()
     assert code == 0
+
+
+def test_logs_are_json_lines_carrying_the_request_id(tmp_path: Path) -> None:
+    server = ServerProcess(
+        tmp_path / "data", tmp_path / "serve.log", env={"HYPEMETER_ACCESS_LOG": "true"}
+    )
+    try:
+        server.wait_ready()
+        answer = httpx.get(
+            f"{server.url}/healthz", headers={"X-Request-ID": "trace-42"}, timeout=30
+        )
+        assert answer.headers["x-request-id"] == "trace-42"
+        assert server.terminate() == 0
+    finally:
+        if server.proc.poll() is None:
+            server.kill()
+
+    records = [json.loads(line) for line in server.log().splitlines() if line.startswith("{")]
+    access = [r for r in records if r.get("request_id") == "trace-42"]
+    assert [(r["logger"], r["path"], r["status"]) for r in access] == [
+        ("hypemeter.access", "/healthz", 200)
+    ]
+    assert all({"time", "level", "logger", "message"} <= r.keys() for r in records)
