@@ -23,7 +23,7 @@ from hypemeter.api import (
 from hypemeter.auth.ratelimit import RateLimiter
 from hypemeter.auth.routes import router as keys_router
 from hypemeter.auth.service import AuthService
-from hypemeter.backends.ports import EventStore, LiveBus, TenantStore
+from hypemeter.backends.ports import EventStore, LiveBus, MetricsStore, TenantStore
 from hypemeter.backends.selection import open_backends
 from hypemeter.clock import Clock, SystemClock
 from hypemeter.control import ControlServer
@@ -32,6 +32,8 @@ from hypemeter.events.preparation import ProcessPreparer
 from hypemeter.events.routes import router as events_router
 from hypemeter.events.service import IngestLimits, IngestService
 from hypemeter.logs import RequestContextMiddleware
+from hypemeter.metrics.routes import router as metrics_router
+from hypemeter.metrics.service import MetricsService
 from hypemeter.ops.routes import router as ops_router
 from hypemeter.ops.telemetry import Telemetry
 from hypemeter.settings import Settings
@@ -52,9 +54,11 @@ class Services:
     settings: Settings
     store: EventStore
     tenants: TenantStore
+    rollups: MetricsStore
     bus: LiveBus
     auth: AuthService
     ingest: IngestService
+    metrics: MetricsService
     rate_limiter: RateLimiter
     telemetry: Telemetry
 
@@ -80,9 +84,13 @@ def build_services(settings: Settings, clock: Clock | None = None) -> Services:
         settings=settings,
         store=backends.store,
         tenants=backends.tenants,
+        rollups=backends.metrics,
         bus=backends.bus,
         auth=AuthService(backends.tenants, clock),
         ingest=ingest,
+        metrics=MetricsService(
+            backends.metrics, ingest.catalog, clock, retention_days=settings.retention_days
+        ),
         rate_limiter=RateLimiter(requests=settings.rate_limit, events=settings.rate_limit_events),
         telemetry=Telemetry(ingest.stats, backends.store),
     )
@@ -91,6 +99,7 @@ def build_services(settings: Settings, clock: Clock | None = None) -> Services:
 async def start_services(services: Services) -> None:
     await services.store.start()
     await services.tenants.start()
+    await services.rollups.start()
     await services.bus.start()
     await services.auth.load()
     await services.ingest.start()
@@ -99,6 +108,7 @@ async def start_services(services: Services) -> None:
 async def stop_services(services: Services) -> None:
     await services.ingest.aclose()
     await services.bus.aclose()
+    await services.rollups.aclose()
     await services.tenants.aclose()
     await services.store.aclose()
 
@@ -150,6 +160,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
     app.include_router(ops_router)
     app.include_router(events_router)
     app.include_router(keys_router)
+    app.include_router(metrics_router)
     app.add_middleware(
         RequestContextMiddleware,
         observe=services.telemetry.observe,

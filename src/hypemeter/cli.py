@@ -148,6 +148,35 @@ def simulate(
 
 
 @app.command()
+def rebuild(data: DataOpt = None) -> None:
+    """Recompute every rollup from the raw events (the server must be stopped)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+    from hypemeter.errors import HypemeterError
+    from hypemeter.metrics.service import rebuild_rollups
+
+    settings = load_settings(data=data)
+    with Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+    ) as bar:
+        task = bar.add_task("events folded", total=None)
+
+        def progress(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        try:
+            folded, seconds = asyncio.run(rebuild_rollups(settings, progress))
+        except HypemeterError as exc:
+            fail(exc.message)
+            raise
+    rate = folded / seconds if seconds else 0.0
+    typer.echo(f"rebuilt the rollups from {folded:,} events in {seconds:.1f} s ({rate:,.0f}/s)")
+
+
+@app.command()
 def demo(
     host: Annotated[str | None, typer.Option(help="Interface [default 127.0.0.1]")] = None,
     port: Annotated[int | None, typer.Option(help="Port [default 8080]")] = None,

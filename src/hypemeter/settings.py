@@ -51,6 +51,16 @@ class Settings(BaseSettings):
         description="Worker processes that decode and validate ingest bodies; 0 decodes in "
         "the server process",
     )
+    query_threads: int = Field(
+        default=4, ge=1, le=64, description="Threads, each with its own connection, running queries"
+    )
+    rollup_fold_interval: float = Field(
+        default=0.5,
+        ge=0.0,
+        le=60.0,
+        description="Seconds between folds of new events into the rollups; queries read "
+        "newer events raw, so answers never lag",
+    )
     rate_limit: str = Field(default="2000/second", description="Requests per API key")
     rate_limit_events: str = Field(default="2000000/minute", description="Events per API key")
     metrics_token: SecretStr | None = Field(

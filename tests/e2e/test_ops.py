@@ -99,6 +99,14 @@ EXPECTED_OPERATIONS = {
     ("GET", "/v1/admin/keys"),
     ("POST", "/v1/admin/keys"),
     ("DELETE", "/v1/admin/keys/{key_id}"),
+    ("GET", "/v1/influencers/{influencer_id}/metrics"),
+    ("GET", "/v1/campaigns/{campaign_id}/metrics"),
+    ("GET", "/v1/metrics/aggregate"),
+    ("GET", "/v1/content/trending"),
+    ("GET", "/v1/users/activity"),
+    ("GET", "/v1/leaderboard"),
+    ("GET", "/v1/admin/emv"),
+    ("PUT", "/v1/admin/emv"),
 }
 
 
@@ -135,7 +143,12 @@ def test_openapi_lists_every_route_with_examples(shared_server: LiveServer) -> N
     # Each documented operation is served, and no undocumented method is.
     with shared_server.client() as client:
         for path in {p for _, p in EXPECTED_OPERATIONS}:
-            url = path.replace("{metric}", "likes").replace("{key_id}", "abc")
+            url = (
+                path.replace("{metric}", "likes")
+                .replace("{key_id}", "abc")
+                .replace("{influencer_id}", "inf-1")
+                .replace("{campaign_id}", "c-1")
+            )
             for method in ("GET", "POST", "PUT", "PATCH", "DELETE"):
                 status = client.request(method, url).status_code
                 if (method, path) in EXPECTED_OPERATIONS:

@@ -7,13 +7,19 @@ ones implement the same Protocols and pass the same contract tests.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Generic, Protocol, TypeVar
 
 from hypemeter.auth.model import ApiKey, Tenant
 from hypemeter.events.batch import EventBatch
 from hypemeter.events.model import MetricDefinition
+from hypemeter.metrics.model import AccountReadings, Grain
+
+T = TypeVar("T")
+
+# The dimensions counters can be grouped by.
+DIMENSIONS = ("influencer_id", "platform", "campaign_id", "content_id")
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +57,147 @@ class EventStore(Protocol):
 
     def size_bytes(self) -> int:
         """Bytes the store occupies on disk, or 0 when unknown."""
+
+
+@dataclass(frozen=True, slots=True)
+class Filters:
+    """Equality filters of a query; None matches everything."""
+
+    influencer_id: str | None = None
+    platform: str | None = None
+    campaign_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CounterQuery:
+    """Sums of counted values (and event counts) over ``[start_us, end_us)``.
+
+    Rows are grouped by the dimensions in ``by`` (events lacking a dimension's
+    value are left out) and, when ``grain`` is set, by bucket of that grain.
+    """
+
+    start_us: int
+    end_us: int
+    metrics: tuple[str, ...]
+    filters: Filters = Filters()
+    by: tuple[str, ...] = ()
+    grain: Grain | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CounterRow:
+    key: tuple[str, ...]
+    bucket: int | None
+    metric: str
+    total: float
+    events: int
+
+
+@dataclass(frozen=True, slots=True)
+class GaugeQuery:
+    """Readings of gauge metrics per account (influencer, platform), see AccountReadings."""
+
+    start_us: int
+    end_us: int
+    metrics: tuple[str, ...]
+    influencer_ids: tuple[str, ...] | None = None
+    platform: str | None = None
+    grain: Grain | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class GaugeRow:
+    influencer_id: str
+    platform: str
+    metric: str
+    readings: AccountReadings
+
+
+@dataclass(frozen=True, slots=True)
+class TrendingRow:
+    content_id: str
+    interactions: int
+    engagement: float
+    latest_us: int
+    sample_text: str | None
+    tags: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class UserRow:
+    user_id: str
+    interactions: int
+    engagement: float
+    platforms: tuple[str, ...]
+    last_seen_us: int
+
+
+@dataclass(slots=True)
+class Answer(Generic[T]):
+    """Rows of a query and how many stored rows (rollup or raw) were aggregated for them."""
+
+    rows: list[T]
+    rows_read: int
+
+
+class MetricsStore(Protocol):
+    """Rollups and the queries over them; every answer equals one over the raw events."""
+
+    async def start(self) -> None: ...
+
+    async def aclose(self) -> None: ...
+
+    async def counters(self, tenant_id: str, query: CounterQuery) -> Answer[CounterRow]: ...
+
+    async def gauges(self, tenant_id: str, query: GaugeQuery) -> Answer[GaugeRow]: ...
+
+    async def unique_users(
+        self,
+        tenant_id: str,
+        start_us: int,
+        end_us: int,
+        filters: Filters,
+        *,
+        grain: Grain | None,
+        by: str | None,
+        engagement_metrics: tuple[str, ...],
+    ) -> Answer[tuple[str | None, int | None, int]]:
+        """Distinct user ids with engagement events, per (group of ``by``, bucket of ``grain``)."""
+
+    async def trending(
+        self,
+        tenant_id: str,
+        start_us: int,
+        end_us: int,
+        *,
+        platform: str | None,
+        min_interactions: int,
+        engagement_metrics: tuple[str, ...],
+    ) -> Answer[TrendingRow]:
+        """Content items with at least ``min_interactions`` engagement events, any order."""
+
+    async def user_activity(
+        self,
+        tenant_id: str,
+        since_us: int,
+        *,
+        min_engagement: float,
+        engagement_metrics: tuple[str, ...],
+        after: tuple[float, str] | None,
+        limit: int,
+    ) -> Answer[UserRow]:
+        """Users by total engagement descending, then user id; ``after`` is the last row seen."""
+
+    async def emv_rates(self, tenant_id: str) -> dict[tuple[str, str], float]:
+        """The tenant's own unit values, (platform, metric) -> value."""
+
+    async def set_emv_rates(
+        self, tenant_id: str, rates: dict[tuple[str, str], float | None]
+    ) -> None:
+        """Set unit values; None removes a tenant value (the default applies again)."""
+
+    async def rebuild(self, progress: Callable[[int, int], None]) -> int:
+        """Recompute every rollup from the raw events; ``progress(done, total)``; events read."""
 
 
 class TenantStore(Protocol):

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
-from hypemeter.backends.ports import EventStore, LiveBus, TenantStore
+from hypemeter.backends.ports import EventStore, LiveBus, MetricsStore, TenantStore
 from hypemeter.clock import Clock
 from hypemeter.errors import InvalidInput
 from hypemeter.settings import Settings
@@ -16,6 +16,7 @@ from hypemeter.settings import Settings
 class Backends:
     store: EventStore
     tenants: TenantStore
+    metrics: MetricsStore
     bus: LiveBus
 
 
@@ -40,13 +41,14 @@ def open_backends(settings: Settings, clock: Clock, *, admin_only: bool = False)
 
 def _open_store(
     settings: Settings, clock: Clock, *, admin_only: bool
-) -> tuple[EventStore, TenantStore]:
+) -> tuple[EventStore, TenantStore, MetricsStore]:
     dsn = settings.store_dsn()
     scheme = urlparse(dsn).scheme
     if scheme == "duckdb":
         from hypemeter.backends.embedded.duckdb_store import (
             DuckDBDatabase,
             DuckDBEventStore,
+            DuckDBMetricsStore,
             DuckDBTenantStore,
             StoreConfig,
         )
@@ -57,9 +59,12 @@ def _open_store(
             queue_limit=max(settings.ingest_queue_events, settings.max_events_per_request),
             commit_max_events=settings.commit_max_events,
             restore_dedup=not admin_only,
+            maintain_rollups=not admin_only,
+            query_threads=settings.query_threads,
+            fold_interval=settings.rollup_fold_interval,
         )
         db = DuckDBDatabase(duckdb_path(dsn), clock=clock, config=config)
-        return DuckDBEventStore(db), DuckDBTenantStore(db)
+        return DuckDBEventStore(db), DuckDBTenantStore(db), DuckDBMetricsStore(db)
     raise InvalidInput(
         f"unsupported store DSN scheme {scheme!r}; this build supports duckdb:///path",
         field="store",

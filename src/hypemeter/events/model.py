@@ -291,6 +291,10 @@ def validate_event(event: EventIn, catalog: MetricCatalog, rules: ValidationRule
     event.metric = metric
     ts_us = _check_ts(event.ts, rules)
     _check_optional_fields(event)
+    if event.kind != "snapshot" and catalog.kind_of(metric) is MetricKind.GAUGE:
+        raise EventInvalid(
+            "kind", f"{metric} is a gauge: send readings with kind 'snapshot', not increments"
+        )
     return ts_us
 
 

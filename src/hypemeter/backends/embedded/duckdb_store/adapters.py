@@ -3,16 +3,31 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 import duckdb
 
 from hypemeter.auth.model import ApiKey, Scope, Tenant
+from hypemeter.backends.embedded.duckdb_store import queries, rollups
 from hypemeter.backends.embedded.duckdb_store.database import DuckDBDatabase
-from hypemeter.backends.ports import AppendResult
+from hypemeter.backends.ports import (
+    Answer,
+    AppendResult,
+    CounterQuery,
+    CounterRow,
+    Filters,
+    GaugeQuery,
+    GaugeRow,
+    TrendingRow,
+    UserRow,
+)
 from hypemeter.errors import StoreUnavailable
 from hypemeter.events.batch import EventBatch
 from hypemeter.events.model import MetricDefinition, MetricKind
+from hypemeter.metrics.model import Grain
+
+REBUILD_CHUNK_EVENTS = 5_000_000
 
 
 class _SharedFile:
@@ -160,3 +175,104 @@ class DuckDBTenantStore(_SharedFile):
             return [(r[0], MetricDefinition(r[1], MetricKind(r[2]))) for r in rows]
 
         return await self._db.run(select)
+
+
+class DuckDBMetricsStore(_SharedFile):
+    """MetricsStore port on the embedded DuckDB file: rollups folded from the raw events."""
+
+    async def counters(self, tenant_id: str, query: CounterQuery) -> Answer[CounterRow]:
+        return await self._db.read(lambda con: queries.counters(con, tenant_id, query))
+
+    async def gauges(self, tenant_id: str, query: GaugeQuery) -> Answer[GaugeRow]:
+        return await self._db.read(lambda con: queries.gauges(con, tenant_id, query))
+
+    async def unique_users(
+        self,
+        tenant_id: str,
+        start_us: int,
+        end_us: int,
+        filters: Filters,
+        *,
+        grain: Grain | None,
+        by: str | None,
+        engagement_metrics: tuple[str, ...],
+    ) -> Answer[tuple[str | None, int | None, int]]:
+        return await self._db.read(
+            lambda con: queries.unique_users(
+                con, tenant_id, start_us, end_us, filters, grain, by, engagement_metrics
+            )
+        )
+
+    async def trending(
+        self,
+        tenant_id: str,
+        start_us: int,
+        end_us: int,
+        *,
+        platform: str | None,
+        min_interactions: int,
+        engagement_metrics: tuple[str, ...],
+    ) -> Answer[TrendingRow]:
+        return await self._db.read(
+            lambda con: queries.trending(
+                con, tenant_id, start_us, end_us, platform, min_interactions, engagement_metrics
+            )
+        )
+
+    async def user_activity(
+        self,
+        tenant_id: str,
+        since_us: int,
+        *,
+        min_engagement: float,
+        engagement_metrics: tuple[str, ...],
+        after: tuple[float, str] | None,
+        limit: int,
+    ) -> Answer[UserRow]:
+        return await self._db.read(
+            lambda con: queries.user_activity(
+                con, tenant_id, since_us, min_engagement, engagement_metrics, after, limit
+            )
+        )
+
+    async def emv_rates(self, tenant_id: str) -> dict[tuple[str, str], float]:
+        def select(con: duckdb.DuckDBPyConnection) -> dict[tuple[str, str], float]:
+            rows = con.execute(
+                "SELECT platform, metric, value FROM emv_rates WHERE tenant_id = ?", [tenant_id]
+            ).fetchall()
+            return {(p, m): float(v) for p, m, v in rows}
+
+        return await self._db.read(select)
+
+    async def set_emv_rates(
+        self, tenant_id: str, rates: dict[tuple[str, str], float | None]
+    ) -> None:
+        def write(con: duckdb.DuckDBPyConnection) -> None:
+            con.execute("BEGIN TRANSACTION")
+            try:
+                for (platform, metric), value in rates.items():
+                    con.execute(
+                        "DELETE FROM emv_rates WHERE tenant_id = ? AND platform = ? AND metric = ?",
+                        [tenant_id, platform, metric],
+                    )
+                    if value is not None:
+                        con.execute(
+                            "INSERT INTO emv_rates VALUES (?, ?, ?, ?)",
+                            [tenant_id, platform, metric, value],
+                        )
+                con.execute("COMMIT")
+            except Exception:
+                con.execute("ROLLBACK")
+                raise
+
+        await self._db.run(write)
+
+    def wait_folded(self, timeout: float = 30.0) -> bool:
+        """Block until every committed event is folded into the rollups (tests, benchmarks)."""
+        maintainer = self._db.maintainer
+        return maintainer is None or maintainer.wait_idle(timeout)
+
+    async def rebuild(self, progress: Callable[[int, int], None]) -> int:
+        return await self._db.run(
+            lambda con: rollups.rebuild(con, progress, chunk_events=REBUILD_CHUNK_EVENTS)
+        )

@@ -9,10 +9,13 @@ filtering, inserting) runs in bulk inside DuckDB or numpy.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
+import queue
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
@@ -23,6 +26,7 @@ import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from hypemeter.backends.embedded.duckdb_store.rollups import RollupMaintainer
 from hypemeter.backends.embedded.duckdb_store.schema import EVENT_COLUMNS, migrate
 from hypemeter.backends.embedded.duckdb_store.snapshots import SnapshotKey, SnapshotState
 from hypemeter.backends.embedded.duckdb_store.writer import Append, WriterThread
@@ -51,6 +55,10 @@ class StoreConfig:
     commit_max_events: int
     memory_limit: str = "1GB"
     restore_dedup: bool = True
+    query_threads: int = 4
+    fold_interval: float = 0.5
+    compact_min_rows: int = 200_000
+    maintain_rollups: bool = True
 
 
 class DuckDBDatabase:
@@ -74,6 +82,11 @@ class DuckDBDatabase:
             commit_max_events=config.commit_max_events,
         )
         self._users = 0
+        self._readers: queue.SimpleQueue[duckdb.DuckDBPyConnection] = queue.SimpleQueue()
+        self._reader_count = 0
+        self._pool: ThreadPoolExecutor | None = None
+        self.maintainer: RollupMaintainer | None = None
+        self._maintenance_con: duckdb.DuckDBPyConnection | None = None
 
     def start(self) -> None:
         """Open the file (creating it), migrate, and rebuild the dedup index.
@@ -88,14 +101,41 @@ class DuckDBDatabase:
         except duckdb.Error as exc:
             self._users = 0
             raise StoreUnavailable(f"cannot open the store {self.path}: {exc}") from exc
+        self._pool = ThreadPoolExecutor(
+            max_workers=self._config.query_threads, thread_name_prefix="hypemeter-query"
+        )
+        if self.maintainer is not None:
+            self.maintainer.start()
 
     def stop(self) -> None:
         if self._users == 0:
             return
         self._users -= 1
         if self._users == 0:
+            if self.maintainer is not None:
+                self.maintainer.stop()
+            if self._pool is not None:
+                self._pool.shutdown(wait=True)
+            while self._reader_count:
+                self._readers.get().close()
+                self._reader_count -= 1
+            if self._maintenance_con is not None:
+                self._maintenance_con.close()
             self._writer.stop()
             self._index.close()
+
+    async def read(self, fn: Callable[[duckdb.DuckDBPyConnection], T]) -> T:
+        """Run a read-only query on a reader connection, concurrently with the writer."""
+        if not self._users or self._pool is None:
+            raise StoreUnavailable("the store is closed")
+        return await asyncio.get_running_loop().run_in_executor(self._pool, self._read, fn)
+
+    def _read(self, fn: Callable[[duckdb.DuckDBPyConnection], T]) -> T:
+        con = self._readers.get()
+        try:
+            return fn(con)
+        finally:
+            self._readers.put(con)
 
     async def run(self, fn: Callable[[duckdb.DuckDBPyConnection], T]) -> T:
         if not self._users:
@@ -126,6 +166,19 @@ class DuckDBDatabase:
         con.execute("SET TimeZone = 'UTC'")
         con.execute(f"SET checkpoint_threshold = '{CHECKPOINT_THRESHOLD}'")
         migrate(con)
+        for _ in range(self._config.query_threads):
+            reader = con.cursor()
+            reader.execute("SET TimeZone = 'UTC'")
+            self._readers.put(reader)
+            self._reader_count += 1
+        if self._config.maintain_rollups:
+            self._maintenance_con = con.cursor()
+            self._maintenance_con.execute("SET TimeZone = 'UTC'")
+            self.maintainer = RollupMaintainer(
+                self._maintenance_con,
+                fold_interval=self._config.fold_interval,
+                compact_min_rows=self._config.compact_min_rows,
+            )
         rows = con.execute("SELECT coalesce(max(seq), 0) FROM events").fetchall()
         self._seq = int(rows[0][0])
         if self._config.restore_dedup:
@@ -173,6 +226,8 @@ class DuckDBDatabase:
             raise
         self._seq = seq
         self._snapshots.committed()
+        if self.maintainer is not None:
+            self.maintainer.notify()
         kept_ids = np.flatnonzero(keep & has_id)
         self._index.add(fps.take(kept_ids.tolist()), now_us)
         self._index.expire(now_us)

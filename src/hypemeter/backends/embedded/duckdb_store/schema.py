@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import duckdb
 
+from hypemeter.backends.embedded.duckdb_store.rollups import schema as rollup_schema
+
 SCHEMA_VERSION = "1"
 
 SCHEMA = """
@@ -39,6 +41,7 @@ SNAPSHOT_COLUMNS = "tenant_id, influencer_id, platform, content_id, metric, last
 
 def migrate(con: duckdb.DuckDBPyConnection) -> None:
     con.execute(SCHEMA)
+    con.execute(rollup_schema())
     con.execute(
         "INSERT INTO meta VALUES ('schema_version', ?) ON CONFLICT DO NOTHING", [SCHEMA_VERSION]
     )

@@ -1,0 +1,341 @@
+"""Rollups of the embedded store: minute, hour and day buckets folded from the raw events.
+
+The raw events are the first level of an LSM-like structure. A maintainer
+thread folds every newly committed group of events into partial rollup rows
+(one transaction, which also advances the ``rollup_seq`` watermark), at most
+``fold_interval`` after the commit. Queries read the rollups for events up to
+the watermark and the raw events above it, in one snapshot, so an answer
+includes every acknowledged event whether or not it has been folded yet.
+
+Partial rows pile up at the end of each table; once they are a fair share of
+it the table is compacted: partials with equal keys merged, and the rows
+rewritten in the order queries filter by, so DuckDB's zone maps skip most of
+the table.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import duckdb
+
+from hypemeter.metrics.model import DAY_US, HOUR_US, MINUTE_US
+
+log = logging.getLogger("hypemeter.rollups")
+
+_READING = "STRUCT(t BIGINT, v DOUBLE)"
+# Seconds without new events after which leftover partial rows are compacted.
+IDLE_COMPACT_SECONDS = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class RollupTable:
+    name: str
+    keys: tuple[str, ...]
+    aggregates: tuple[tuple[str, str, str], ...]  # (column, type, how partials merge)
+    order: tuple[str, ...]
+
+
+_COUNTED = (("total", "DOUBLE", "sum"), ("events", "BIGINT", "sum"))
+_READINGS = (("first", _READING, "min"), ("last", _READING, "max"))
+_ACCOUNT_KEYS = ("tenant_id", "influencer_id", "platform", "campaign_id", "metric", "bucket")
+
+MINUTE = RollupTable(
+    "rollup_minute",
+    _ACCOUNT_KEYS,
+    (*_COUNTED, *_READINGS),
+    # Minute buckets are asked for over short spans: cluster by time.
+    ("tenant_id", "bucket", "influencer_id", "metric"),
+)
+HOUR = RollupTable(
+    "rollup_hour",
+    _ACCOUNT_KEYS,
+    (*_COUNTED, *_READINGS),
+    ("tenant_id", "influencer_id", "metric", "bucket"),
+)
+DAY = RollupTable(
+    "rollup_day",
+    _ACCOUNT_KEYS,
+    (*_COUNTED, *_READINGS),
+    ("tenant_id", "influencer_id", "metric", "bucket"),
+)
+CONTENT_HOUR = RollupTable(
+    "rollup_content_hour",
+    ("tenant_id", "content_id", "influencer_id", "platform", "campaign_id", "metric", "bucket"),
+    (
+        *_COUNTED,
+        ("latest", "BIGINT", "max"),
+        ("sample", "STRUCT(t BIGINT, text VARCHAR)", "max"),
+    ),
+    ("tenant_id", "bucket", "content_id"),
+)
+CONTENT_TAGS_HOUR = RollupTable(
+    "rollup_content_tags_hour",
+    ("tenant_id", "content_id", "platform", "campaign_id", "metric", "bucket", "tag"),
+    (("n", "BIGINT", "sum"),),
+    ("tenant_id", "bucket", "content_id"),
+)
+TABLES = (MINUTE, HOUR, DAY, CONTENT_HOUR, CONTENT_TAGS_HOUR)
+GRAIN_TABLES = {"minute": MINUTE, "hour": HOUR, "day": DAY}
+
+
+def schema() -> str:
+    statements = []
+    for table in TABLES:
+        columns = [f"{k} {'BIGINT' if k == 'bucket' else 'VARCHAR'} NOT NULL" for k in table.keys]
+        columns += [f"{name} {kind}" for name, kind, _ in table.aggregates]
+        statements.append(f"CREATE TABLE IF NOT EXISTS {table.name} ({', '.join(columns)});")
+    statements.append(
+        "CREATE TABLE IF NOT EXISTS emv_rates (tenant_id VARCHAR, platform VARCHAR, "
+        "metric VARCHAR, value DOUBLE NOT NULL, PRIMARY KEY (tenant_id, platform, metric));"
+    )
+    return "\n".join(statements)
+
+
+def watermark(con: duckdb.DuckDBPyConnection) -> int:
+    """The seq up to which events are folded into the rollups (in this transaction's view)."""
+    rows = con.execute("SELECT value FROM meta WHERE key = 'rollup_seq'").fetchall()
+    return int(rows[0][0]) if rows else 0
+
+
+def _bucket(width_us: int, column: str = "epoch_us(ts)") -> str:
+    return f"({column} // {width_us}) * {width_us}"
+
+
+def fold(con: duckdb.DuckDBPyConnection, upto: int | None = None) -> tuple[int, int]:
+    """Fold events above the watermark (up to seq ``upto``) into partial rows, atomically.
+
+    Returns (events folded, partial rows written).
+    """
+    con.execute("BEGIN TRANSACTION")
+    try:
+        low = watermark(con)
+        high_rows = con.execute("SELECT coalesce(max(seq), 0) FROM events").fetchall()
+        high = int(high_rows[0][0]) if upto is None else min(upto, int(high_rows[0][0]))
+        if high <= low:
+            con.execute("COMMIT")
+            return 0, 0
+        written = _fold_range(con, low, high)
+        counted = con.execute(
+            "SELECT count(*) FROM events WHERE seq > ? AND seq <= ?", [low, high]
+        ).fetchall()
+        con.execute("INSERT OR REPLACE INTO meta VALUES ('rollup_seq', ?)", [str(high)])
+        con.execute("COMMIT")
+    except Exception:
+        with contextlib.suppress(duckdb.Error):
+            con.execute("ROLLBACK")
+        raise
+    return int(counted[0][0]), written
+
+
+def _fold_range(con: duckdb.DuckDBPyConnection, low: int, high: int) -> int:
+    where = f"seq > {int(low)} AND seq <= {int(high)}"
+    reading = "{'t': epoch_us(ts), 'v': value}"
+    con.execute(
+        f"""CREATE OR REPLACE TEMP TABLE fold_minute AS
+        SELECT tenant_id, influencer_id, platform, coalesce(campaign_id, '') AS campaign_id,
+               metric, {_bucket(MINUTE_US)} AS bucket, sum(delta) AS total,
+               count(*) AS events,
+               min({reading}) FILTER (WHERE kind = 'snapshot') AS first,
+               max({reading}) FILTER (WHERE kind = 'snapshot') AS last
+        FROM events WHERE {where} GROUP BY ALL"""
+    )
+    written = 0
+    keys = ", ".join(k for k in _ACCOUNT_KEYS if k != "bucket")
+    for table, width in ((MINUTE, MINUTE_US), (HOUR, HOUR_US), (DAY, DAY_US)):
+        source = (
+            "SELECT * FROM fold_minute"
+            if table is MINUTE
+            else f"SELECT {keys}, {_bucket(width, 'bucket')} AS bucket, sum(total), "
+            f"sum(events), min(first), max(last) FROM fold_minute GROUP BY ALL"
+        )
+        written += _insert(con, table, source)
+    written += _insert(
+        con,
+        CONTENT_HOUR,
+        f"""SELECT tenant_id, content_id, influencer_id, platform,
+               coalesce(campaign_id, '') AS campaign_id, metric, {_bucket(HOUR_US)} AS bucket,
+               sum(delta), count(*), max(epoch_us(ts)),
+               max({{'t': epoch_us(ts), 'text': text}}) FILTER (WHERE text IS NOT NULL)
+        FROM events WHERE {where} AND content_id IS NOT NULL GROUP BY ALL""",
+    )
+    written += _insert(
+        con,
+        CONTENT_TAGS_HOUR,
+        f"""SELECT tenant_id, content_id, platform, campaign_id, metric, bucket, tag, count(*)
+        FROM (SELECT tenant_id, content_id, platform, coalesce(campaign_id, '') AS campaign_id,
+                     metric, {_bucket(HOUR_US)} AS bucket, unnest(tags) AS tag
+              FROM events WHERE {where} AND content_id IS NOT NULL AND len(tags) > 0)
+        GROUP BY ALL""",
+    )
+    con.execute("DROP TABLE fold_minute")
+    return written
+
+
+def _insert(con: duckdb.DuckDBPyConnection, table: RollupTable, select: str) -> int:
+    rows = con.execute(f"INSERT INTO {table.name} {select}").fetchall()
+    return int(rows[0][0]) if rows else 0
+
+
+def compact(con: duckdb.DuckDBPyConnection, table: RollupTable) -> int:
+    """Merge partial rows with equal keys and rewrite the table in query order; rows after."""
+    keys = ", ".join(table.keys)
+    merged = ", ".join(
+        f"{how}({name}) FILTER (WHERE {name} IS NOT NULL) AS {name}"
+        if how in {"min", "max"}
+        else f"{how}({name}) AS {name}"
+        for name, _, how in table.aggregates
+    )
+    con.execute("BEGIN TRANSACTION")
+    try:
+        con.execute(
+            f"CREATE OR REPLACE TEMP TABLE compacted AS SELECT {keys}, {merged} "
+            f"FROM {table.name} GROUP BY ALL"
+        )
+        con.execute(f"DELETE FROM {table.name}")
+        rows = con.execute(
+            f"INSERT INTO {table.name} SELECT * FROM compacted ORDER BY {', '.join(table.order)}"
+        ).fetchall()
+        con.execute("DROP TABLE compacted")
+        con.execute("COMMIT")
+    except Exception:
+        with contextlib.suppress(duckdb.Error):
+            con.execute("ROLLBACK")
+        raise
+    return int(rows[0][0]) if rows else 0
+
+
+def clear(con: duckdb.DuckDBPyConnection) -> None:
+    """Empty every rollup and reset the watermark (the start of a rebuild)."""
+    con.execute("BEGIN TRANSACTION")
+    for table in TABLES:
+        con.execute(f"DELETE FROM {table.name}")
+    con.execute("INSERT OR REPLACE INTO meta VALUES ('rollup_seq', '0')")
+    con.execute("COMMIT")
+
+
+def rebuild(
+    con: duckdb.DuckDBPyConnection, progress: Callable[[int, int], None], chunk_events: int
+) -> int:
+    """Rebuild every rollup from the raw events; ``progress(done, total)``; events folded."""
+    clear(con)
+    groups = con.execute("SELECT seq, count(*) FROM events GROUP BY seq ORDER BY seq").fetchall()
+    total = sum(int(n) for _, n in groups)
+    progress(0, total)
+    done = pending = 0
+    for seq, count in groups:
+        pending += int(count)
+        if pending >= chunk_events or seq == groups[-1][0]:
+            folded, _ = fold(con, upto=int(seq))
+            done += folded
+            pending = 0
+            progress(done, total)
+    for table in TABLES:
+        compact(con, table)
+    return done
+
+
+class RollupMaintainer:
+    """A thread that folds new events into the rollups and compacts them when due."""
+
+    def __init__(
+        self,
+        con: duckdb.DuckDBPyConnection,
+        *,
+        fold_interval: float,
+        compact_min_rows: int,
+        compact_share: float = 0.25,
+    ) -> None:
+        self._con = con
+        self._interval = fold_interval
+        self._min_rows = compact_min_rows
+        self._share = compact_share
+        self._wake = threading.Event()
+        self._stopping = False
+        self._idle = threading.Condition()
+        self._busy = False
+        self._sizes: dict[str, int] = {}
+        self._partials: dict[str, int] = {}
+        self._thread = threading.Thread(target=self._run, name="hypemeter-rollups", daemon=True)
+
+    def start(self) -> None:
+        for table in TABLES:
+            rows = self._con.execute(f"SELECT count(*) FROM {table.name}").fetchall()
+            self._sizes[table.name] = int(rows[0][0])
+            self._partials[table.name] = 0
+        self._thread.start()
+
+    def notify(self) -> None:
+        """New events were committed."""
+        self._wake.set()
+
+    def stop(self) -> None:
+        self._stopping = True
+        self._wake.set()
+        if self._thread.is_alive():
+            self._thread.join()
+
+    def wait_idle(self, timeout: float = 30.0) -> bool:
+        """Fold now and wait until nothing is left to fold (tests and benchmarks)."""
+        deadline = time.monotonic() + timeout
+        self._wake.set()
+        with self._idle:
+            while self._busy or self._wake.is_set():
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._idle.wait(remaining)
+        return True
+
+    def _run(self) -> None:
+        while not self._stopping:
+            if not self._wake.wait(IDLE_COMPACT_SECONDS):
+                self._compact_when_idle()
+                continue
+            with self._idle:
+                self._busy = True
+                self._wake.clear()
+            try:
+                self._step()
+            except duckdb.Error:
+                log.exception("folding events into the rollups failed; will retry")
+                time.sleep(self._interval)
+            finally:
+                with self._idle:
+                    self._busy = False
+                    self._idle.notify_all()
+            if not self._stopping:
+                time.sleep(self._interval)
+
+    def _compact_when_idle(self) -> None:
+        """No new events for a while: merge and sort whatever partial rows are left."""
+        with self._idle:
+            self._busy = True
+        try:
+            for table in TABLES:
+                if self._partials.get(table.name):
+                    self._sizes[table.name] = compact(self._con, table)
+                    self._partials[table.name] = 0
+        except duckdb.Error:
+            log.exception("compacting the rollups failed; will retry")
+        finally:
+            with self._idle:
+                self._busy = False
+                self._idle.notify_all()
+
+    def _step(self) -> None:
+        folded, _ = fold(self._con)
+        if not folded:
+            return
+        for table in TABLES:
+            rows = self._con.execute(f"SELECT count(*) FROM {table.name}").fetchall()
+            size = int(rows[0][0])
+            partial = size - self._sizes[table.name]
+            if partial >= max(self._min_rows, self._share * self._sizes[table.name]):
+                self._sizes[table.name] = compact(self._con, table)
+            self._partials[table.name] = partial

@@ -1,0 +1,371 @@
+"""HTTP routes of the query API (read scope) and of EMV unit values (admin scope)."""
+
+from __future__ import annotations
+
+import csv
+import io
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Request, Response
+from pydantic import BaseModel, Field
+
+from hypemeter.api import error_responses, json_response, require
+from hypemeter.auth.model import Principal, Scope
+from hypemeter.backends.ports import Filters
+from hypemeter.errors import InvalidInput
+from hypemeter.events.model import PLATFORMS, normalize_platform
+from hypemeter.metrics.service import MetricsService, RangeParams
+
+router = APIRouter(prefix="/v1", tags=["queries"])
+Reader = Annotated[Principal, Depends(require(Scope.READ))]
+Admin = Annotated[Principal, Depends(require(Scope.ADMIN))]
+ERRORS = error_responses(400, 401, 403, 422, 429)
+
+Start = Annotated[
+    str | None,
+    Query(description="RFC 3339, inclusive", examples=["2026-11-20T00:00:00Z"]),
+]
+End = Annotated[str | None, Query(description="RFC 3339, exclusive")]
+Period = Annotated[
+    str | None,
+    Query(
+        description="Instead of start/end: the last 1h, 24h, 7d, 30d... up to the current "
+        "minute's end",
+        examples=["7d"],
+    ),
+]
+Granularity = Annotated[str, Query(description="minute, hour, day or auto (<= ~500 buckets)")]
+Metrics = Annotated[
+    str,
+    Query(description="Comma-separated stored or derived metrics", examples=["likes,comments"]),
+]
+Platform = Annotated[str | None, Query(description="Only this platform")]
+Campaign = Annotated[str | None, Query(description="Only events carrying this campaign_id")]
+Cursor = Annotated[str | None, Query(description="next_cursor of the previous page")]
+Format = Annotated[str | None, Query(description="csv for CSV (or send Accept: text/csv)")]
+
+
+def _service(request: Request) -> MetricsService:
+    service: MetricsService = request.app.state.services.metrics
+    return service
+
+
+def _platform(value: str | None) -> str | None:
+    if value is None:
+        return None
+    platform = normalize_platform(value)
+    if platform is None:
+        raise InvalidInput(
+            f"unknown platform {value!r}; allowed: {', '.join(PLATFORMS)}", field="platform"
+        )
+    return platform
+
+
+def _wants_csv(request: Request, fmt: str | None) -> bool:
+    if fmt is not None:
+        if fmt not in {"csv", "json"}:
+            raise InvalidInput("format must be csv or json", field="format")
+        return fmt == "csv"
+    return "text/csv" in request.headers.get("accept", "")
+
+
+def _cell(value: Any) -> Any:
+    if isinstance(value, list):
+        return ";".join(str(v) for v in value)
+    return "" if value is None else value
+
+
+def to_csv(payload: dict[str, Any]) -> str:
+    """The list or series of an answer as CSV with a header row."""
+    rows: list[dict[str, Any]] = payload["series"] if "series" in payload else payload["data"]
+    columns: list[str] = (
+        ["ts", *payload["metrics"]] if "series" in payload else list(rows[0]) if rows else []
+    )
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\r\n")
+    writer.writerow(columns)
+    for row in rows:
+        writer.writerow([_cell(row.get(c)) for c in columns])
+    return out.getvalue()
+
+
+def _reply(request: Request, payload: dict[str, Any], fmt: str | None, name: str) -> Response:
+    if not _wants_csv(request, fmt):
+        return json_response(request, payload)
+    response = Response(to_csv(payload), media_type="text/csv; charset=utf-8")
+    response.headers["Content-Disposition"] = f'attachment; filename="{name}.csv"'
+    stats = payload["statistics"]
+    response.headers["X-Elapsed-Ms"] = str(stats["elapsed_ms"])
+    response.headers["X-Rows-Read"] = str(stats["rows_read"])
+    return response
+
+
+def _ok(example: dict[str, Any]) -> dict[int | str, dict[str, Any]]:
+    return {200: {"content": {"application/json": {"example": example}}}, **ERRORS}
+
+
+STATS = {"elapsed_ms": 2.1, "rows_read": 48}
+SERIES_EXAMPLE = {
+    "influencer_id": "inf-42",
+    "start": "2026-11-20T14:00:00Z",
+    "end": "2026-11-20T16:00:00Z",
+    "granularity": "hour",
+    "metrics": ["likes", "comments"],
+    "series": [
+        {"ts": "2026-11-20T14:00:00Z", "likes": 12, "comments": 3},
+        {"ts": "2026-11-20T15:00:00Z", "likes": 0, "comments": 0},
+    ],
+    "totals": {"likes": 12, "comments": 3},
+    "statistics": STATS,
+}
+CAMPAIGN_EXAMPLE = {
+    **{k: v for k, v in SERIES_EXAMPLE.items() if k != "influencer_id"},
+    "campaign_id": "summer-drop",
+    "influencers": [{"influencer_id": "inf-42", "totals": {"likes": 12, "comments": 3}}],
+}
+TRENDING_EXAMPLE = {
+    "data": [
+        {
+            "content_id": "post-9001",
+            "interaction_count": 57,
+            "total_engagement": 61,
+            "latest_interaction": "2026-11-20T15:59:12Z",
+            "sample_text": "love this!",
+            "common_tags": ["giveaway", "question"],
+        }
+    ],
+    "next_cursor": None,
+    "statistics": STATS,
+}
+USERS_EXAMPLE = {
+    "data": [
+        {
+            "user_id": "fan-77",
+            "interaction_count": 9,
+            "total_engagement": 9,
+            "platforms": ["instagram", "tiktok"],
+            "last_seen": "2026-11-20T15:42:00Z",
+        }
+    ],
+    "next_cursor": "eyJxIjoi...",
+    "statistics": STATS,
+}
+LEADERBOARD_EXAMPLE = {
+    "data": [{"influencer_id": "inf-42", "value": 3.75, "rank": 1}],
+    "next_cursor": None,
+    "statistics": STATS,
+}
+EMV_EXAMPLE = {
+    "rates": {"instagram": {"likes": 0.12, "views": 0.02}},
+    "custom": ["instagram.likes"],
+}
+
+
+@router.get(
+    "/influencers/{influencer_id}/metrics",
+    summary="Per-bucket series and totals of one influencer",
+    responses=_ok(SERIES_EXAMPLE),
+)
+async def influencer_metrics(
+    request: Request,
+    influencer_id: str,
+    principal: Reader,
+    start: Start = None,
+    end: End = None,
+    period: Period = None,
+    metrics: Metrics = "likes,comments,shares",
+    platform: Platform = None,
+    campaign_id: Campaign = None,
+    granularity: Granularity = "auto",
+    format: Format = None,
+) -> Response:
+    payload = await _service(request).series(
+        principal.tenant_id,
+        scope={"influencer_id": influencer_id},
+        filters=Filters(influencer_id, _platform(platform), campaign_id),
+        params=RangeParams(start, end, period),
+        metrics=metrics,
+        granularity=granularity,
+    )
+    return _reply(request, payload, format, f"influencer-{influencer_id}")
+
+
+@router.get(
+    "/campaigns/{campaign_id}/metrics",
+    summary="Series and totals of one campaign, with a per-influencer breakdown",
+    responses=_ok(CAMPAIGN_EXAMPLE),
+)
+async def campaign_metrics(
+    request: Request,
+    campaign_id: str,
+    principal: Reader,
+    start: Start = None,
+    end: End = None,
+    period: Period = None,
+    metrics: Metrics = "likes,comments,shares",
+    platform: Platform = None,
+    granularity: Granularity = "auto",
+    format: Format = None,
+) -> Response:
+    payload = await _service(request).series(
+        principal.tenant_id,
+        scope={"campaign_id": campaign_id},
+        filters=Filters(None, _platform(platform), campaign_id),
+        params=RangeParams(start, end, period),
+        metrics=metrics,
+        granularity=granularity,
+        breakdown=True,
+    )
+    return _reply(request, payload, format, f"campaign-{campaign_id}")
+
+
+@router.get(
+    "/metrics/aggregate",
+    summary="One metric grouped by platform, influencer, campaign, content or day",
+    responses={
+        200: {
+            "content": {
+                "application/json": {
+                    "example": {
+                        "data": [{"key": "instagram", "value": 120}],
+                        "next_cursor": None,
+                        "statistics": {"elapsed_ms": 3.2, "rows_read": 40},
+                    }
+                }
+            }
+        },
+        **ERRORS,
+    },
+)
+async def aggregate(
+    request: Request,
+    principal: Reader,
+    metric: Annotated[str, Query(description="A stored or derived metric")],
+    group_by: Annotated[str, Query(description="platform, influencer, campaign, content, day")],
+    start: Start = None,
+    end: End = None,
+    period: Period = None,
+    platform: Platform = None,
+    campaign_id: Campaign = None,
+    sort: Annotated[str, Query(description="-value (default), value, key, -key")] = "-value",
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    cursor: Cursor = None,
+    format: Format = None,
+) -> Response:
+    payload = await _service(request).aggregate(
+        principal.tenant_id,
+        metric=metric,
+        group_by=group_by,
+        params=RangeParams(start, end, period),
+        filters=Filters(None, _platform(platform), campaign_id),
+        sort=sort,
+        limit=limit,
+        cursor=cursor,
+    )
+    return _reply(request, payload, format, f"aggregate-{group_by}")
+
+
+@router.get(
+    "/content/trending",
+    summary="Content items by total engagement over the last hours",
+    responses=_ok(TRENDING_EXAMPLE),
+)
+async def trending(
+    request: Request,
+    principal: Reader,
+    hours_back: Annotated[int, Query(ge=1)] = 24,
+    platform: Platform = None,
+    min_interactions: Annotated[int, Query(ge=0)] = 10,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+    cursor: Cursor = None,
+    format: Format = None,
+) -> Response:
+    payload = await _service(request).trending(
+        principal.tenant_id,
+        hours_back=hours_back,
+        platform=_platform(platform),
+        min_interactions=min_interactions,
+        limit=limit,
+        cursor=cursor,
+    )
+    return _reply(request, payload, format, "trending")
+
+
+@router.get(
+    "/users/activity",
+    summary="Audience users by total engagement since a time",
+    responses=_ok(USERS_EXAMPLE),
+)
+async def user_activity(
+    request: Request,
+    principal: Reader,
+    since: Annotated[str | None, Query(description="RFC 3339; default 24 hours ago")] = None,
+    min_engagement: Annotated[float, Query(ge=0)] = 0,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    cursor: Cursor = None,
+    format: Format = None,
+) -> Response:
+    payload = await _service(request).user_activity(
+        principal.tenant_id,
+        since=since,
+        min_engagement=min_engagement,
+        limit=limit,
+        cursor=cursor,
+    )
+    return _reply(request, payload, format, "users")
+
+
+@router.get(
+    "/leaderboard",
+    summary="Influencers ranked by any metric, derived ones included",
+    responses=_ok(LEADERBOARD_EXAMPLE),
+)
+async def leaderboard(
+    request: Request,
+    principal: Reader,
+    metric: Annotated[str, Query(description="A stored or derived metric")] = "engagement",
+    period: Period = None,
+    start: Start = None,
+    end: End = None,
+    platform: Platform = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 10,
+    cursor: Cursor = None,
+    format: Format = None,
+) -> Response:
+    payload = await _service(request).leaderboard(
+        principal.tenant_id,
+        metric=metric,
+        params=RangeParams(start, end, period),
+        platform=_platform(platform),
+        limit=limit,
+        cursor=cursor,
+    )
+    return _reply(request, payload, format, "leaderboard")
+
+
+class EmvRatesIn(BaseModel):
+    rates: dict[str, dict[str, float | None]] = Field(
+        description="platform -> metric -> value per unit; null restores the default",
+        examples=[{"instagram": {"likes": 0.12, "views": None}}],
+    )
+
+
+@router.get(
+    "/admin/emv",
+    summary="Earned media value per unit",
+    tags=["admin"],
+    responses=_ok(EMV_EXAMPLE),
+)
+async def get_emv(request: Request, principal: Admin) -> Response:
+    return json_response(request, await _service(request).emv_rates(principal.tenant_id))
+
+
+@router.put(
+    "/admin/emv",
+    summary="Set this tenant's earned media value per unit (platform, metric)",
+    tags=["admin"],
+    responses=_ok(EMV_EXAMPLE),
+)
+async def put_emv(request: Request, body: EmvRatesIn, principal: Admin) -> Response:
+    payload = await _service(request).set_emv_rates(principal.tenant_id, body.rates)
+    return json_response(request, payload)
