@@ -18,12 +18,14 @@ from pathlib import Path
 from typing import Any
 
 from bench.ingest import b1_shape, b1s_shape, run_ingest
+from bench.queries import run_queries
 from bench.report import Figure, json_lines, save, table
 from bench.workload import Pool, generate_pool
 from bench.yardsticks import duckdb_group_by, msgspec_decode
 
-BENCHES = ("B1", "B1s", "yardsticks")
+BENCHES = ("B1", "B1s", "yardsticks", "B3")
 POOL_EVENTS = 1_000_000
+STORE_EVENTS = 10_000_000
 BUSY_LOAD = 0.5
 
 
@@ -41,6 +43,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--events", type=int, default=POOL_EVENTS, help="events generated for the workload file"
     )
+    parser.add_argument(
+        "--store-events",
+        type=int,
+        default=STORE_EVENTS,
+        help="events stored for B3 (queries) and B6 (restart, rebuild)",
+    )
+    parser.add_argument("--b3-seconds", type=float, default=8.0, help="load per B3 query run")
     return parser.parse_args(argv)
 
 
@@ -88,6 +97,15 @@ def run(args: argparse.Namespace, pool: Pool) -> tuple[list[Figure], dict[str, A
             if shape.bench in chosen:
                 say(f"{shape.bench}: {args.runs} runs of {shape.duration_s:g} s")
                 found, notes[shape.bench] = run_ingest(client, shape, pool, args.runs)
+                figures.extend(found)
+        if "B3" in chosen:
+            with tempfile.TemporaryDirectory(prefix="hypemeter-bench-store-") as tmp:
+                say(f"B3 and B6: generating {args.store_events:,} events ...")
+                store_pool = generate_pool(Path(tmp) / "store.ndjson", args.store_events)
+                say(f"  {store_pool.seconds:.0f} s")
+                found, notes["B3"] = run_queries(
+                    client, store_pool, args.runs, args.b3_seconds, say
+                )
                 figures.extend(found)
     if "yardsticks" in chosen:
         say(f"yardsticks: {args.runs} runs each over the same {pool.events:,} events")

@@ -114,6 +114,22 @@ class GaugeRow:
 
 
 @dataclass(frozen=True, slots=True)
+class TrendingQuery:
+    """Content items with at least ``min_interactions`` engagement events in the range.
+
+    Ordered by total engagement descending, then content id; ``after`` is the
+    (engagement, content id) of the last row of the previous page.
+    """
+
+    start_us: int
+    end_us: int
+    platform: str | None
+    min_interactions: int
+    after: tuple[float, str] | None
+    limit: int
+
+
+@dataclass(frozen=True, slots=True)
 class TrendingRow:
     content_id: str
     interactions: int
@@ -164,17 +180,8 @@ class MetricsStore(Protocol):
     ) -> Answer[tuple[str | None, int | None, int]]:
         """Distinct user ids with engagement events, per (group of ``by``, bucket of ``grain``)."""
 
-    async def trending(
-        self,
-        tenant_id: str,
-        start_us: int,
-        end_us: int,
-        *,
-        platform: str | None,
-        min_interactions: int,
-        engagement_metrics: tuple[str, ...],
-    ) -> Answer[TrendingRow]:
-        """Content items with at least ``min_interactions`` engagement events, any order."""
+    async def trending(self, tenant_id: str, query: TrendingQuery) -> Answer[TrendingRow]:
+        """One page of trending content (engagement = likes, comments, shares, saves)."""
 
     async def user_activity(
         self,

@@ -18,6 +18,7 @@ import datetime as dt
 import enum
 import hashlib
 import json
+import math
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -157,13 +158,15 @@ def resolve_range(
     now_us: int,
     retention_us: int,
     default_period: str = DEFAULT_PERIOD,
+    align_us: int = MINUTE_US,
 ) -> TimeRange:
     """The range a request names.
 
     ``period`` (or no time parameter at all) ends at the end of the current
-    minute, so the newest events are included and rollup buckets line up.
-    ``start`` alone runs to the same end; ``end`` alone starts ``default_period``
-    earlier.
+    bucket of width ``align_us`` (when the period is a whole number of them,
+    else of the current minute), so the newest events are included and the
+    range is made of whole buckets. ``start`` alone runs to the end of the
+    current minute; ``end`` alone starts ``default_period`` earlier.
     """
     if period is not None and (start is not None or end is not None):
         raise InvalidInput("give either period or start/end, not both", field="period")
@@ -175,6 +178,8 @@ def resolve_range(
                 f"period is longer than the retention of {retention_us // DAY_US} days",
                 field="period",
             )
+        if span % align_us == 0:
+            horizon = ceil_to(now_us + 1, align_us)
         return TimeRange(horizon - span, horizon)
     end_us = parse_instant(end, "end") if end is not None else horizon
     start_us = (
@@ -347,7 +352,8 @@ class Frame:
         self.counters[key] = self.counters.get(key, 0.0) + value
 
     def total(self, metric: str) -> float:
-        return sum(v for (_, m), v in self.counters.items() if m == metric)
+        # fsum: the same answer whatever order the rows came in.
+        return math.fsum(v for (_, m), v in self.counters.items() if m == metric)
 
 
 def _ratio(numerator: float, denominator: float | None) -> float | None:
@@ -357,7 +363,7 @@ def _ratio(numerator: float, denominator: float | None) -> float | None:
 
 
 def _engagement(frame: Frame) -> float:
-    return sum(frame.total(m) for m in ENGAGEMENT)
+    return math.fsum(frame.total(m) for m in ENGAGEMENT)
 
 
 def _growth_pct(frame: Frame) -> float | None:
@@ -375,7 +381,7 @@ _DERIVED_VALUE = {
     Derived.CONVERSION_RATE: lambda f, _: _ratio(f.total("conversions"), f.total("clicks")),
     Derived.FOLLOWER_GROWTH: lambda f, _: f.growth.get(FOLLOWERS),
     Derived.FOLLOWER_GROWTH_PCT: lambda f, _: _growth_pct(f),
-    Derived.EMV: lambda f, rates: sum(v * rates.get(k, 0.0) for k, v in f.counters.items()),
+    Derived.EMV: lambda f, rates: math.fsum(v * rates.get(k, 0.0) for k, v in f.counters.items()),
     Derived.UNIQUE_USERS: lambda f, _: None if f.unique_users is None else float(f.unique_users),
 }
 

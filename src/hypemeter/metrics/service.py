@@ -12,7 +12,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from hypemeter.backends.ports import CounterQuery, Filters, GaugeQuery, GaugeRow, MetricsStore
+from hypemeter.backends.ports import (
+    CounterQuery,
+    Filters,
+    GaugeQuery,
+    GaugeRow,
+    MetricsStore,
+    TrendingQuery,
+)
 from hypemeter.backends.selection import open_backends
 from hypemeter.clock import Clock, SystemClock
 from hypemeter.errors import InvalidInput
@@ -94,7 +101,9 @@ class MetricsService:
 
     # -- ranges and plans ----------------------------------------------------------
 
-    def _range(self, params: RangeParams, default_period: str = "24h") -> TimeRange:
+    def _range(
+        self, params: RangeParams, default_period: str = "24h", align_us: int = HOUR_US
+    ) -> TimeRange:
         return resolve_range(
             start=params.start,
             end=params.end,
@@ -102,12 +111,16 @@ class MetricsService:
             now_us=self._clock.now_us(),
             retention_us=self._retention_us,
             default_period=default_period,
+            align_us=align_us,
         )
 
     async def _plan(
         self, tenant_id: str, metrics: str
     ) -> tuple[MetricPlan, MetricCatalog, dict[tuple[str, str], float]]:
         catalog = self._catalog_of(tenant_id)
+        plan = plan_metrics(metrics, catalog)
+        if "emv" not in plan.names:
+            return plan, catalog, {}
         rates = emv_table(PLATFORMS, await self._store.emv_rates(tenant_id))
         emv_metrics = sorted({m for (_, m), v in rates.items() if v})
         return plan_metrics(metrics, catalog, emv_metrics), catalog, rates
@@ -158,14 +171,18 @@ class MetricsService:
         stats: _Stats,
         frame: Callable[[Key], Frame],
     ) -> None:
-        by = ("platform",) if dim in {None, "platform"} else (dim, "platform")
+        # Per platform only where it matters: EMV weighs each platform's counts.
+        per_platform = "emv" in plan.names or dim == "platform"
+        by: tuple[str, ...] = () if dim is None else (dim,)
+        if per_platform and dim != "platform":
+            by = (*by, "platform")
         answer = await self._store.counters(
             tenant_id,
             CounterQuery(time_range.start_us, time_range.end_us, plan.counters, filters, by, grain),
         )
         stats.rows_read += answer.rows_read
         for row in answer.rows:
-            platform = row.key[-1]
+            platform = row.key[-1] if per_platform else ""
             group = None if dim is None else row.key[0]
             frame((group, row.bucket)).add(platform, row.metric, row.total)
             if grain is not None:
@@ -284,8 +301,11 @@ class MetricsService:
         breakdown: bool = False,
     ) -> dict[str, Any]:
         stats = _Stats()
-        time_range = self._range(params)
+        time_range = self._range(params, align_us=MINUTE_US)
         grain = choose_grain(time_range, granularity)
+        if params.start is None and params.end is None:
+            # A period is made of whole buckets, the last one holding now.
+            time_range = self._range(params, align_us=grain.us)
         plan, catalog, rates = await self._plan(tenant_id, metrics)
         frames = await self._frames(
             tenant_id, time_range, plan, filters, dim=None, grain=grain, stats=stats
@@ -457,22 +477,24 @@ class MetricsService:
             )
         if min_interactions < 0:
             raise InvalidInput("min_interactions cannot be negative", field="min_interactions")
-        end_us = ceil_to(self._clock.now_us() + 1, MINUTE_US)
+        end_us = ceil_to(self._clock.now_us() + 1, HOUR_US)
+        scope = f"trending|{tenant_id}|{hours_back}|{platform}|{min_interactions}"
+        after = _after(decode_cursor(cursor, scope)) if cursor else None
         answer = await self._store.trending(
             tenant_id,
-            end_us - hours_back * HOUR_US,
-            end_us,
-            platform=platform,
-            min_interactions=min_interactions,
-            engagement_metrics=ENGAGEMENT,
+            TrendingQuery(
+                end_us - hours_back * HOUR_US,
+                end_us,
+                platform,
+                min_interactions,
+                after,
+                limit + 1,
+            ),
         )
         stats.rows_read = answer.rows_read
-        ordered = sorted(answer.rows, key=lambda r: (-r.engagement, r.content_id))
-        scope = f"trending|{tenant_id}|{hours_back}|{platform}|{min_interactions}"
-        after = decode_cursor(cursor, scope) if cursor else None
-        page, next_key, _ = page_after(
-            ordered, lambda r: (-r.engagement, r.content_id), after, limit
-        )
+        page = answer.rows[:limit]
+        more = len(answer.rows) > limit
+        next_key = [page[-1].engagement, page[-1].content_id] if more and page else None
         return {
             "data": [
                 {
@@ -510,13 +532,7 @@ class MetricsService:
                 field="since",
             )
         scope = f"users|{tenant_id}|{since_us}|{min_engagement}"
-        after_key = decode_cursor(cursor, scope) if cursor else None
-        after: tuple[float, str] | None = None
-        if after_key is not None:
-            try:
-                after = (float(after_key[0]), str(after_key[1]))
-            except (IndexError, TypeError, ValueError):
-                raise InvalidInput("cursor is not valid for this query", field="cursor") from None
+        after = _after(decode_cursor(cursor, scope)) if cursor else None
         answer = await self._store.user_activity(
             tenant_id,
             since_us,
@@ -608,6 +624,15 @@ def _groups_of(row: GaugeRow, dim: str | None, members: dict[str, set[str]]) -> 
     if dim == "platform":
         return [row.platform]
     return [c for c, who in members.items() if row.influencer_id in who]
+
+
+def _after(position: list[Any]) -> tuple[float, str]:
+    """A (value, key) cursor position, checked."""
+    try:
+        value, key = position
+        return float(value), str(key)
+    except (TypeError, ValueError):
+        raise InvalidInput("cursor is not valid for this query", field="cursor") from None
 
 
 def _check_limit(limit: int) -> None:

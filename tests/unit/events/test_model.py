@@ -108,8 +108,15 @@ def test_platform_names_and_aliases_normalise(raw: str, expected: str) -> None:
 )
 def test_metric_names_and_aliases_normalise(raw: str, expected: str) -> None:
     assert MetricCatalog().normalize(raw) == expected
-    event, _ = admit(payload(metric=raw))
+    kind = "snapshot" if expected == "followers" else "delta"  # a gauge takes readings only
+    event, _ = admit(payload(metric=raw, kind=kind))
     assert event.metric == expected
+
+
+def test_a_gauge_rejects_increments() -> None:
+    field, message = rejection(payload(metric="followers", kind="delta", value=5))
+    assert field == "kind"
+    assert "gauge" in message and "snapshot" in message
 
 
 def test_unknown_platform_names_the_field_and_lists_allowed_values() -> None:

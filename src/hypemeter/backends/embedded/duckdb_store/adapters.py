@@ -19,6 +19,7 @@ from hypemeter.backends.ports import (
     Filters,
     GaugeQuery,
     GaugeRow,
+    TrendingQuery,
     TrendingRow,
     UserRow,
 )
@@ -27,7 +28,7 @@ from hypemeter.events.batch import EventBatch
 from hypemeter.events.model import MetricDefinition, MetricKind
 from hypemeter.metrics.model import Grain
 
-REBUILD_CHUNK_EVENTS = 5_000_000
+REBUILD_CHUNK_EVENTS = 2_000_000
 
 
 class _SharedFile:
@@ -181,10 +182,14 @@ class DuckDBMetricsStore(_SharedFile):
     """MetricsStore port on the embedded DuckDB file: rollups folded from the raw events."""
 
     async def counters(self, tenant_id: str, query: CounterQuery) -> Answer[CounterRow]:
-        return await self._db.read(lambda con: queries.counters(con, tenant_id, query))
+        return await self._db.read(
+            lambda con: queries.counters(con, tenant_id, query, self._db.horizon())
+        )
 
     async def gauges(self, tenant_id: str, query: GaugeQuery) -> Answer[GaugeRow]:
-        return await self._db.read(lambda con: queries.gauges(con, tenant_id, query))
+        return await self._db.read(
+            lambda con: queries.gauges(con, tenant_id, query, self._db.horizon())
+        )
 
     async def unique_users(
         self,
@@ -203,20 +208,9 @@ class DuckDBMetricsStore(_SharedFile):
             )
         )
 
-    async def trending(
-        self,
-        tenant_id: str,
-        start_us: int,
-        end_us: int,
-        *,
-        platform: str | None,
-        min_interactions: int,
-        engagement_metrics: tuple[str, ...],
-    ) -> Answer[TrendingRow]:
+    async def trending(self, tenant_id: str, query: TrendingQuery) -> Answer[TrendingRow]:
         return await self._db.read(
-            lambda con: queries.trending(
-                con, tenant_id, start_us, end_us, platform, min_interactions, engagement_metrics
-            )
+            lambda con: queries.trending(con, tenant_id, query, self._db.horizon())
         )
 
     async def user_activity(

@@ -26,6 +26,7 @@ import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from hypemeter.backends.embedded.duckdb_store.queries import Horizon
 from hypemeter.backends.embedded.duckdb_store.rollups import RollupMaintainer
 from hypemeter.backends.embedded.duckdb_store.schema import EVENT_COLUMNS, migrate
 from hypemeter.backends.embedded.duckdb_store.snapshots import SnapshotKey, SnapshotState
@@ -123,6 +124,12 @@ class DuckDBDatabase:
                 self._maintenance_con.close()
             self._writer.stop()
             self._index.close()
+
+    def horizon(self) -> Horizon:
+        """How far the rollups are known to be folded, read before a query starts."""
+        committed = self._seq
+        folded = self.maintainer.folded_seq if self.maintainer is not None else 0
+        return Horizon(folded, committed <= folded)
 
     async def read(self, fn: Callable[[duckdb.DuckDBPyConnection], T]) -> T:
         """Run a read-only query on a reader connection, concurrently with the writer."""

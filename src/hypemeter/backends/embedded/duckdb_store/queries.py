@@ -9,16 +9,18 @@ row groups outside the range.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import duckdb
 
 from hypemeter.backends.embedded.duckdb_store.rollups import (
     CONTENT_HOUR,
-    CONTENT_TAGS_HOUR,
+    ENGAGEMENT_HOUR,
+    ENGAGEMENT_TAGS_HOUR,
     GRAIN_TABLES,
-    watermark,
+    TENANT_HOUR,
 )
 from hypemeter.backends.ports import (
     Answer,
@@ -27,10 +29,12 @@ from hypemeter.backends.ports import (
     Filters,
     GaugeQuery,
     GaugeRow,
+    TrendingQuery,
     TrendingRow,
     UserRow,
 )
 from hypemeter.metrics.model import (
+    ENGAGEMENT,
     AccountReadings,
     Grain,
     Piece,
@@ -40,7 +44,6 @@ from hypemeter.metrics.model import (
 )
 
 TOP_TAGS = 3
-R = TypeVar("R")
 
 
 def _ts(us: int) -> str:
@@ -72,15 +75,37 @@ class _Where:
         return " AND ".join(self.parts) if self.parts else "TRUE"
 
 
-def _raw_spans(pieces: list[Piece], start_us: int, end_us: int, w: int) -> list[str]:
-    """Conditions selecting the raw events a cover needs besides its rollup pieces."""
-    spans = [
-        f"seq <= {w} AND ts >= {_ts(p.start_us)} AND ts < {_ts(p.end_us)}"
-        for p in pieces
-        if p.grain is None
-    ]
-    if any(p.grain is not None for p in pieces):
-        spans.append(f"seq > {w} AND ts >= {_ts(start_us)} AND ts < {_ts(end_us)}")
+@dataclass(frozen=True, slots=True)
+class Horizon:
+    """What the caller knew of the rollups before the query started.
+
+    ``folded`` is a watermark the rollups had already reached (the statement's
+    own snapshot may be further: it reads the exact one from ``meta``, and the
+    known one only lets DuckDB skip older row groups). ``complete`` says every
+    event committed before the query was already folded: the raw tail then
+    holds nothing the answer needs.
+    """
+
+    folded: int
+    complete: bool
+
+
+_WATERMARK = "(SELECT value::BIGINT FROM meta WHERE key = 'rollup_seq')"
+
+
+def _raw_spans(pieces: list[Piece], horizon: Horizon) -> list[str]:
+    """Conditions selecting the raw events a cover needs besides its rollup pieces.
+
+    The ragged ends are read raw whatever their seq; the middle, read from the
+    rollups, adds the events above the watermark of the statement's snapshot.
+    """
+    spans = [f"ts >= {_ts(p.start_us)} AND ts < {_ts(p.end_us)}" for p in pieces if p.grain is None]
+    middle = [p for p in pieces if p.grain is not None]
+    if middle and not horizon.complete:
+        spans.append(
+            f"seq > {horizon.folded} AND seq > {_WATERMARK} "
+            f"AND ts >= {_ts(middle[0].start_us)} AND ts < {_ts(middle[-1].end_us)}"
+        )
     return spans
 
 
@@ -90,15 +115,6 @@ def _bucket_expr(column: str, grain: Grain | None) -> str:
 
 def _run(con: duckdb.DuckDBPyConnection, sql: str, params: list[Any]) -> list[tuple[Any, ...]]:
     return con.execute(sql, params).fetchall()
-
-
-def _in_snapshot(con: duckdb.DuckDBPyConnection, body: Callable[[int], R]) -> R:
-    """Run ``body(watermark)`` in one transaction, so rollups and raw events agree."""
-    con.execute("BEGIN TRANSACTION")
-    try:
-        return body(watermark(con))
-    finally:
-        con.execute("COMMIT")
 
 
 def _filters(where: _Where, filters: Filters) -> _Where:
@@ -111,9 +127,20 @@ def _filters(where: _Where, filters: Filters) -> _Where:
     return where
 
 
-def counters(con: duckdb.DuckDBPyConnection, tenant_id: str, q: CounterQuery) -> Answer[CounterRow]:
-    by_content = "content_id" in q.by
-    if by_content:
+def _piece_table(grain: Grain, q: CounterQuery) -> str:
+    """The smallest rollup table that can answer one piece of a counter query."""
+    if "content_id" in q.by:
+        return CONTENT_HOUR.name
+    tenant_wide = q.filters.influencer_id is None and "influencer_id" not in q.by
+    if tenant_wide and grain is not Grain.MINUTE:
+        return TENANT_HOUR.name
+    return GRAIN_TABLES[grain.value].name
+
+
+def counters(
+    con: duckdb.DuckDBPyConnection, tenant_id: str, q: CounterQuery, horizon: Horizon
+) -> Answer[CounterRow]:
+    if "content_id" in q.by:
         grains: tuple[Grain, ...] = (
             (Grain.HOUR,) if q.grain is None or q.grain.us >= Grain.HOUR.us else ()
         )
@@ -121,63 +148,63 @@ def counters(con: duckdb.DuckDBPyConnection, tenant_id: str, q: CounterQuery) ->
         grains = grains_up_to(q.grain)
     pieces = cover(q.start_us, q.end_us, grains)
     dims = list(q.by)
+    head = ", ".join(dims) + ", " if dims else ""
     group = ", ".join([*dims, "b", "metric"])
-
-    def body(w: int) -> Answer[CounterRow]:
-        selects: list[str] = []
-        params: list[Any] = []
-        for piece in pieces:
-            if piece.grain is None:
-                continue
-            table = CONTENT_HOUR.name if by_content else GRAIN_TABLES[piece.grain.value].name
-            where = _Where().eq("tenant_id", tenant_id).any_of("metric", q.metrics)
-            where.raw(f"bucket >= {piece.start_us} AND bucket < {piece.end_us}")
-            _filters(where, q.filters)
-            if "campaign_id" in dims:
-                where.raw("campaign_id <> ''")
-            selects.append(
-                f"SELECT {', '.join(dims) + ', ' if dims else ''}"
-                f"{_bucket_expr('bucket', q.grain)} AS b, metric, sum(total) AS total, "
-                f"sum(events) AS events, count(*) AS n FROM {table} "
-                f"WHERE {where.sql()} GROUP BY ALL"
-            )
-            params += where.params
-        for span in _raw_spans(pieces, q.start_us, q.end_us, w):
-            where = _Where().eq("tenant_id", tenant_id).any_of("metric", q.metrics).raw(span)
-            _filters(where, q.filters)
-            for dim in dims:
-                if dim in {"campaign_id", "content_id"}:
-                    where.raw(f"{dim} IS NOT NULL")
-            selects.append(
-                f"SELECT {', '.join(dims) + ', ' if dims else ''}"
-                f"{_bucket_expr('epoch_us(ts)', q.grain)} AS b, metric, sum(delta) AS total, "
-                f"count(*) AS events, count(*) AS n FROM events "
-                f"WHERE {where.sql()} GROUP BY ALL"
-            )
-            params += where.params
-        sql = (
-            f"SELECT {group}, sum(total), sum(events), sum(n) FROM ("
-            + " UNION ALL ".join(selects)
-            + f") GROUP BY {group}"
+    selects: list[str] = []
+    params: list[Any] = []
+    for piece in pieces:
+        if piece.grain is None:
+            continue
+        where = _Where().eq("tenant_id", tenant_id).any_of("metric", q.metrics)
+        where.raw(f"bucket >= {piece.start_us} AND bucket < {piece.end_us}")
+        _filters(where, q.filters)
+        if "campaign_id" in dims:
+            where.raw("campaign_id <> ''")
+        selects.append(
+            f"SELECT {head}{_bucket_expr('bucket', q.grain)} AS b, metric, sum(total) AS total, "
+            f"sum(events) AS events, count(*) AS n FROM {_piece_table(piece.grain, q)} "
+            f"WHERE {where.sql()} GROUP BY ALL"
         )
-        rows = _run(con, sql, params)
-        width = len(dims)
-        out = [
-            CounterRow(
-                tuple(r[:width]),
-                None if r[width] is None else int(r[width]),
-                r[width + 1],
-                float(r[width + 2]),
-                int(r[width + 3]),
-            )
-            for r in rows
-        ]
-        return Answer(out, sum(int(r[width + 4]) for r in rows))
+        params += where.params
+    for span in _raw_spans(pieces, horizon):
+        where = _Where().eq("tenant_id", tenant_id).any_of("metric", q.metrics).raw(span)
+        _filters(where, q.filters)
+        for dim in dims:
+            if dim in {"campaign_id", "content_id"}:
+                where.raw(f"{dim} IS NOT NULL")
+        selects.append(
+            f"SELECT {head}{_bucket_expr('epoch_us(ts)', q.grain)} AS b, metric, "
+            "sum(delta) AS total, count(*) AS events, count(*) AS n FROM events "
+            f"WHERE {where.sql()} GROUP BY ALL"
+        )
+        params += where.params
+    if not selects:
+        return Answer([], 0)
+    sql = (
+        selects[0]
+        if len(selects) == 1
+        else f"SELECT {group}, sum(total), sum(events), sum(n) FROM ("
+        + " UNION ALL ".join(selects)
+        + f") GROUP BY {group}"
+    )
+    rows = _run(con, sql, params)
+    width = len(dims)
+    out = [
+        CounterRow(
+            tuple(r[:width]),
+            None if r[width] is None else int(r[width]),
+            r[width + 1],
+            float(r[width + 2]),
+            int(r[width + 3]),
+        )
+        for r in rows
+    ]
+    return Answer(out, sum(int(r[width + 4]) for r in rows))
 
-    return _in_snapshot(con, body)
 
-
-def gauges(con: duckdb.DuckDBPyConnection, tenant_id: str, q: GaugeQuery) -> Answer[GaugeRow]:
+def gauges(
+    con: duckdb.DuckDBPyConnection, tenant_id: str, q: GaugeQuery, horizon: Horizon
+) -> Answer[GaugeRow]:
     """Per account and gauge metric: last reading <= start, first inside, last per bucket."""
     parts = (
         # (part, range, grains, aggregate over rollups, over raw, bucketed)
@@ -185,61 +212,57 @@ def gauges(con: duckdb.DuckDBPyConnection, tenant_id: str, q: GaugeQuery) -> Ans
         ("first", q.start_us, q.end_us, grains_up_to(None), "min(first)", "min", False),
         ("last", q.start_us, q.end_us, grains_up_to(q.grain), "max(last)", "max", True),
     )
-
-    def body(w: int) -> Answer[GaugeRow]:
-        selects: list[str] = []
-        params: list[Any] = []
-        for part, lo, hi, grains, rollup_agg, raw_agg, bucketed in parts:
-            pieces = cover(lo, hi, grains)
-            grain = q.grain if bucketed else None
-            for piece in pieces:
-                if piece.grain is None:
-                    continue
-                where = _Where().eq("tenant_id", tenant_id).any_of("metric", q.metrics)
-                where.raw(f"bucket >= {piece.start_us} AND bucket < {piece.end_us}")
-                where.raw("last IS NOT NULL")
-                _account_filters(where, q)
-                selects.append(
-                    f"SELECT '{part}' AS part, influencer_id, platform, metric, "
-                    f"{_bucket_expr('bucket', grain)} AS b, {rollup_agg} AS r, count(*) AS n "
-                    f"FROM {GRAIN_TABLES[piece.grain.value].name} "
-                    f"WHERE {where.sql()} GROUP BY ALL"
-                )
-                params += where.params
-            for span in _raw_spans(pieces, lo, hi, w):
-                where = _Where().eq("tenant_id", tenant_id).any_of("metric", q.metrics)
-                where.raw(span).raw("kind = 'snapshot'")
-                _account_filters(where, q)
-                selects.append(
-                    f"SELECT '{part}' AS part, influencer_id, platform, metric, "
-                    f"{_bucket_expr('epoch_us(ts)', grain)} AS b, "
-                    f"{raw_agg}({{'t': epoch_us(ts), 'v': value}}) AS r, count(*) AS n "
-                    f"FROM events WHERE {where.sql()} GROUP BY ALL"
-                )
-                params += where.params
-        if not selects:
-            return Answer([], 0)
-        sql = (
-            "SELECT part, influencer_id, platform, metric, b, "
-            "CASE WHEN part = 'first' THEN min(r) ELSE max(r) END, sum(n) FROM ("
-            + " UNION ALL ".join(selects)
-            + ") GROUP BY part, influencer_id, platform, metric, b"
-        )
-        rows = _run(con, sql, params)
-        accounts: dict[tuple[str, str, str], AccountReadings] = {}
-        for part, influencer, platform, metric, bucket, reading, _ in rows:
-            account = accounts.setdefault((influencer, platform, metric), AccountReadings())
-            point = (int(reading["t"]), float(reading["v"]))
-            if part == "at_start":
-                account.at_start = point
-            elif part == "first":
-                account.first = point
-            else:
-                account.bucket_last[q.start_us if bucket is None else int(bucket)] = point
-        out = [GaugeRow(i, p, m, readings) for (i, p, m), readings in accounts.items()]
-        return Answer(out, sum(int(r[6]) for r in rows))
-
-    return _in_snapshot(con, body)
+    selects: list[str] = []
+    params: list[Any] = []
+    for part, lo, hi, grains, rollup_agg, raw_agg, bucketed in parts:
+        pieces = cover(lo, hi, grains)
+        grain = q.grain if bucketed else None
+        for piece in pieces:
+            if piece.grain is None:
+                continue
+            where = _Where().eq("tenant_id", tenant_id).any_of("metric", q.metrics)
+            where.raw(f"bucket >= {piece.start_us} AND bucket < {piece.end_us}")
+            where.raw("last IS NOT NULL")
+            _account_filters(where, q)
+            selects.append(
+                f"SELECT '{part}' AS part, influencer_id, platform, metric, "
+                f"{_bucket_expr('bucket', grain)} AS b, {rollup_agg} AS r, count(*) AS n "
+                f"FROM {GRAIN_TABLES[piece.grain.value].name} "
+                f"WHERE {where.sql()} GROUP BY ALL"
+            )
+            params += where.params
+        for span in _raw_spans(pieces, horizon):
+            where = _Where().eq("tenant_id", tenant_id).any_of("metric", q.metrics)
+            where.raw(span).raw("kind = 'snapshot'")
+            _account_filters(where, q)
+            selects.append(
+                f"SELECT '{part}' AS part, influencer_id, platform, metric, "
+                f"{_bucket_expr('epoch_us(ts)', grain)} AS b, "
+                f"{raw_agg}({{'t': epoch_us(ts), 'v': value}}) AS r, count(*) AS n "
+                f"FROM events WHERE {where.sql()} GROUP BY ALL"
+            )
+            params += where.params
+    if not selects:
+        return Answer([], 0)
+    sql = (
+        "SELECT part, influencer_id, platform, metric, b, "
+        "CASE WHEN part = 'first' THEN min(r) ELSE max(r) END, sum(n) FROM ("
+        + " UNION ALL ".join(selects)
+        + ") GROUP BY part, influencer_id, platform, metric, b"
+    )
+    rows = _run(con, sql, params)
+    accounts: dict[tuple[str, str, str], AccountReadings] = {}
+    for part, influencer, platform, metric, bucket, reading, _ in rows:
+        account = accounts.setdefault((influencer, platform, metric), AccountReadings())
+        point = (int(reading["t"]), float(reading["v"]))
+        if part == "at_start":
+            account.at_start = point
+        elif part == "first":
+            account.first = point
+        else:
+            account.bucket_last[q.start_us if bucket is None else int(bucket)] = point
+    out = [GaugeRow(i, p, m, readings) for (i, p, m), readings in accounts.items()]
+    return Answer(out, sum(int(r[6]) for r in rows))
 
 
 def _account_filters(where: _Where, q: GaugeQuery) -> None:
@@ -286,79 +309,79 @@ def unique_users(
 def trending(
     con: duckdb.DuckDBPyConnection,
     tenant_id: str,
-    start_us: int,
-    end_us: int,
-    platform: str | None,
-    min_interactions: int,
-    engagement_metrics: tuple[str, ...],
+    q: TrendingQuery,
+    horizon: Horizon,
 ) -> Answer[TrendingRow]:
-    pieces = cover(start_us, end_us, (Grain.HOUR,))
-
-    def body(w: int) -> Answer[TrendingRow]:
-        stats: list[str] = []
-        tags: list[str] = []
-        params: list[Any] = []
-        tag_params: list[Any] = []
-        for piece in pieces:
-            if piece.grain is None:
-                continue
-            where = _Where().eq("tenant_id", tenant_id).any_of("metric", engagement_metrics)
-            where.raw(f"bucket >= {piece.start_us} AND bucket < {piece.end_us}")
-            if platform is not None:
-                where.eq("platform", platform)
-            stats.append(
-                "SELECT content_id, sum(events) AS n, sum(total) AS total, max(latest) AS latest, "
-                f"max(sample) AS sample, count(*) AS r FROM {CONTENT_HOUR.name} "
-                f"WHERE {where.sql()} GROUP BY ALL"
-            )
-            params += where.params
-            tags.append(
-                f"SELECT content_id, tag, sum(n) AS n FROM {CONTENT_TAGS_HOUR.name} "
-                f"WHERE {where.sql()} GROUP BY ALL"
-            )
-            tag_params += where.params
-        for span in _raw_spans(pieces, start_us, end_us, w):
-            where = _Where().eq("tenant_id", tenant_id).any_of("metric", engagement_metrics)
-            where.raw(span).raw("content_id IS NOT NULL")
-            if platform is not None:
-                where.eq("platform", platform)
-            stats.append(
-                "SELECT content_id, count(*) AS n, sum(delta) AS total, "
-                "max(epoch_us(ts)) AS latest, "
-                "max({'t': epoch_us(ts), 'text': text}) FILTER (WHERE text IS NOT NULL) "
-                f"AS sample, count(*) AS r FROM events WHERE {where.sql()} "
-                "GROUP BY ALL"
-            )
-            params += where.params
-            tags.append(
-                "SELECT content_id, tag, count(*) AS n FROM (SELECT content_id, "
-                f"unnest(tags) AS tag FROM events WHERE {where.sql()}) GROUP BY ALL"
-            )
-            tag_params += where.params
-        if not stats:
-            return Answer([], 0)
-        sql = (
-            "WITH s AS (SELECT content_id, sum(n) AS n, sum(total) AS total, "
-            "max(latest) AS latest, max(sample) AS sample, sum(r) AS r FROM ("
-            + " UNION ALL ".join(stats)
-            + ") GROUP BY content_id HAVING sum(n) >= ?), "
-            "t AS (SELECT content_id, tag, sum(n) AS n FROM ("
-            + " UNION ALL ".join(tags)
-            + ") WHERE content_id IN (SELECT content_id FROM s) GROUP BY ALL), "
-            "top AS (SELECT content_id, list(tag ORDER BY n DESC, tag) AS tags FROM t "
-            "GROUP BY content_id) "
-            "SELECT s.content_id, s.n, s.total, s.latest, s.sample.text, "
-            f"coalesce(top.tags[1:{TOP_TAGS}], []), s.r "
-            "FROM s LEFT JOIN top USING (content_id)"
+    """One page of content items by engagement; the sums come from hourly rollups."""
+    pieces = cover(q.start_us, q.end_us, (Grain.HOUR,))
+    stats: list[str] = []
+    tags: list[str] = []
+    params: list[Any] = []
+    tag_params: list[Any] = []
+    engagement = ENGAGEMENT
+    for piece in pieces:
+        if piece.grain is None:
+            continue
+        where = _Where().eq("tenant_id", tenant_id)
+        where.raw(f"bucket >= {piece.start_us} AND bucket < {piece.end_us}")
+        if q.platform is not None:
+            where.eq("platform", q.platform)
+        stats.append(
+            "SELECT content_id, sum(events) AS n, sum(total) AS total, max(latest) AS latest, "
+            f"max(sample) AS sample, count(*) AS r FROM {ENGAGEMENT_HOUR.name} "
+            f"WHERE {where.sql()} GROUP BY ALL"
         )
-        rows = _run(con, sql, [*params, min_interactions, *tag_params])
-        out = [
-            TrendingRow(c, int(n), float(total), int(latest), text, tuple(tag_list))
-            for c, n, total, latest, text, tag_list, _ in rows
-        ]
-        return Answer(out, sum(int(r[6]) for r in rows))
-
-    return _in_snapshot(con, body)
+        params += where.params
+        tags.append(
+            f"SELECT content_id, tag, sum(n) AS n FROM {ENGAGEMENT_TAGS_HOUR.name} "
+            f"WHERE {where.sql()} GROUP BY ALL"
+        )
+        tag_params += where.params
+    for span in _raw_spans(pieces, horizon):
+        where = _Where().eq("tenant_id", tenant_id).any_of("metric", engagement)
+        where.raw(span).raw("content_id IS NOT NULL")
+        if q.platform is not None:
+            where.eq("platform", q.platform)
+        stats.append(
+            "SELECT content_id, count(*) AS n, sum(delta) AS total, "
+            "max(epoch_us(ts)) AS latest, "
+            "max({'t': epoch_us(ts), 'text': text}) FILTER (WHERE text IS NOT NULL) "
+            f"AS sample, count(*) AS r FROM events WHERE {where.sql()} GROUP BY ALL"
+        )
+        params += where.params
+        tags.append(
+            "SELECT content_id, tag, count(*) AS n FROM (SELECT content_id, "
+            f"unnest(tags) AS tag FROM events WHERE {where.sql()}) GROUP BY ALL"
+        )
+        tag_params += where.params
+    if not stats:
+        return Answer([], 0)
+    after = "TRUE"
+    page_params: list[Any] = []
+    if q.after is not None:
+        after = "(total < ? OR (total = ? AND content_id > ?))"
+        page_params = [q.after[0], q.after[0], q.after[1]]
+    sql = (
+        "WITH s AS (SELECT content_id, sum(n) AS n, sum(total) AS total, "
+        "max(latest) AS latest, max(sample) AS sample, sum(r) AS r FROM ("
+        + " UNION ALL ".join(stats)
+        + ") GROUP BY content_id HAVING sum(n) >= ?), "
+        f"page AS (SELECT * FROM s WHERE {after} ORDER BY total DESC, content_id LIMIT ?), "
+        "t AS (SELECT content_id, tag, sum(n) AS n FROM ("
+        + " UNION ALL ".join(tags)
+        + ") WHERE content_id IN (SELECT content_id FROM page) GROUP BY ALL), "
+        "top AS (SELECT content_id, list(tag ORDER BY n DESC, tag) AS tags FROM t "
+        "GROUP BY content_id) "
+        "SELECT page.content_id, page.n, page.total, page.latest, page.sample.text, "
+        f"coalesce(top.tags[1:{TOP_TAGS}], []), (SELECT sum(r) FROM s) "
+        "FROM page LEFT JOIN top USING (content_id) ORDER BY page.total DESC, page.content_id"
+    )
+    rows = _run(con, sql, [*params, q.min_interactions, *page_params, q.limit, *tag_params])
+    out = [
+        TrendingRow(c, int(n), float(total), int(latest), text, tuple(tag_list))
+        for c, n, total, latest, text, tag_list, _ in rows
+    ]
+    return Answer(out, int(rows[0][6]) if rows else 0)
 
 
 def user_activity(

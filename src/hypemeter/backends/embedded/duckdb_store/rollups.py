@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import duckdb
 
-from hypemeter.metrics.model import DAY_US, HOUR_US, MINUTE_US
+from hypemeter.metrics.model import DAY_US, ENGAGEMENT, HOUR_US, MINUTE_US
 
 log = logging.getLogger("hypemeter.rollups")
 
@@ -35,10 +35,18 @@ IDLE_COMPACT_SECONDS = 5.0
 
 @dataclass(frozen=True, slots=True)
 class RollupTable:
+    """A rollup: its key, how partial rows merge, and the order compaction writes.
+
+    ``compact_share``: compact once partial rows reach this share of the
+    compacted rows. Tables ordered by time take new partials in about that
+    order anyway, so they are compacted rarely (and whenever ingest pauses).
+    """
+
     name: str
     keys: tuple[str, ...]
     aggregates: tuple[tuple[str, str, str], ...]  # (column, type, how partials merge)
     order: tuple[str, ...]
+    compact_share: float = 2.0
 
 
 _COUNTED = (("total", "DOUBLE", "sum"), ("events", "BIGINT", "sum"))
@@ -57,16 +65,32 @@ HOUR = RollupTable(
     _ACCOUNT_KEYS,
     (*_COUNTED, *_READINGS),
     ("tenant_id", "influencer_id", "metric", "bucket"),
+    compact_share=0.25,
 )
 DAY = RollupTable(
     "rollup_day",
     _ACCOUNT_KEYS,
     (*_COUNTED, *_READINGS),
     ("tenant_id", "influencer_id", "metric", "bucket"),
+    compact_share=0.25,
+)
+TENANT_HOUR = RollupTable(
+    # Without the influencer: what tenant-wide groupings (platform, campaign, day) read.
+    "rollup_tenant_hour",
+    ("tenant_id", "platform", "campaign_id", "metric", "bucket"),
+    _COUNTED,
+    ("tenant_id", "bucket", "metric"),
 )
 CONTENT_HOUR = RollupTable(
     "rollup_content_hour",
     ("tenant_id", "content_id", "influencer_id", "platform", "campaign_id", "metric", "bucket"),
+    _COUNTED,
+    ("tenant_id", "bucket", "content_id"),
+)
+ENGAGEMENT_HOUR = RollupTable(
+    # Engagement events per content item: what trending reads.
+    "rollup_engagement_hour",
+    ("tenant_id", "content_id", "platform", "bucket"),
     (
         *_COUNTED,
         ("latest", "BIGINT", "max"),
@@ -74,13 +98,13 @@ CONTENT_HOUR = RollupTable(
     ),
     ("tenant_id", "bucket", "content_id"),
 )
-CONTENT_TAGS_HOUR = RollupTable(
-    "rollup_content_tags_hour",
-    ("tenant_id", "content_id", "platform", "campaign_id", "metric", "bucket", "tag"),
+ENGAGEMENT_TAGS_HOUR = RollupTable(
+    "rollup_engagement_tags_hour",
+    ("tenant_id", "content_id", "platform", "bucket", "tag"),
     (("n", "BIGINT", "sum"),),
     ("tenant_id", "bucket", "content_id"),
 )
-TABLES = (MINUTE, HOUR, DAY, CONTENT_HOUR, CONTENT_TAGS_HOUR)
+TABLES = (MINUTE, HOUR, DAY, TENANT_HOUR, CONTENT_HOUR, ENGAGEMENT_HOUR, ENGAGEMENT_TAGS_HOUR)
 GRAIN_TABLES = {"minute": MINUTE, "hour": HOUR, "day": DAY}
 
 
@@ -107,10 +131,10 @@ def _bucket(width_us: int, column: str = "epoch_us(ts)") -> str:
     return f"({column} // {width_us}) * {width_us}"
 
 
-def fold(con: duckdb.DuckDBPyConnection, upto: int | None = None) -> tuple[int, int]:
+def fold(con: duckdb.DuckDBPyConnection, upto: int | None = None) -> tuple[int, int, int]:
     """Fold events above the watermark (up to seq ``upto``) into partial rows, atomically.
 
-    Returns (events folded, partial rows written).
+    Returns (events folded, partial rows written, the new watermark).
     """
     con.execute("BEGIN TRANSACTION")
     try:
@@ -119,7 +143,7 @@ def fold(con: duckdb.DuckDBPyConnection, upto: int | None = None) -> tuple[int, 
         high = int(high_rows[0][0]) if upto is None else min(upto, int(high_rows[0][0]))
         if high <= low:
             con.execute("COMMIT")
-            return 0, 0
+            return 0, 0, low
         written = _fold_range(con, low, high)
         counted = con.execute(
             "SELECT count(*) FROM events WHERE seq > ? AND seq <= ?", [low, high]
@@ -130,50 +154,78 @@ def fold(con: duckdb.DuckDBPyConnection, upto: int | None = None) -> tuple[int, 
         with contextlib.suppress(duckdb.Error):
             con.execute("ROLLBACK")
         raise
-    return int(counted[0][0]), written
+    return int(counted[0][0]), written, high
 
 
 def _fold_range(con: duckdb.DuckDBPyConnection, low: int, high: int) -> int:
     where = f"seq > {int(low)} AND seq <= {int(high)}"
+    engagement = f"metric IN ({', '.join(repr(m) for m in ENGAGEMENT)})"
     reading = "{'t': epoch_us(ts), 'v': value}"
+    # Counted values by minute, and separately the (few) snapshot readings.
     con.execute(
         f"""CREATE OR REPLACE TEMP TABLE fold_minute AS
         SELECT tenant_id, influencer_id, platform, coalesce(campaign_id, '') AS campaign_id,
                metric, {_bucket(MINUTE_US)} AS bucket, sum(delta) AS total,
-               count(*) AS events,
-               min({reading}) FILTER (WHERE kind = 'snapshot') AS first,
-               max({reading}) FILTER (WHERE kind = 'snapshot') AS last
-        FROM events WHERE {where} GROUP BY ALL"""
+               count(*) AS events, NULL::{_READING} AS first, NULL::{_READING} AS last
+        FROM events WHERE {where} GROUP BY ALL
+        UNION ALL
+        SELECT tenant_id, influencer_id, platform, coalesce(campaign_id, ''), metric,
+               {_bucket(MINUTE_US)}, 0.0, 0, min({reading}), max({reading})
+        FROM events WHERE {where} AND kind = 'snapshot' GROUP BY ALL"""
     )
-    written = 0
+    # Counter rows and reading rows stay apart (a reading row has events = 0): merging
+    # them costs more than the queries that sum over both.
+    written = _insert(con, MINUTE, "SELECT * FROM fold_minute")
     keys = ", ".join(k for k in _ACCOUNT_KEYS if k != "bucket")
-    for table, width in ((MINUTE, MINUTE_US), (HOUR, HOUR_US), (DAY, DAY_US)):
-        source = (
-            "SELECT * FROM fold_minute"
-            if table is MINUTE
-            else f"SELECT {keys}, {_bucket(width, 'bucket')} AS bucket, sum(total), "
-            f"sum(events), min(first), max(last) FROM fold_minute GROUP BY ALL"
+    for source, target, width in (
+        ("fold_minute", "fold_hour", HOUR_US),
+        ("fold_hour", "fold_day", DAY_US),
+    ):
+        con.execute(
+            f"""CREATE OR REPLACE TEMP TABLE {target} AS
+            SELECT {keys}, {_bucket(width, "bucket")} AS bucket, sum(total) AS total,
+                   sum(events) AS events, NULL::{_READING} AS first, NULL::{_READING} AS last
+            FROM {source} WHERE first IS NULL GROUP BY ALL
+            UNION ALL
+            SELECT {keys}, {_bucket(width, "bucket")}, 0.0, 0, min(first), max(last)
+            FROM {source} WHERE first IS NOT NULL GROUP BY ALL"""
         )
-        written += _insert(con, table, source)
+    written += _insert(con, HOUR, "SELECT * FROM fold_hour")
+    written += _insert(con, DAY, "SELECT * FROM fold_day")
+    written += _insert(
+        con,
+        TENANT_HOUR,
+        "SELECT tenant_id, platform, campaign_id, metric, bucket, sum(total), sum(events) "
+        "FROM fold_hour WHERE first IS NULL GROUP BY ALL",
+    )
     written += _insert(
         con,
         CONTENT_HOUR,
         f"""SELECT tenant_id, content_id, influencer_id, platform,
                coalesce(campaign_id, '') AS campaign_id, metric, {_bucket(HOUR_US)} AS bucket,
-               sum(delta), count(*), max(epoch_us(ts)),
-               max({{'t': epoch_us(ts), 'text': text}}) FILTER (WHERE text IS NOT NULL)
+               sum(delta), count(*)
         FROM events WHERE {where} AND content_id IS NOT NULL GROUP BY ALL""",
     )
     written += _insert(
         con,
-        CONTENT_TAGS_HOUR,
-        f"""SELECT tenant_id, content_id, platform, campaign_id, metric, bucket, tag, count(*)
-        FROM (SELECT tenant_id, content_id, platform, coalesce(campaign_id, '') AS campaign_id,
-                     metric, {_bucket(HOUR_US)} AS bucket, unnest(tags) AS tag
-              FROM events WHERE {where} AND content_id IS NOT NULL AND len(tags) > 0)
+        ENGAGEMENT_HOUR,
+        f"""SELECT tenant_id, content_id, platform, {_bucket(HOUR_US)} AS bucket,
+               sum(delta), count(*), max(epoch_us(ts)),
+               max({{'t': epoch_us(ts), 'text': text}}) FILTER (WHERE text IS NOT NULL)
+        FROM events WHERE {where} AND content_id IS NOT NULL AND {engagement} GROUP BY ALL""",
+    )
+    written += _insert(
+        con,
+        ENGAGEMENT_TAGS_HOUR,
+        f"""SELECT tenant_id, content_id, platform, bucket, tag, count(*)
+        FROM (SELECT tenant_id, content_id, platform, {_bucket(HOUR_US)} AS bucket,
+                     unnest(tags) AS tag
+              FROM events WHERE {where} AND content_id IS NOT NULL AND {engagement}
+                    AND len(tags) > 0)
         GROUP BY ALL""",
     )
-    con.execute("DROP TABLE fold_minute")
+    for temp in ("fold_minute", "fold_hour", "fold_day"):
+        con.execute(f"DROP TABLE {temp}")
     return written
 
 
@@ -231,12 +283,14 @@ def rebuild(
     for seq, count in groups:
         pending += int(count)
         if pending >= chunk_events or seq == groups[-1][0]:
-            folded, _ = fold(con, upto=int(seq))
+            folded, _, _ = fold(con, upto=int(seq))
             done += folded
             pending = 0
             progress(done, total)
     for table in TABLES:
-        compact(con, table)
+        # The time-ordered tables took the chunks in time order already.
+        if table.compact_share < 1:
+            compact(con, table)
     return done
 
 
@@ -249,21 +303,21 @@ class RollupMaintainer:
         *,
         fold_interval: float,
         compact_min_rows: int,
-        compact_share: float = 0.25,
     ) -> None:
         self._con = con
         self._interval = fold_interval
         self._min_rows = compact_min_rows
-        self._share = compact_share
         self._wake = threading.Event()
         self._stopping = False
         self._idle = threading.Condition()
         self._busy = False
         self._sizes: dict[str, int] = {}
         self._partials: dict[str, int] = {}
+        self.folded_seq = 0
         self._thread = threading.Thread(target=self._run, name="hypemeter-rollups", daemon=True)
 
     def start(self) -> None:
+        self.folded_seq = watermark(self._con)
         for table in TABLES:
             rows = self._con.execute(f"SELECT count(*) FROM {table.name}").fetchall()
             self._sizes[table.name] = int(rows[0][0])
@@ -329,13 +383,14 @@ class RollupMaintainer:
                 self._idle.notify_all()
 
     def _step(self) -> None:
-        folded, _ = fold(self._con)
+        folded, _, high = fold(self._con)
+        self.folded_seq = high
         if not folded:
             return
         for table in TABLES:
             rows = self._con.execute(f"SELECT count(*) FROM {table.name}").fetchall()
             size = int(rows[0][0])
             partial = size - self._sizes[table.name]
-            if partial >= max(self._min_rows, self._share * self._sizes[table.name]):
+            if partial >= max(self._min_rows, table.compact_share * self._sizes[table.name]):
                 self._sizes[table.name] = compact(self._con, table)
             self._partials[table.name] = partial
