@@ -173,7 +173,7 @@ def rebuild(data: DataOpt = None) -> None:
             fail(exc.message)
             raise
     rate = folded / seconds if seconds else 0.0
-    typer.echo(f"rebuilt the rollups from {folded:,} events in {seconds:.1f} s ({rate:,.0f}/s)")
+    typer.echo(f"rebuilt the rollups from {folded:,} events in {seconds:.2f} s ({rate:,.0f}/s)")
 
 
 @app.command()

@@ -327,14 +327,12 @@ def trending(
         if q.platform is not None:
             where.eq("platform", q.platform)
         stats.append(
-            "SELECT content_id, sum(events) AS n, sum(total) AS total, max(latest) AS latest, "
-            f"max(sample) AS sample, count(*) AS r FROM {ENGAGEMENT_HOUR.name} "
-            f"WHERE {where.sql()} GROUP BY ALL"
+            "SELECT content_id, events AS n, total, latest, sample, 1 AS r "
+            f"FROM {ENGAGEMENT_HOUR.name} WHERE {where.sql()}"
         )
         params += where.params
         tags.append(
-            f"SELECT content_id, tag, sum(n) AS n FROM {ENGAGEMENT_TAGS_HOUR.name} "
-            f"WHERE {where.sql()} GROUP BY ALL"
+            f"SELECT content_id, tag, n FROM {ENGAGEMENT_TAGS_HOUR.name} WHERE {where.sql()}"
         )
         tag_params += where.params
     for span in _raw_spans(pieces, horizon):
@@ -343,15 +341,14 @@ def trending(
         if q.platform is not None:
             where.eq("platform", q.platform)
         stats.append(
-            "SELECT content_id, count(*) AS n, sum(delta) AS total, "
-            "max(epoch_us(ts)) AS latest, "
-            "max({'t': epoch_us(ts), 'text': text}) FILTER (WHERE text IS NOT NULL) "
-            f"AS sample, count(*) AS r FROM events WHERE {where.sql()} GROUP BY ALL"
+            "SELECT content_id, 1 AS n, delta AS total, epoch_us(ts) AS latest, "
+            "CASE WHEN text IS NOT NULL THEN {'t': epoch_us(ts), 'text': text} END AS sample, "
+            f"1 AS r FROM events WHERE {where.sql()}"
         )
         params += where.params
         tags.append(
-            "SELECT content_id, tag, count(*) AS n FROM (SELECT content_id, "
-            f"unnest(tags) AS tag FROM events WHERE {where.sql()}) GROUP BY ALL"
+            "SELECT content_id, unnest(tags) AS tag, 1 AS n FROM events "
+            f"WHERE {where.sql()} AND len(tags) > 0"
         )
         tag_params += where.params
     if not stats:
@@ -369,7 +366,7 @@ def trending(
         f"page AS (SELECT * FROM s WHERE {after} ORDER BY total DESC, content_id LIMIT ?), "
         "t AS (SELECT content_id, tag, sum(n) AS n FROM ("
         + " UNION ALL ".join(tags)
-        + ") WHERE content_id IN (SELECT content_id FROM page) GROUP BY ALL), "
+        + ") WHERE content_id IN (SELECT content_id FROM page) GROUP BY content_id, tag), "
         "top AS (SELECT content_id, list(tag ORDER BY n DESC, tag) AS tags FROM t "
         "GROUP BY content_id) "
         "SELECT page.content_id, page.n, page.total, page.latest, page.sample.text, "

@@ -108,6 +108,28 @@ TABLES = (MINUTE, HOUR, DAY, TENANT_HOUR, CONTENT_HOUR, ENGAGEMENT_HOUR, ENGAGEM
 GRAIN_TABLES = {"minute": MINUTE, "hour": HOUR, "day": DAY}
 
 
+# Bumped whenever a rollup table changes shape; a store with another version drops
+# its rollups at start-up and folds them again from the raw events.
+ROLLUP_SCHEMA_VERSION = "3"
+_RETIRED = ("rollup_content_tags_hour",)
+
+
+def prepare(con: duckdb.DuckDBPyConnection) -> None:
+    """Create the rollup tables, or recreate them empty when their layout changed."""
+    rows = con.execute("SELECT value FROM meta WHERE key = 'rollup_schema'").fetchall()
+    if rows and rows[0][0] == ROLLUP_SCHEMA_VERSION:
+        con.execute(schema())
+        return
+    con.execute("BEGIN TRANSACTION")
+    for name in (*(t.name for t in TABLES), *_RETIRED):
+        con.execute(f"DROP TABLE IF EXISTS {name}")
+    con.execute(schema())
+    con.execute("INSERT OR REPLACE INTO meta VALUES ('rollup_seq', '0')")
+    con.execute("INSERT OR REPLACE INTO meta VALUES ('rollup_schema', ?)", [ROLLUP_SCHEMA_VERSION])
+    con.execute("COMMIT")
+    log.info("rollup tables (re)created; they are folded again from the raw events")
+
+
 def schema() -> str:
     statements = []
     for table in TABLES:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import duckdb
 
-from hypemeter.backends.embedded.duckdb_store.rollups import schema as rollup_schema
+from hypemeter.backends.embedded.duckdb_store import rollups
 
 SCHEMA_VERSION = "1"
 
@@ -41,7 +41,7 @@ SNAPSHOT_COLUMNS = "tenant_id, influencer_id, platform, content_id, metric, last
 
 def migrate(con: duckdb.DuckDBPyConnection) -> None:
     con.execute(SCHEMA)
-    con.execute(rollup_schema())
+    rollups.prepare(con)
     con.execute(
         "INSERT INTO meta VALUES ('schema_version', ?) ON CONFLICT DO NOTHING", [SCHEMA_VERSION]
     )
