@@ -170,7 +170,8 @@ def rebuild(data: DataOpt = None) -> None:
         try:
             folded, seconds = asyncio.run(rebuild_rollups(settings, progress))
         except HypemeterError as exc:
-            fail(exc.message)
+            bar.stop()
+            fail(f"{exc.message} (a running server holds the store: stop it first)")
             raise
     rate = folded / seconds if seconds else 0.0
     typer.echo(f"rebuilt the rollups from {folded:,} events in {seconds:.2f} s ({rate:,.0f}/s)")

@@ -23,6 +23,8 @@ class Backends:
 def duckdb_path(dsn: str) -> Path:
     parsed = urlparse(dsn)
     path = (parsed.netloc + parsed.path) if parsed.netloc else parsed.path
+    if path.startswith("//"):  # duckdb:////abs/path
+        path = "/" + path.lstrip("/")
     if not path:
         raise InvalidInput(f"store DSN {dsn!r} names no file", field="store")
     return Path(path)

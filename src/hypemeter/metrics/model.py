@@ -278,22 +278,29 @@ class MetricPlan:
 
 
 def plan_metrics(
-    raw: str | Iterable[str], catalog: MetricCatalog, emv_metrics: Iterable[str] = ()
+    raw: str | Iterable[str],
+    catalog: MetricCatalog,
+    emv_metrics: Iterable[str] = (),
+    *,
+    field: str = "metrics",
 ) -> MetricPlan:
-    """Validate metric names (stored, alias or derived) and list the stored ones they read."""
+    """Validate metric names (stored, alias or derived) and list the stored ones they read.
+
+    ``field`` is the request parameter errors name.
+    """
     items = raw.split(",") if isinstance(raw, str) else list(raw)
     names: list[str] = []
     for item in items:
         text = item.strip()
         if not text:
             continue
-        name = _metric_name(text, catalog)
+        name = _metric_name(text, catalog, field)
         if name not in names:
             names.append(name)
     if not names:
         raise InvalidInput(
             f"name at least one metric; allowed: {', '.join(allowed_metrics(catalog))}",
-            field="metrics",
+            field=field,
         )
     counters: list[str] = []
     gauges: list[str] = []
@@ -313,14 +320,14 @@ def plan_metrics(
     )
 
 
-def _metric_name(text: str, catalog: MetricCatalog) -> str:
+def _metric_name(text: str, catalog: MetricCatalog, field: str) -> str:
     lowered = text.lower()
     if lowered in Derived.__members__.values():
         return lowered
     name = catalog.normalize(text)
     if name is None:
         allowed = ", ".join(allowed_metrics(catalog))
-        raise InvalidInput(f"unknown metric {text!r}; allowed: {allowed}", field="metrics")
+        raise InvalidInput(f"unknown metric {text!r}; allowed: {allowed}", field=field)
     return name
 
 

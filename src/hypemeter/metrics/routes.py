@@ -75,24 +75,30 @@ def _cell(value: Any) -> Any:
     return "" if value is None else value
 
 
-def to_csv(payload: dict[str, Any]) -> str:
-    """The list or series of an answer as CSV with a header row."""
+def to_csv(payload: dict[str, Any], columns: list[str] | None = None) -> str:
+    """The series (or the ``data`` list, with these columns) of an answer as CSV with a header."""
     rows: list[dict[str, Any]] = payload["series"] if "series" in payload else payload["data"]
-    columns: list[str] = (
-        ["ts", *payload["metrics"]] if "series" in payload else list(rows[0]) if rows else []
-    )
+    if "series" in payload:
+        columns = ["ts", *payload["metrics"]]
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\r\n")
+    columns = columns or []
     writer.writerow(columns)
     for row in rows:
         writer.writerow([_cell(row.get(c)) for c in columns])
     return out.getvalue()
 
 
-def _reply(request: Request, payload: dict[str, Any], fmt: str | None, name: str) -> Response:
+def _reply(
+    request: Request,
+    payload: dict[str, Any],
+    fmt: str | None,
+    name: str,
+    columns: list[str] | None = None,
+) -> Response:
     if not _wants_csv(request, fmt):
         return json_response(request, payload)
-    response = Response(to_csv(payload), media_type="text/csv; charset=utf-8")
+    response = Response(to_csv(payload, columns), media_type="text/csv; charset=utf-8")
     response.headers["Content-Disposition"] = f'attachment; filename="{name}.csv"'
     stats = payload["statistics"]
     response.headers["X-Elapsed-Ms"] = str(stats["elapsed_ms"])
@@ -155,6 +161,15 @@ LEADERBOARD_EXAMPLE = {
     "next_cursor": None,
     "statistics": STATS,
 }
+TRENDING_COLUMNS = [
+    "content_id",
+    "interaction_count",
+    "total_engagement",
+    "latest_interaction",
+    "sample_text",
+    "common_tags",
+]
+USER_COLUMNS = ["user_id", "interaction_count", "total_engagement", "platforms", "last_seen"]
 EMV_EXAMPLE = {
     "rates": {"instagram": {"likes": 0.12, "views": 0.02}},
     "custom": ["instagram.likes"],
@@ -262,7 +277,7 @@ async def aggregate(
         limit=limit,
         cursor=cursor,
     )
-    return _reply(request, payload, format, f"aggregate-{group_by}")
+    return _reply(request, payload, format, f"aggregate-{group_by}", ["key", "value"])
 
 
 @router.get(
@@ -288,7 +303,7 @@ async def trending(
         limit=limit,
         cursor=cursor,
     )
-    return _reply(request, payload, format, "trending")
+    return _reply(request, payload, format, "trending", TRENDING_COLUMNS)
 
 
 @router.get(
@@ -312,7 +327,7 @@ async def user_activity(
         limit=limit,
         cursor=cursor,
     )
-    return _reply(request, payload, format, "users")
+    return _reply(request, payload, format, "users", USER_COLUMNS)
 
 
 @router.get(
@@ -340,7 +355,7 @@ async def leaderboard(
         limit=limit,
         cursor=cursor,
     )
-    return _reply(request, payload, format, "leaderboard")
+    return _reply(request, payload, format, "leaderboard", ["influencer_id", "value", "rank"])
 
 
 class EmvRatesIn(BaseModel):

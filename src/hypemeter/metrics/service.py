@@ -23,7 +23,7 @@ from hypemeter.backends.ports import (
 from hypemeter.backends.selection import open_backends
 from hypemeter.clock import Clock, SystemClock
 from hypemeter.errors import InvalidInput
-from hypemeter.events.model import PLATFORMS, MetricCatalog, MetricKind
+from hypemeter.events.model import PLATFORMS, MetricCatalog, MetricKind, normalize_platform
 from hypemeter.metrics.model import (
     DAY_US,
     ENGAGEMENT,
@@ -115,15 +115,15 @@ class MetricsService:
         )
 
     async def _plan(
-        self, tenant_id: str, metrics: str
+        self, tenant_id: str, metrics: str, field: str = "metrics"
     ) -> tuple[MetricPlan, MetricCatalog, dict[tuple[str, str], float]]:
         catalog = self._catalog_of(tenant_id)
-        plan = plan_metrics(metrics, catalog)
+        plan = plan_metrics(metrics, catalog, field=field)
         if "emv" not in plan.names:
             return plan, catalog, {}
         rates = emv_table(PLATFORMS, await self._store.emv_rates(tenant_id))
         emv_metrics = sorted({m for (_, m), v in rates.items() if v})
-        return plan_metrics(metrics, catalog, emv_metrics), catalog, rates
+        return plan_metrics(metrics, catalog, emv_metrics, field=field), catalog, rates
 
     # -- frames --------------------------------------------------------------------
 
@@ -420,7 +420,7 @@ class MetricsService:
             raise InvalidInput(f"sort {sort!r} is not one of {', '.join(SORTS)}", field="sort")
         _check_limit(limit)
         time_range = self._range(params, default_period)
-        plan, catalog, rates = await self._plan(tenant_id, metric)
+        plan, catalog, rates = await self._plan(tenant_id, metric, "metric")
         if len(plan.names) != 1:
             raise InvalidInput("name exactly one metric", field="metric")
         name = plan.names[0]
@@ -578,23 +578,24 @@ class MetricsService:
     ) -> dict[str, Any]:
         catalog = self._catalog_of(tenant_id)
         changes: dict[tuple[str, str], float | None] = {}
-        for platform, values in rates.items():
-            if platform not in PLATFORMS:
+        for raw_platform, values in rates.items():
+            platform = normalize_platform(raw_platform)
+            if platform is None:
                 raise InvalidInput(
-                    f"unknown platform {platform!r}; allowed: {', '.join(PLATFORMS)}",
-                    field=f"rates.{platform}",
+                    f"unknown platform {raw_platform!r}; allowed: {', '.join(PLATFORMS)}",
+                    field=f"rates.{raw_platform}",
                 )
             for raw_metric, value in values.items():
                 metric = catalog.normalize(raw_metric)
                 if metric is None or catalog.kind_of(metric) is not MetricKind.COUNTER:
                     raise InvalidInput(
                         f"{raw_metric!r} is not a counter metric of this tenant",
-                        field=f"rates.{platform}.{raw_metric}",
+                        field=f"rates.{raw_platform}.{raw_metric}",
                     )
                 if value is not None and not (0 <= value < 1e9):
                     raise InvalidInput(
                         "a unit value must be between 0 and 1e9",
-                        field=f"rates.{platform}.{raw_metric}",
+                        field=f"rates.{raw_platform}.{raw_metric}",
                     )
                 changes[(platform, metric)] = value
         await self._store.set_emv_rates(tenant_id, changes)
