@@ -55,7 +55,7 @@ class Settings(BaseSettings):
         default=4, ge=1, le=64, description="Threads, each with its own connection, running queries"
     )
     rollup_fold_interval: float = Field(
-        default=0.5,
+        default=2.0,
         ge=0.0,
         le=60.0,
         description="Seconds between folds of new events into the rollups; queries read "

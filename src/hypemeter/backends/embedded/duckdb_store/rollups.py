@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -31,6 +32,7 @@ log = logging.getLogger("hypemeter.rollups")
 _READING = "STRUCT(t BIGINT, v DOUBLE)"
 # Seconds without new events after which leftover partial rows are compacted.
 IDLE_COMPACT_SECONDS = 5.0
+FOLD_NICENESS = 10
 
 
 @dataclass(frozen=True, slots=True)
@@ -369,6 +371,9 @@ class RollupMaintainer:
         return True
 
     def _run(self) -> None:
+        # Folding is catch-up work: under contention the writer (acknowledgements) goes first.
+        with contextlib.suppress(OSError):
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), FOLD_NICENESS)
         while not self._stopping:
             if not self._wake.wait(IDLE_COMPACT_SECONDS):
                 self._compact_when_idle()
