@@ -334,10 +334,12 @@ class MetricsService:
             per = await self._frames(
                 tenant_id, time_range, plan, filters, dim="influencer_id", grain=None, stats=stats
             )
+            # Every influencer with an event of the campaign, whichever metric it carried.
+            members = await self._members(tenant_id, time_range, filters, stats)
+            who = set().union(*members.values()) | {g for g, _ in per if g is not None}
             answer["influencers"] = [
-                {"influencer_id": group, "totals": values(item)}
-                for (group, _), item in sorted(per.items(), key=lambda kv: str(kv[0][0]))
-                if group is not None
+                {"influencer_id": group, "totals": values(per.get((group, None), empty))}
+                for group in sorted(who)
             ]
         answer["statistics"] = stats.payload()
         return answer
