@@ -261,6 +261,10 @@ class DuckDBMetricsStore(_SharedFile):
 
         await self._db.run(write)
 
+    def folded(self) -> bool:
+        """Whether every committed event is folded into the rollups, without causing a fold."""
+        return self._db.horizon().complete
+
     def wait_folded(self, timeout: float = 30.0) -> bool:
         """Block until every committed event is folded into the rollups (tests, benchmarks)."""
         maintainer = self._db.maintainer

@@ -33,6 +33,7 @@ _READING = "STRUCT(t BIGINT, v DOUBLE)"
 # Seconds without new events after which leftover partial rows are compacted.
 IDLE_COMPACT_SECONDS = 5.0
 FOLD_NICENESS = 10
+FOLD_MAX_EVENTS = 2_000_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -253,6 +254,25 @@ def _fold_range(con: duckdb.DuckDBPyConnection, low: int, high: int) -> int:
     return written
 
 
+def committed_seq(con: duckdb.DuckDBPyConnection) -> int:
+    rows = con.execute("SELECT coalesce(max(seq), 0) FROM events").fetchall()
+    return int(rows[0][0])
+
+
+def fold_bound(con: duckdb.DuckDBPyConnection, low: int, max_events: int = FOLD_MAX_EVENTS) -> int:
+    """The highest seq above ``low`` such that a fold takes about ``max_events`` at most."""
+    groups = con.execute(
+        "SELECT seq, count(*) FROM events WHERE seq > ? GROUP BY seq ORDER BY seq", [low]
+    ).fetchall()
+    total, bound = 0, low
+    for seq, count in groups:
+        if total and total + int(count) > max_events:
+            break
+        total += int(count)
+        bound = int(seq)
+    return bound
+
+
 def _insert(con: duckdb.DuckDBPyConnection, table: RollupTable, select: str) -> int:
     rows = con.execute(f"INSERT INTO {table.name} {select}").fetchall()
     return int(rows[0][0]) if rows else 0
@@ -332,6 +352,7 @@ class RollupMaintainer:
         self._interval = fold_interval
         self._min_rows = compact_min_rows
         self._wake = threading.Event()
+        self._stop = threading.Event()
         self._stopping = False
         self._idle = threading.Condition()
         self._busy = False
@@ -346,6 +367,7 @@ class RollupMaintainer:
             rows = self._con.execute(f"SELECT count(*) FROM {table.name}").fetchall()
             self._sizes[table.name] = int(rows[0][0])
             self._partials[table.name] = 0
+        self._wake.set()  # fold whatever was committed but not folded before a stop
         self._thread.start()
 
     def notify(self) -> None:
@@ -354,6 +376,7 @@ class RollupMaintainer:
 
     def stop(self) -> None:
         self._stopping = True
+        self._stop.set()
         self._wake.set()
         if self._thread.is_alive():
             self._thread.join()
@@ -381,17 +404,19 @@ class RollupMaintainer:
             with self._idle:
                 self._busy = True
                 self._wake.clear()
+            folded = 0
             try:
-                self._step()
-            except duckdb.Error:
+                folded = self._step()
+            except Exception:
+                # Answers stay exact without folding (queries read unfolded events raw).
                 log.exception("folding events into the rollups failed; will retry")
-                time.sleep(self._interval)
+                self._stop.wait(self._interval)
             finally:
                 with self._idle:
                     self._busy = False
                     self._idle.notify_all()
-            if not self._stopping:
-                time.sleep(self._interval)
+            if folded:  # rest after work, so that folds under load are large
+                self._stop.wait(self._interval)
 
     def _compact_when_idle(self) -> None:
         """No new events for a while: merge and sort whatever partial rows are left."""
@@ -409,11 +434,14 @@ class RollupMaintainer:
                 self._busy = False
                 self._idle.notify_all()
 
-    def _step(self) -> None:
-        folded, _, high = fold(self._con)
+    def _step(self) -> int:
+        """Fold what is new (a large backlog in steps) and compact where due; events folded."""
+        folded, _, high = fold(self._con, upto=fold_bound(self._con, self.folded_seq))
         self.folded_seq = high
+        if high < committed_seq(self._con):
+            self._wake.set()
         if not folded:
-            return
+            return 0
         for table in TABLES:
             rows = self._con.execute(f"SELECT count(*) FROM {table.name}").fetchall()
             size = int(rows[0][0])
@@ -421,3 +449,4 @@ class RollupMaintainer:
             if partial >= max(self._min_rows, table.compact_share * self._sizes[table.name]):
                 self._sizes[table.name] = compact(self._con, table)
             self._partials[table.name] = partial
+        return folded
