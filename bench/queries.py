@@ -45,6 +45,7 @@ from bench.stats import percentile
 from bench.workload import INFLUENCERS, Pool
 
 CONNECTIONS = 16
+FLOOR_PATH = "/v1/admin/metrics"
 LOAD_CONNECTIONS = 4
 IDLE_CPU_FRACTION = 0.05
 QUIET_S = 3.0
@@ -144,13 +145,14 @@ class _Store:
     env: dict[str, str]
     ingest_key: str = ""
     read_key: str = ""
+    admin_key: str = ""
     port: int = 0
     process: subprocess.Popen[bytes] | None = None
     problems: list[str] = field(default_factory=list)
 
     def provision(self) -> None:
         hypemeter("tenants", "create", TENANT, "--data", str(self.data), env=self.env)
-        for scope in ("ingest", "read"):
+        for scope in ("ingest", "read", "admin"):
             out = hypemeter(
                 "keys", "create", "--tenant", TENANT, "--scopes", scope,
                 "--data", str(self.data), env=self.env,
@@ -158,8 +160,10 @@ class _Store:
             key = out.strip().splitlines()[-1]
             if scope == "ingest":
                 self.ingest_key = key
-            else:
+            elif scope == "read":
                 self.read_key = key
+            else:
+                self.admin_key = key
 
     def launch(self) -> float:
         """Start the server; seconds until /readyz answered 200."""
@@ -264,6 +268,21 @@ def run_queries(
         notes["settle_s"] = round(_wait_idle(store.process.pid), 1)
         notes["store_mb"] = round(
             sum(p.stat().st_size for p in data.glob("hypemeter.duckdb*")) / 1e6, 1
+        )
+        # The floor under every query: an authenticated route that reads no store.
+        floor = [
+            executor.submit(
+                run_query_load,
+                QueryJob(store.port, store.admin_key, [FLOOR_PATH], CONNECTIONS, seconds),
+            ).result()
+            for _ in range(runs)
+        ]
+        say(f"  floor ({FLOOR_PATH}): p99 {', '.join(f'{r.p99_ms:.1f}' for r in floor)} ms")
+        figures.append(
+            Figure.of_runs("B3", "floor_authenticated_no_store_p99_ms", [r.p99_ms for r in floor])
+        )
+        figures.append(
+            Figure.of_runs("B3", "floor_requests_per_s", [r.requests / r.wall_s for r in floor])
         )
         for kind, target in TARGETS.items():
             results = [
