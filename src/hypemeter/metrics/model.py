@@ -16,6 +16,7 @@ import base64
 import binascii
 import datetime as dt
 import enum
+import functools
 import hashlib
 import json
 import math
@@ -143,6 +144,7 @@ def parse_instant(text: str, name: str) -> int:
     return (delta.days * 86_400 + delta.seconds) * US + delta.microseconds
 
 
+@functools.lru_cache(maxsize=65_536)  # bucket starts repeat from one answer to the next
 def format_instant(ts_us: int) -> str:
     moment = dt.datetime(1970, 1, 1, tzinfo=dt.UTC) + dt.timedelta(microseconds=ts_us)
     if ts_us % US:

@@ -182,9 +182,18 @@ class DuckDBMetricsStore(_SharedFile):
     """MetricsStore port on the embedded DuckDB file: rollups folded from the raw events."""
 
     async def counters(self, tenant_id: str, query: CounterQuery) -> Answer[CounterRow]:
-        return await self._db.read(
-            lambda con: queries.counters(con, tenant_id, query, self._db.horizon())
-        )
+        def run(con: duckdb.DuckDBPyConnection) -> Answer[CounterRow]:
+            horizon = self._db.horizon()
+            hot = self._db.hot
+            if hot is not None:
+                answer = queries.hot_counters(
+                    con, tenant_id, query, horizon, hot, self._db.now_us()
+                )
+                if answer is not None:
+                    return answer
+            return queries.counters(con, tenant_id, query, horizon)
+
+        return await self._db.read(run)
 
     async def gauges(self, tenant_id: str, query: GaugeQuery) -> Answer[GaugeRow]:
         return await self._db.read(

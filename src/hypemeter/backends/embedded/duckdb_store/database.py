@@ -26,6 +26,7 @@ import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from hypemeter.backends.embedded.duckdb_store.hot import HotHours
 from hypemeter.backends.embedded.duckdb_store.queries import Horizon
 from hypemeter.backends.embedded.duckdb_store.rollups import RollupMaintainer
 from hypemeter.backends.embedded.duckdb_store.schema import EVENT_COLUMNS, migrate
@@ -87,6 +88,7 @@ class DuckDBDatabase:
         self._reader_count = 0
         self._pool: ThreadPoolExecutor | None = None
         self.maintainer: RollupMaintainer | None = None
+        self.hot: HotHours | None = None
         self._maintenance_con: duckdb.DuckDBPyConnection | None = None
 
     def start(self) -> None:
@@ -129,7 +131,10 @@ class DuckDBDatabase:
         """How far the rollups are known to be folded, read before a query starts."""
         committed = self._seq
         folded = self.maintainer.folded_seq if self.maintainer is not None else 0
-        return Horizon(folded, committed <= folded)
+        return Horizon(folded, committed <= folded, committed)
+
+    def now_us(self) -> int:
+        return self._clock.now_us()
 
     async def read(self, fn: Callable[[duckdb.DuckDBPyConnection], T]) -> T:
         """Run a read-only query on a reader connection, concurrently with the writer."""
@@ -181,8 +186,11 @@ class DuckDBDatabase:
         if self._config.maintain_rollups:
             self._maintenance_con = con.cursor()
             self._maintenance_con.execute("SET TimeZone = 'UTC'")
+            self.hot = HotHours()
             self.maintainer = RollupMaintainer(
                 self._maintenance_con,
+                hot=self.hot,
+                clock=self._clock,
                 fold_interval=self._config.fold_interval,
                 compact_min_rows=self._config.compact_min_rows,
             )

@@ -15,6 +15,7 @@ from typing import Any
 
 import duckdb
 
+from hypemeter.backends.embedded.duckdb_store.hot import HotHours
 from hypemeter.backends.embedded.duckdb_store.rollups import (
     CONTENT_HOUR,
     ENGAGEMENT_HOUR,
@@ -88,6 +89,7 @@ class Horizon:
 
     folded: int
     complete: bool
+    committed: int = 0
 
 
 _WATERMARK = "(SELECT value::BIGINT FROM meta WHERE key = 'rollup_seq')"
@@ -135,6 +137,70 @@ def _piece_table(grain: Grain, q: CounterQuery) -> str:
     if tenant_wide and grain is not Grain.MINUTE:
         return TENANT_HOUR.name
     return GRAIN_TABLES[grain.value].name
+
+
+def hot_counters(
+    con: duckdb.DuckDBPyConnection,
+    tenant_id: str,
+    q: CounterQuery,
+    horizon: Horizon,
+    hot: HotHours,
+    now_us: int,
+) -> Answer[CounterRow] | None:
+    """One influencer's hourly counters from the hot index, or None when it cannot answer."""
+    influencer = q.filters.influencer_id
+    if influencer is None or not set(q.by) <= {"platform"}:
+        return None
+    pieces = cover(q.start_us, q.end_us, grains_up_to(q.grain))
+    middle = [p for p in pieces if p.grain is not None]
+    if not middle or any(p.grain is not Grain.HOUR for p in middle):
+        return None
+    entry = hot.get(con, tenant_id, influencer, now_us)
+    if entry is None or middle[0].start_us < entry.since_us:
+        return None
+    per_platform = "platform" in q.by
+    found, read = entry.sums(
+        start_us=middle[0].start_us,
+        end_us=middle[-1].end_us,
+        metrics=q.metrics,
+        platform=q.filters.platform,
+        campaign=q.filters.campaign_id,
+        grain_us=None if q.grain is None else q.grain.us,
+        per_platform=per_platform,
+    )
+    spans = [f"ts >= {_ts(p.start_us)} AND ts < {_ts(p.end_us)}" for p in pieces if p.grain is None]
+    if horizon.committed > entry.watermark:
+        spans.append(
+            f"seq > {entry.watermark} AND ts >= {_ts(middle[0].start_us)} "
+            f"AND ts < {_ts(middle[-1].end_us)}"
+        )
+    if not spans:  # everything committed is in the entry: no SQL at all
+        key_of = (lambda p: (p,)) if per_platform else (lambda p: ())
+        return Answer([CounterRow(key_of(p), b, m, t, e) for p, b, m, t, e in found], read)
+    sums: dict[tuple[str, int | None, str], list[float]] = {}
+    for platform, bucket, metric, total, events in found:
+        sums[(platform, bucket, metric)] = [total, events]
+    where = _Where().eq("tenant_id", tenant_id).any_of("metric", q.metrics)
+    where.raw("(" + " OR ".join(f"({span})" for span in spans) + ")")
+    _filters(where, q.filters)
+    rows = _run(
+        con,
+        f"SELECT {'platform' if per_platform else chr(39) * 2}, "
+        f"{_bucket_expr('epoch_us(ts)', q.grain)}, metric, sum(delta), count(*) "
+        f"FROM events WHERE {where.sql()} GROUP BY ALL",
+        where.params,
+    )
+    for platform, bucket, metric, total, events in rows:
+        key = (platform, None if bucket is None else int(bucket), metric)
+        acc = sums.setdefault(key, [0.0, 0])
+        acc[0] += float(total)
+        acc[1] += int(events)
+        read += int(events)
+    out = [
+        CounterRow((platform,) if per_platform else (), bucket, metric, total, int(events))
+        for (platform, bucket, metric), (total, events) in sums.items()
+    ]
+    return Answer(out, read)
 
 
 def counters(

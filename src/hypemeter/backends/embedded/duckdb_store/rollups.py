@@ -25,6 +25,8 @@ from dataclasses import dataclass
 
 import duckdb
 
+from hypemeter.backends.embedded.duckdb_store.hot import HotHours
+from hypemeter.clock import Clock
 from hypemeter.metrics.model import DAY_US, ENGAGEMENT, HOUR_US, MINUTE_US
 
 log = logging.getLogger("hypemeter.rollups")
@@ -156,10 +158,13 @@ def _bucket(width_us: int, column: str = "epoch_us(ts)") -> str:
     return f"({column} // {width_us}) * {width_us}"
 
 
-def fold(con: duckdb.DuckDBPyConnection, upto: int | None = None) -> tuple[int, int, int]:
+def fold(
+    con: duckdb.DuckDBPyConnection, upto: int | None = None
+) -> tuple[int, int, int, set[tuple[str, str]]]:
     """Fold events above the watermark (up to seq ``upto``) into partial rows, atomically.
 
-    Returns (events folded, partial rows written, the new watermark).
+    Returns (events folded, partial rows written, the new watermark, the
+    (tenant, influencer) pairs whose hourly rollups changed).
     """
     con.execute("BEGIN TRANSACTION")
     try:
@@ -168,8 +173,8 @@ def fold(con: duckdb.DuckDBPyConnection, upto: int | None = None) -> tuple[int, 
         high = int(high_rows[0][0]) if upto is None else min(upto, int(high_rows[0][0]))
         if high <= low:
             con.execute("COMMIT")
-            return 0, 0, low
-        written = _fold_range(con, low, high)
+            return 0, 0, low, set()
+        written, touched = _fold_range(con, low, high)
         counted = con.execute(
             "SELECT count(*) FROM events WHERE seq > ? AND seq <= ?", [low, high]
         ).fetchall()
@@ -179,10 +184,12 @@ def fold(con: duckdb.DuckDBPyConnection, upto: int | None = None) -> tuple[int, 
         with contextlib.suppress(duckdb.Error):
             con.execute("ROLLBACK")
         raise
-    return int(counted[0][0]), written, high
+    return int(counted[0][0]), written, high, touched
 
 
-def _fold_range(con: duckdb.DuckDBPyConnection, low: int, high: int) -> int:
+def _fold_range(
+    con: duckdb.DuckDBPyConnection, low: int, high: int
+) -> tuple[int, set[tuple[str, str]]]:
     where = f"seq > {int(low)} AND seq <= {int(high)}"
     engagement = f"metric IN ({', '.join(repr(m) for m in ENGAGEMENT)})"
     reading = "{'t': epoch_us(ts), 'v': value}"
@@ -249,9 +256,15 @@ def _fold_range(con: duckdb.DuckDBPyConnection, low: int, high: int) -> int:
                     AND len(tags) > 0)
         GROUP BY ALL""",
     )
+    touched = {
+        (str(t), str(i))
+        for t, i in con.execute(
+            "SELECT DISTINCT tenant_id, influencer_id FROM fold_hour"
+        ).fetchall()
+    }
     for temp in ("fold_minute", "fold_hour", "fold_day"):
         con.execute(f"DROP TABLE {temp}")
-    return written
+    return written, touched
 
 
 def committed_seq(con: duckdb.DuckDBPyConnection) -> int:
@@ -327,7 +340,7 @@ def rebuild(
     for seq, count in groups:
         pending += int(count)
         if pending >= chunk_events or seq == groups[-1][0]:
-            folded, _, _ = fold(con, upto=int(seq))
+            folded, _, _, _ = fold(con, upto=int(seq))
             done += folded
             pending = 0
             progress(done, total)
@@ -347,8 +360,12 @@ class RollupMaintainer:
         *,
         fold_interval: float,
         compact_min_rows: int,
+        hot: HotHours | None = None,
+        clock: Clock | None = None,
     ) -> None:
         self._con = con
+        self._hot = hot
+        self._clock = clock
         self._interval = fold_interval
         self._min_rows = compact_min_rows
         self._wake = threading.Event()
@@ -436,8 +453,13 @@ class RollupMaintainer:
 
     def _step(self) -> int:
         """Fold what is new (a large backlog in steps) and compact where due; events folded."""
-        folded, _, high = fold(self._con, upto=fold_bound(self._con, self.folded_seq))
+        folded, _, high, touched = fold(self._con, upto=fold_bound(self._con, self.folded_seq))
         self.folded_seq = high
+        if self._hot is not None and self._clock is not None:
+            if self._hot.loaded:
+                self._hot.evict(touched)
+            else:
+                self._hot.load_all(self._con, self._clock.now_us())
         if high < committed_seq(self._con):
             self._wake.set()
         if not folded:

@@ -1,0 +1,217 @@
+"""The hot hour index: the recent hourly rollup of every influencer, in memory.
+
+Per (tenant, influencer) it holds numpy arrays of the ``rollup_hour`` rows of
+the last ``HOT_DAYS`` days, each entry tagged with the fold watermark of the
+snapshot it was read in. A query of one influencer's hourly counters sums these
+arrays and adds, from the raw events, only what was committed after that
+watermark; an answer is therefore the same as from the tables, whatever the
+entry's age. The maintainer thread loads every entry at start-up and evicts the
+entries of the influencers each fold touched; an evicted entry is read again
+(one small query) by the next request that needs it. Memory is bounded by the
+window: older hours are answered from the tables.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import duckdb
+import numpy as np
+import numpy.typing as npt
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from hypemeter.metrics.model import DAY_US
+
+HOT_DAYS = 35
+_COLUMNS = "platform, campaign_id, metric, bucket, sum(total) AS total, sum(events) AS events"
+_WATERMARK = "(SELECT value::BIGINT FROM meta WHERE key = 'rollup_seq')"
+
+Key = tuple[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class HourSeries:
+    """One influencer's hourly rows since ``since_us``, as of fold watermark ``watermark``."""
+
+    watermark: int
+    since_us: int
+    platforms: list[str]
+    campaigns: list[str]
+    metrics: list[str]
+    platform: npt.NDArray[np.int32]
+    campaign: npt.NDArray[np.int32]
+    metric: npt.NDArray[np.int32]
+    bucket: npt.NDArray[np.int64]
+    total: npt.NDArray[np.float64]
+    events: npt.NDArray[np.int64]
+
+    def sums(
+        self,
+        *,
+        start_us: int,
+        end_us: int,
+        metrics: Sequence[str],
+        platform: str | None,
+        campaign: str | None,
+        grain_us: int | None,
+        per_platform: bool,
+    ) -> tuple[list[tuple[str, int | None, str, float, int]], int]:
+        """(platform or "", bucket or None, metric, total, events) rows, and rows read."""
+        wanted = np.zeros(len(self.metrics) + 1, dtype=np.bool_)
+        wanted[[self.metrics.index(m) for m in metrics if m in self.metrics]] = True
+        mask = wanted[self.metric]
+        mask &= (self.bucket >= start_us) & (self.bucket < end_us)
+        for value, vocabulary, codes in (
+            (platform, self.platforms, self.platform),
+            (campaign, self.campaigns, self.campaign),
+        ):
+            if value is not None:
+                mask &= codes == (vocabulary.index(value) if value in vocabulary else -1)
+        picked = np.flatnonzero(mask)
+        if not len(picked):
+            return [], 0
+        width_m = len(self.metrics)
+        width_p = len(self.platforms) if per_platform else 1
+        buckets = self.bucket[picked]
+        if grain_us is not None:
+            buckets = buckets - buckets % grain_us
+            origin = int(buckets.min())
+            slot = (buckets - origin) // grain_us
+        else:
+            origin, slot = 0, np.zeros(len(picked), dtype=np.int64)
+        plat = self.platform[picked] if per_platform else np.zeros(len(picked), dtype=np.int32)
+        key = (slot * width_p + plat) * width_m + self.metric[picked]
+        totals_all = np.bincount(key, weights=self.total[picked])
+        counts_all = np.bincount(key, weights=self.events[picked])
+        groups = np.flatnonzero(counts_all)
+        totals, counts = totals_all[groups], counts_all[groups]
+        rows: list[tuple[str, int | None, str, float, int]] = []
+        for group, total, count in zip(
+            groups.tolist(), totals.tolist(), counts.tolist(), strict=True
+        ):
+            rest, metric = divmod(group, width_m)
+            slot_of, plat_of = divmod(rest, width_p)
+            rows.append(
+                (
+                    self.platforms[plat_of] if per_platform else "",
+                    None if grain_us is None else origin + slot_of * grain_us,
+                    self.metrics[metric],
+                    float(total),
+                    int(count),
+                )
+            )
+        return rows, len(picked)
+
+
+class HotHours:
+    """The index and its lock; safe to use from the query threads and the maintainer."""
+
+    def __init__(self) -> None:
+        self._entries: dict[Key, HourSeries] = {}
+        self._lock = threading.Lock()
+        self.loaded = False
+
+    def since(self, now_us: int) -> int:
+        return (now_us - HOT_DAYS * DAY_US) // DAY_US * DAY_US
+
+    def load_all(self, con: duckdb.DuckDBPyConnection, now_us: int) -> int:
+        """Read every influencer's recent hours in one statement; entries made."""
+        since = self.since(now_us)
+        table = con.sql(
+            f"SELECT tenant_id, influencer_id, {_COLUMNS}, {_WATERMARK} AS w "
+            f"FROM rollup_hour WHERE bucket >= {since} AND events > 0 "
+            "GROUP BY tenant_id, influencer_id, platform, campaign_id, metric, bucket "
+            "ORDER BY tenant_id, influencer_id"
+        ).to_arrow_table()
+        entries: dict[Key, HourSeries] = {}
+        if table.num_rows:
+            watermark = int(table.column("w")[0].as_py())
+            tenants = table.column("tenant_id").to_pylist()
+            influencers = table.column("influencer_id").to_pylist()
+            starts = [0]
+            starts += [
+                i
+                for i in range(1, len(tenants))
+                if tenants[i] != tenants[i - 1] or influencers[i] != influencers[i - 1]
+            ]
+            starts.append(len(tenants))
+            for first, last in itertools.pairwise(starts):
+                part = table.slice(first, last - first)
+                entries[(tenants[first], influencers[first])] = _series(part, watermark, since)
+        with self._lock:
+            self._entries = entries
+            self.loaded = True
+        return len(entries)
+
+    def get(
+        self, con: duckdb.DuckDBPyConnection, tenant_id: str, influencer_id: str, now_us: int
+    ) -> HourSeries | None:
+        """The entry, read now if missing; None before the index was first loaded."""
+        if not self.loaded:
+            return None
+        key = (tenant_id, influencer_id)
+        with self._lock:
+            found = self._entries.get(key)
+        if found is not None:
+            return found
+        since = self.since(now_us)
+        table = con.sql(
+            f"SELECT w.value::BIGINT AS w, h.* FROM (SELECT value FROM meta "
+            "WHERE key = 'rollup_seq') w LEFT JOIN ("
+            f"SELECT {_COLUMNS} FROM rollup_hour WHERE tenant_id = ? AND influencer_id = ? "
+            f"AND bucket >= {since} AND events > 0 "
+            "GROUP BY platform, campaign_id, metric, bucket) h ON TRUE",
+            params=[tenant_id, influencer_id],
+        ).to_arrow_table()
+        watermark = int(table.column("w")[0].as_py())
+        table = table.filter(pc.is_valid(table.column("bucket")))
+        entry = _series(table, watermark, since)
+        with self._lock:
+            if self.loaded:
+                self._entries[key] = entry
+        return entry
+
+    def evict(self, keys: Iterable[Key]) -> None:
+        with self._lock:
+            for key in keys:
+                self._entries.pop(key, None)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries = {}
+            self.loaded = False
+
+
+def _codes(column: pa.ChunkedArray) -> tuple[list[str], npt.NDArray[np.int32]]:
+    encoded = pc.dictionary_encode(column.combine_chunks())
+    return (
+        encoded.dictionary.to_pylist(),
+        np.asarray(encoded.indices.to_numpy(zero_copy_only=False), dtype=np.int32),
+    )
+
+
+def _series(table: pa.Table, watermark: int, since_us: int) -> HourSeries:
+    platforms, platform = _codes(table.column("platform"))
+    campaigns, campaign = _codes(table.column("campaign_id"))
+    metrics, metric = _codes(table.column("metric"))
+
+    def numbers(name: str, dtype: type) -> npt.NDArray[np.generic]:
+        return np.array(table.column(name).to_numpy(), dtype=dtype)
+
+    return HourSeries(
+        watermark,
+        since_us,
+        platforms,
+        campaigns,
+        metrics,
+        platform,
+        campaign,
+        metric,
+        numbers("bucket", np.int64),  # type: ignore[arg-type]
+        numbers("total", np.float64),  # type: ignore[arg-type]
+        numbers("events", np.int64),  # type: ignore[arg-type]
+    )
