@@ -114,6 +114,7 @@ class HotHours:
         self._entries: dict[Key, HourSeries] = {}
         self._lock = threading.Lock()
         self.loaded = False
+        self.evicted = 0  # entries dropped since the last full load
 
     def since(self, now_us: int) -> int:
         return (now_us - HOT_DAYS * DAY_US) // DAY_US * DAY_US
@@ -145,6 +146,7 @@ class HotHours:
         with self._lock:
             self._entries = entries
             self.loaded = True
+            self.evicted = 0
         return len(entries)
 
     def get(
@@ -178,7 +180,8 @@ class HotHours:
     def evict(self, keys: Iterable[Key]) -> None:
         with self._lock:
             for key in keys:
-                self._entries.pop(key, None)
+                if self._entries.pop(key, None) is not None:
+                    self.evicted += 1
 
     def clear(self) -> None:
         with self._lock:
