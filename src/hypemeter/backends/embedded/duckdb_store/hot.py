@@ -5,9 +5,10 @@ the last ``HOT_DAYS`` days, each entry tagged with the fold watermark of the
 snapshot it was read in. A query of one influencer's hourly counters sums these
 arrays and adds, from the raw events, only what was committed after that
 watermark; an answer is therefore the same as from the tables, whatever the
-entry's age. The maintainer thread loads every entry at start-up and evicts the
-entries of the influencers each fold touched; an evicted entry is read again
-(one small query) by the next request that needs it. Memory is bounded by the
+entry's age. The maintainer thread loads every entry at start-up, evicts the
+entries of the influencers each fold touched, and reads them all back once
+ingest pauses; meanwhile an evicted entry is read again (one small query) by
+the next request that needs it. Memory is bounded by the
 window: older hours are answered from the tables.
 """
 
@@ -114,7 +115,7 @@ class HotHours:
         self._entries: dict[Key, HourSeries] = {}
         self._lock = threading.Lock()
         self.loaded = False
-        self.evicted = 0  # entries dropped since the last full load
+        self.stale = False  # folds changed some influencer since the last full load
 
     def since(self, now_us: int) -> int:
         return (now_us - HOT_DAYS * DAY_US) // DAY_US * DAY_US
@@ -146,7 +147,7 @@ class HotHours:
         with self._lock:
             self._entries = entries
             self.loaded = True
-            self.evicted = 0
+            self.stale = False
         return len(entries)
 
     def get(
@@ -180,8 +181,8 @@ class HotHours:
     def evict(self, keys: Iterable[Key]) -> None:
         with self._lock:
             for key in keys:
-                if self._entries.pop(key, None) is not None:
-                    self.evicted += 1
+                self._entries.pop(key, None)
+                self.stale = True
 
     def clear(self) -> None:
         with self._lock:
