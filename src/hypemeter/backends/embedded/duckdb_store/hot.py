@@ -132,18 +132,17 @@ class HotHours:
         entries: dict[Key, HourSeries] = {}
         if table.num_rows:
             watermark = int(table.column("w")[0].as_py())
-            tenants = table.column("tenant_id").to_pylist()
-            influencers = table.column("influencer_id").to_pylist()
-            starts = [0]
-            starts += [
-                i
-                for i in range(1, len(tenants))
-                if tenants[i] != tenants[i - 1] or influencers[i] != influencers[i - 1]
-            ]
-            starts.append(len(tenants))
+            # Where (tenant, influencer) changes, found in Arrow: no Python string per row.
+            owner = pc.binary_join_element_wise(
+                table.column("tenant_id"), table.column("influencer_id"), "\x00"
+            ).combine_chunks()
+            changed = pc.not_equal(owner.slice(1), owner.slice(0, len(owner) - 1))
+            starts = [0, *(np.flatnonzero(changed.to_numpy(zero_copy_only=False)) + 1).tolist()]
+            starts.append(table.num_rows)
             for first, last in itertools.pairwise(starts):
+                tenant, influencer = owner[first].as_py().split("\x00", 1)
                 part = table.slice(first, last - first)
-                entries[(tenants[first], influencers[first])] = _series(part, watermark, since)
+                entries[(tenant, influencer)] = _series(part, watermark, since)
         with self._lock:
             self._entries = entries
             self.loaded = True
