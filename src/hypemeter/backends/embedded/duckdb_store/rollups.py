@@ -174,22 +174,20 @@ def fold(
         if high <= low:
             con.execute("COMMIT")
             return 0, 0, low, set()
-        written, touched = _fold_range(con, low, high)
-        counted = con.execute(
-            "SELECT count(*) FROM events WHERE seq > ? AND seq <= ?", [low, high]
-        ).fetchall()
+        counted, written, touched = _fold_range(con, low, high)
         con.execute("INSERT OR REPLACE INTO meta VALUES ('rollup_seq', ?)", [str(high)])
         con.execute("COMMIT")
     except Exception:
         with contextlib.suppress(duckdb.Error):
             con.execute("ROLLBACK")
         raise
-    return int(counted[0][0]), written, high, touched
+    return counted, written, high, touched
 
 
 def _fold_range(
     con: duckdb.DuckDBPyConnection, low: int, high: int
-) -> tuple[int, set[tuple[str, str]]]:
+) -> tuple[int, int, set[tuple[str, str]]]:
+    """(events folded, partial rows written, (tenant, influencer) pairs touched)."""
     where = f"seq > {int(low)} AND seq <= {int(high)}"
     engagement = f"metric IN ({', '.join(repr(m) for m in ENGAGEMENT)})"
     reading = "{'t': epoch_us(ts), 'v': value}"
@@ -256,34 +254,29 @@ def _fold_range(
                     AND len(tags) > 0)
         GROUP BY ALL""",
     )
-    touched = {
-        (str(t), str(i))
-        for t, i in con.execute(
-            "SELECT DISTINCT tenant_id, influencer_id FROM fold_hour"
-        ).fetchall()
-    }
+    pairs = con.execute("SELECT DISTINCT tenant_id, influencer_id FROM fold_hour").fetchall()
+    # Counter rows count every event once (reading rows carry events = 0).
+    counted = con.execute("SELECT coalesce(sum(events), 0) FROM fold_minute").fetchall()
     for temp in ("fold_minute", "fold_hour", "fold_day"):
         con.execute(f"DROP TABLE {temp}")
-    return written, touched
+    return int(counted[0][0]), written, {(str(t), str(i)) for t, i in pairs}
 
 
-def committed_seq(con: duckdb.DuckDBPyConnection) -> int:
-    rows = con.execute("SELECT coalesce(max(seq), 0) FROM events").fetchall()
-    return int(rows[0][0])
-
-
-def fold_bound(con: duckdb.DuckDBPyConnection, low: int, max_events: int = FOLD_MAX_EVENTS) -> int:
-    """The highest seq above ``low`` such that a fold takes about ``max_events`` at most."""
+def fold_bound(
+    con: duckdb.DuckDBPyConnection, low: int, max_events: int = FOLD_MAX_EVENTS
+) -> tuple[int, bool]:
+    """The highest seq above ``low`` such that a fold takes about ``max_events`` at most,
+    and whether committed events lie beyond it."""
     groups = con.execute(
         "SELECT seq, count(*) FROM events WHERE seq > ? GROUP BY seq ORDER BY seq", [low]
     ).fetchall()
     total, bound = 0, low
     for seq, count in groups:
         if total and total + int(count) > max_events:
-            break
+            return bound, True
         total += int(count)
         bound = int(seq)
-    return bound
+    return bound, False
 
 
 def _insert(con: duckdb.DuckDBPyConnection, table: RollupTable, select: str) -> int:
@@ -456,14 +449,15 @@ class RollupMaintainer:
 
     def _step(self) -> int:
         """Fold what is new (a large backlog in steps) and compact where due; events folded."""
-        folded, _, high, touched = fold(self._con, upto=fold_bound(self._con, self.folded_seq))
+        bound, more = fold_bound(self._con, self.folded_seq)
+        folded, _, high, touched = fold(self._con, upto=bound)
         self.folded_seq = high
         if self._hot is not None and self._clock is not None:
             if self._hot.loaded:
                 self._hot.evict(touched)
             else:
                 self._hot.load_all(self._con, self._clock.now_us())
-        if high < committed_seq(self._con):
+        if more:
             self._wake.set()
         if not folded:
             return 0
