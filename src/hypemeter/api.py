@@ -48,7 +48,16 @@ STATUS: dict[type[HypemeterError], int] = {
     StoreUnavailable: 503,
 }
 
-_encoder = msgspec.json.Encoder()
+
+def _encode_other(value: Any) -> Any:
+    """Objects that write their own JSON (see ``Columns``)."""
+    json_of = getattr(value, "json", None)
+    if json_of is None:
+        raise NotImplementedError(f"cannot encode {type(value).__name__} as JSON")
+    return msgspec.Raw(json_of())
+
+
+_encoder = msgspec.json.Encoder(enc_hook=_encode_other)
 
 
 def json_response(request: Request, payload: Any, status: int = 200) -> Response:

@@ -61,6 +61,26 @@ class Settings(BaseSettings):
         description="Seconds between folds of new events into the rollups; queries read "
         "newer events raw, so answers never lag",
     )
+    live_coalesce_ms: int = Field(
+        default=100, ge=0, description="At most one live update per subscription this often"
+    )
+    live_replay_seconds: int = Field(
+        default=300, ge=0, description="SSE updates kept for a reconnect with Last-Event-ID"
+    )
+    live_queue_messages: int = Field(
+        default=256, ge=8, description="Messages a live connection may fall behind by"
+    )
+    live_max_lags: int = Field(
+        default=3, ge=1, description="Lags in a row before a live connection is closed (1013)"
+    )
+    live_heartbeat_seconds: float = Field(default=15.0, gt=0)
+    live_max_connections: int = Field(default=200, ge=1, description="Live connections per key")
+    live_max_subscriptions: int = Field(
+        default=100, ge=1, description="Subscriptions and tails per WebSocket connection"
+    )
+    stream_token_seconds: int = Field(
+        default=3600, ge=60, description="Lifetime of a stream token from /v1/metrics/subscribe"
+    )
     rate_limit: str = Field(default="2000/second", description="Requests per API key")
     rate_limit_events: str = Field(default="2000000/minute", description="Events per API key")
     metrics_token: SecretStr | None = Field(

@@ -8,8 +8,13 @@ ones implement the same Protocols and pass the same contract tests.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
+
+import numpy as np
+import numpy.typing as npt
+import pyarrow as pa
 
 from hypemeter.auth.model import ApiKey, Tenant
 from hypemeter.events.batch import EventBatch
@@ -29,6 +34,10 @@ class AppendResult:
     accepted: int
     duplicates: int
     seq: int
+    # The events kept (duplicates left out), snapshots as their deltas, as committed
+    # at ``seq`` and ``committed_us``: what live push fans out. None when not known.
+    changes: pa.Table | None = None
+    committed_us: int = 0
 
 
 class EventStore(Protocol):
@@ -66,6 +75,7 @@ class Filters:
     influencer_id: str | None = None
     platform: str | None = None
     campaign_id: str | None = None
+    content_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +101,17 @@ class CounterRow:
     metric: str
     total: float
     events: int
+
+
+@dataclass(frozen=True, slots=True)
+class CounterMatrix:
+    """Bucketed counter sums as arrays: ``values[metric][i]`` is the bucket at
+    ``origin_us + i * grain_us``; every bucket of the query's range is there."""
+
+    origin_us: int
+    grain_us: int
+    values: dict[str, npt.NDArray[np.float64]]
+    rows_read: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,12 +177,8 @@ class Answer(Generic[T]):
     rows_read: int
 
 
-class MetricsStore(Protocol):
-    """Rollups and the queries over them; every answer equals one over the raw events."""
-
-    async def start(self) -> None: ...
-
-    async def aclose(self) -> None: ...
+class MetricsReader(Protocol):
+    """The queries a series needs; a MetricsStore, or a view pinned at one commit."""
 
     async def counters(self, tenant_id: str, query: CounterQuery) -> Answer[CounterRow]: ...
 
@@ -180,6 +197,33 @@ class MetricsStore(Protocol):
     ) -> Answer[tuple[str | None, int | None, int]]:
         """Distinct user ids with engagement events, per (group of ``by``, bucket of ``grain``)."""
 
+    async def emv_rates(self, tenant_id: str) -> dict[tuple[str, str], float]:
+        """The tenant's own unit values, (platform, metric) -> value."""
+
+
+class PinnedView(MetricsReader, Protocol):
+    """Queries that all see the store exactly as of commit ``seq``: no later event."""
+
+    seq: int
+
+
+class MetricsStore(MetricsReader, Protocol):
+    """Rollups and the queries over them; every answer equals one over the raw events."""
+
+    async def start(self) -> None: ...
+
+    async def aclose(self) -> None: ...
+
+    def pinned(self) -> AbstractAsyncContextManager[PinnedView]:
+        """A view of every event committed up to one commit, and of nothing after it.
+
+        Live push takes its snapshots in one, then applies the changes of later commits.
+        """
+
+    async def counter_matrix(self, tenant_id: str, query: CounterQuery) -> CounterMatrix | None:
+        """A bucketed query without ``by`` answered as arrays, when the backend has a fast
+        way to; None tells the caller to use ``counters``."""
+
     async def trending(self, tenant_id: str, query: TrendingQuery) -> Answer[TrendingRow]:
         """One page of trending content (engagement = likes, comments, shares, saves)."""
 
@@ -194,9 +238,6 @@ class MetricsStore(Protocol):
         limit: int,
     ) -> Answer[UserRow]:
         """Users by total engagement descending, then user id; ``after`` is the last row seen."""
-
-    async def emv_rates(self, tenant_id: str) -> dict[tuple[str, str], float]:
-        """The tenant's own unit values, (platform, metric) -> value."""
 
     async def set_emv_rates(
         self, tenant_id: str, rates: dict[tuple[str, str], float | None]
@@ -237,6 +278,9 @@ class TenantStore(Protocol):
 class Subscription(Protocol):
     """Messages published on one topic since subscribing, in order."""
 
+    # Messages lost because the subscriber fell more than ``max_pending`` behind.
+    dropped: int
+
     def __aiter__(self) -> AsyncIterator[bytes]: ...
 
     async def aclose(self) -> None: ...
@@ -251,6 +295,9 @@ class LiveBus(Protocol):
 
     async def publish(self, topic: str, message: bytes) -> None:
         """Deliver to current subscribers of ``topic``; never blocks on a slow one."""
+
+    def interested(self, topic: str) -> bool:
+        """Whether a publish on ``topic`` may reach anyone (producers skip costly work if not)."""
 
     def subscribe(self, topic: str, *, max_pending: int = 1000) -> Subscription:
         """Subscribe; a subscriber more than ``max_pending`` behind loses the oldest."""

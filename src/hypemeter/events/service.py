@@ -28,6 +28,7 @@ from hypemeter.events.preparation import (
     Preparer,
     retention_us,
 )
+from hypemeter.live import changes
 
 EVENT_FIELDS = frozenset(EventIn.__struct_fields__)
 INLINE_BODY_BYTES = 16 * 1024
@@ -207,4 +208,9 @@ class IngestService:
                 {"tenant_id": tenant_id, "seq": appended.seq, "accepted": appended.accepted}
             )
             await self._bus.publish(f"ingested.{tenant_id}", notice)
+            changed = changes.topic(tenant_id)
+            if appended.changes is not None and self._bus.interested(changed):
+                await self._bus.publish(
+                    changed, changes.encode(appended.changes, appended.seq, appended.committed_us)
+                )
         return result

@@ -21,9 +21,13 @@ import hashlib
 import json
 import math
 import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+import msgspec
+import numpy as np
+import numpy.typing as npt
 
 from hypemeter.errors import InvalidInput
 from hypemeter.events.model import MetricCatalog, MetricKind
@@ -393,6 +397,92 @@ _DERIVED_VALUE = {
     Derived.EMV: lambda f, rates: math.fsum(v * rates.get(k, 0.0) for k, v in f.counters.items()),
     Derived.UNIQUE_USERS: lambda f, _: None if f.unique_users is None else float(f.unique_users),
 }
+
+
+# Derived metrics that read counters only: (numerator metrics, denominator or None).
+COUNTER_DERIVED: Mapping[str, tuple[tuple[str, ...], str | None]] = {
+    Derived.ENGAGEMENT.value: (ENGAGEMENT, None),
+    Derived.ENGAGEMENT_RATE_BY_VIEWS.value: (ENGAGEMENT, "views"),
+    Derived.ENGAGEMENT_RATE_BY_REACH.value: (ENGAGEMENT, "reach"),
+    Derived.CTR.value: (("clicks",), "impressions"),
+    Derived.CONVERSION_RATE.value: (("conversions",), "clicks"),
+}
+
+
+def counters_only(plan: MetricPlan) -> bool:
+    """Whether every metric of the plan is a counter or derived from counters alone."""
+    return not plan.gauges and not plan.unique_users and "emv" not in plan.names
+
+
+def column_values(
+    name: str, sums: Mapping[str, npt.NDArray[np.float64]], size: int
+) -> list[float | int | None]:
+    """A metric's values over buckets whose counter sums are arrays (a counters-only plan):
+    what ``metric_value`` gives for each bucket's frame, as plain numbers."""
+    derived = COUNTER_DERIVED.get(name)
+    if derived is None:
+        return plain_column(sums.get(name, np.zeros(size)))
+    inputs, denominator = derived
+    numerator = np.zeros(size)
+    for metric in inputs:
+        if metric in sums:
+            numerator = numerator + sums[metric]
+    if denominator is None:
+        return plain_column(numerator)
+    below = sums.get(denominator, np.zeros(size))
+    zero = below == 0
+    ratio = numerator / np.where(zero, 1.0, below) * 100.0
+    values = plain_column(ratio)
+    return [None if z else v for v, z in zip(values, zero.tolist(), strict=True)]
+
+
+class Columns:
+    """Rows of an answer held as columns (``keys[i]`` names ``columns[i]``).
+
+    Iterating gives one dict per row; the JSON encoder writes ``json()``
+    instead: one formatted line per row, no dict per row.
+    """
+
+    __slots__ = ("columns", "keys")
+
+    def __init__(self, keys: Sequence[str], columns: Sequence[Sequence[Any]]) -> None:
+        self.keys = tuple(keys)
+        self.columns = columns
+
+    def __len__(self) -> int:
+        return len(self.columns[0]) if self.columns else 0
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        for row in zip(*self.columns, strict=True):
+            yield dict(zip(self.keys, row, strict=True))
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        return dict(zip(self.keys, (column[index] for column in self.columns), strict=True))
+
+    def json(self) -> bytes:
+        template = b"{" + b",".join(b"%s:%%b" % _JSON(k) for k in self.keys) + b"}"
+        cells = [_json_cells(column) for column in self.columns]
+        return b"[" + b",".join(template % row for row in zip(*cells, strict=True)) + b"]"
+
+
+_JSON = msgspec.json.encode
+
+
+def _json_cells(column: Sequence[Any]) -> list[bytes]:
+    """Each value's JSON; split from one encoded array when no value holds a comma."""
+    if any(isinstance(v, str) and "," in v for v in column):
+        return [_JSON(v) for v in column]
+    return _JSON(column)[1:-1].split(b",") if len(column) else []
+
+
+def plain_column(values: npt.NDArray[np.float64]) -> list[float | int | None]:
+    """``plain_number`` of every element."""
+    integral = (values == np.trunc(values)) & (np.abs(values) < 2**53)
+    if integral.all():
+        return values.astype(np.int64).tolist()  # type: ignore[no-any-return]
+    return [
+        int(v) if whole else v for v, whole in zip(values.tolist(), integral.tolist(), strict=True)
+    ]
 
 
 def metric_value(

@@ -7,6 +7,7 @@ zero-filled buckets, ranks) and into pages with opaque cursors.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -17,6 +18,7 @@ from hypemeter.backends.ports import (
     Filters,
     GaugeQuery,
     GaugeRow,
+    MetricsReader,
     MetricsStore,
     TrendingQuery,
 )
@@ -31,6 +33,7 @@ from hypemeter.metrics.model import (
     HOUR_US,
     MINUTE_US,
     AccountReadings,
+    Columns,
     Frame,
     Grain,
     MetricPlan,
@@ -38,6 +41,8 @@ from hypemeter.metrics.model import (
     bucket_starts,
     ceil_to,
     choose_grain,
+    column_values,
+    counters_only,
     decode_cursor,
     emv_table,
     encode_cursor,
@@ -83,6 +88,17 @@ class _Stats:
 Key = tuple[str | None, int | None]  # (group, bucket)
 
 
+@dataclass(slots=True)
+class LiveState:
+    """What a live subscription starts from: its metrics, totals and current bucket."""
+
+    plan: MetricPlan
+    catalog: MetricCatalog
+    rates: dict[tuple[str, str], float]
+    totals: Frame
+    bucket: Frame
+
+
 class MetricsService:
     """Answers of the query API, each computed in the tenant of the caller."""
 
@@ -115,13 +131,17 @@ class MetricsService:
         )
 
     async def _plan(
-        self, tenant_id: str, metrics: str, field: str = "metrics"
+        self,
+        tenant_id: str,
+        metrics: str,
+        field: str = "metrics",
+        store: MetricsReader | None = None,
     ) -> tuple[MetricPlan, MetricCatalog, dict[tuple[str, str], float]]:
         catalog = self._catalog_of(tenant_id)
         plan = plan_metrics(metrics, catalog, field=field)
         if "emv" not in plan.names:
             return plan, catalog, {}
-        rates = emv_table(PLATFORMS, await self._store.emv_rates(tenant_id))
+        rates = emv_table(PLATFORMS, await (store or self._store).emv_rates(tenant_id))
         emv_metrics = sorted({m for (_, m), v in rates.items() if v})
         return plan_metrics(metrics, catalog, emv_metrics, field=field), catalog, rates
 
@@ -137,9 +157,11 @@ class MetricsService:
         dim: str | None,
         grain: Grain | None,
         stats: _Stats,
+        store: MetricsReader | None = None,
     ) -> dict[Key, Frame]:
         """Frames per (group, bucket), plus per (group, None) the totals when bucketed."""
         frames: dict[Key, Frame] = {}
+        reader = store or self._store
 
         def frame(key: Key) -> Frame:
             found = frames.get(key)
@@ -149,12 +171,16 @@ class MetricsService:
 
         if plan.counters:
             await self._counter_frames(
-                tenant_id, time_range, plan, filters, dim, grain, stats, frame
+                reader, tenant_id, time_range, plan, filters, dim, grain, stats, frame
             )
         if plan.gauges:
-            await self._gauge_frames(tenant_id, time_range, plan, filters, dim, grain, stats, frame)
+            await self._gauge_frames(
+                reader, tenant_id, time_range, plan, filters, dim, grain, stats, frame
+            )
         if plan.unique_users:
-            await self._user_frames(tenant_id, time_range, filters, dim, grain, stats, frame)
+            await self._user_frames(
+                reader, tenant_id, time_range, filters, dim, grain, stats, frame
+            )
             for item in frames.values():
                 if item.unique_users is None:
                     item.unique_users = 0
@@ -162,6 +188,7 @@ class MetricsService:
 
     async def _counter_frames(
         self,
+        store: MetricsReader,
         tenant_id: str,
         time_range: TimeRange,
         plan: MetricPlan,
@@ -176,7 +203,7 @@ class MetricsService:
         by: tuple[str, ...] = () if dim is None else (dim,)
         if per_platform and dim != "platform":
             by = (*by, "platform")
-        answer = await self._store.counters(
+        answer = await store.counters(
             tenant_id,
             CounterQuery(time_range.start_us, time_range.end_us, plan.counters, filters, by, grain),
         )
@@ -190,6 +217,7 @@ class MetricsService:
 
     async def _user_frames(
         self,
+        store: MetricsReader,
         tenant_id: str,
         time_range: TimeRange,
         filters: Filters,
@@ -199,7 +227,7 @@ class MetricsService:
         frame: Callable[[Key], Frame],
     ) -> None:
         for bucketed in (grain, None) if grain is not None else (None,):
-            users = await self._store.unique_users(
+            users = await store.unique_users(
                 tenant_id,
                 time_range.start_us,
                 time_range.end_us,
@@ -213,11 +241,16 @@ class MetricsService:
                 frame((group, bucket)).unique_users = count
 
     async def _members(
-        self, tenant_id: str, time_range: TimeRange, filters: Filters, stats: _Stats
+        self,
+        tenant_id: str,
+        time_range: TimeRange,
+        filters: Filters,
+        stats: _Stats,
+        store: MetricsReader | None = None,
     ) -> dict[str, set[str]]:
         """Campaign -> influencers with any event of that campaign in the range."""
         catalog = self._catalog_of(tenant_id)
-        answer = await self._store.counters(
+        answer = await (store or self._store).counters(
             tenant_id,
             CounterQuery(
                 time_range.start_us,
@@ -235,6 +268,7 @@ class MetricsService:
 
     async def _gauge_frames(
         self,
+        store: MetricsReader,
         tenant_id: str,
         time_range: TimeRange,
         plan: MetricPlan,
@@ -244,7 +278,7 @@ class MetricsService:
         stats: _Stats,
         frame: Callable[[Key], Frame],
     ) -> None:
-        if dim == "content_id":
+        if dim == "content_id" or filters.content_id is not None:
             raise InvalidInput(
                 "gauges (followers) and follower-based metrics are per account, not per "
                 "content item",
@@ -255,10 +289,10 @@ class MetricsService:
         if filters.influencer_id is not None:
             influencers = (filters.influencer_id,)
         if dim == "campaign_id" or filters.campaign_id is not None:
-            members = await self._members(tenant_id, time_range, filters, stats)
+            members = await self._members(tenant_id, time_range, filters, stats, store)
             union = set().union(*members.values()) if members else set()
             influencers = tuple(sorted(union))
-        answer = await self._store.gauges(
+        answer = await store.gauges(
             tenant_id,
             GaugeQuery(
                 time_range.start_us,
@@ -307,9 +341,6 @@ class MetricsService:
             # A period is made of whole buckets, the last one holding now.
             time_range = self._range(params, align_us=grain.us)
         plan, catalog, rates = await self._plan(tenant_id, metrics)
-        frames = await self._frames(
-            tenant_id, time_range, plan, filters, dim=None, grain=grain, stats=stats
-        )
         empty = Frame(unique_users=0 if plan.unique_users else None)
 
         def values(item: Frame) -> dict[str, Any]:
@@ -317,10 +348,34 @@ class MetricsService:
                 name: plain_number(metric_value(name, item, catalog, rates)) for name in plan.names
             }
 
-        series = [
-            {"ts": format_instant(bucket), **values(frames.get((None, bucket), empty))}
-            for bucket in bucket_starts(time_range, grain)
-        ]
+        buckets = bucket_starts(time_range, grain)
+        matrix = None
+        if not breakdown and counters_only(plan):
+            matrix = await self._store.counter_matrix(
+                tenant_id,
+                CounterQuery(
+                    time_range.start_us, time_range.end_us, plan.counters, filters, (), grain
+                ),
+            )
+        if matrix is not None:
+            # Column by column: no object per bucket and metric.
+            stats.rows_read += matrix.rows_read
+            columns: list[list[Any]] = [[format_instant(b) for b in buckets]]
+            columns += [column_values(n, matrix.values, len(buckets)) for n in plan.names]
+            series: list[dict[str, Any]] | Columns = Columns(("ts", *plan.names), columns)
+            total = Frame()
+            for metric, sums in matrix.values.items():
+                total.add("", metric, math.fsum(sums.tolist()))
+            totals = values(total)
+        else:
+            frames = await self._frames(
+                tenant_id, time_range, plan, filters, dim=None, grain=grain, stats=stats
+            )
+            series = [
+                {"ts": format_instant(bucket), **values(frames.get((None, bucket), empty))}
+                for bucket in buckets
+            ]
+            totals = values(frames.get((None, None), empty))
         answer: dict[str, Any] = {
             **scope,
             "start": format_instant(time_range.start_us),
@@ -328,7 +383,7 @@ class MetricsService:
             "granularity": grain.value,
             "metrics": list(plan.names),
             "series": series,
-            "totals": values(frames.get((None, None), empty)),
+            "totals": totals,
         }
         if breakdown:
             per = await self._frames(
@@ -343,6 +398,39 @@ class MetricsService:
             ]
         answer["statistics"] = stats.payload()
         return answer
+
+    # -- live push ---------------------------------------------------------------------
+
+    async def live_state(
+        self,
+        tenant_id: str,
+        view: MetricsReader,
+        *,
+        filters: Filters,
+        metrics: str,
+        since_us: int,
+        until_us: int,
+        bucket: TimeRange,
+    ) -> LiveState:
+        """Frames of a live subscription in a pinned view: totals over
+        ``[since_us, until_us)`` and the current ``bucket``."""
+        plan, catalog, rates = await self._plan(tenant_id, metrics, store=view)
+        if plan.unique_users:
+            raise InvalidInput(
+                "unique_users is not available live; query it instead", field="metrics"
+            )
+        stats = _Stats()
+        whole = TimeRange(since_us, until_us)
+        totals = await self._frames(
+            tenant_id, whole, plan, filters, dim=None, grain=None, stats=stats, store=view
+        )
+        current = await self._frames(
+            tenant_id, bucket, plan, filters, dim=None, grain=None, stats=stats, store=view
+        )
+        total = totals.get((None, None), Frame())
+        now = current.get((None, None), Frame())
+        now.base = dict(total.base)  # rates in a bucket use the range's followers too
+        return LiveState(plan, catalog, rates, total, now)
 
     # -- 3 and 6: groupings --------------------------------------------------------------
 

@@ -58,6 +58,9 @@ class MemoryLiveBus:
         for sub in self._topics.get(topic, ()):
             sub.deliver(message)
 
+    def interested(self, topic: str) -> bool:
+        return topic in self._topics
+
     def subscribe(self, topic: str, *, max_pending: int = 1000) -> MemorySubscription:
         sub = MemorySubscription(self, topic, max_pending)
         self._topics.setdefault(topic, set()).add(sub)

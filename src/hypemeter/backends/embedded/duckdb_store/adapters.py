@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from typing import Any
 
 import duckdb
@@ -11,9 +12,11 @@ import duckdb
 from hypemeter.auth.model import ApiKey, Scope, Tenant
 from hypemeter.backends.embedded.duckdb_store import queries, rollups
 from hypemeter.backends.embedded.duckdb_store.database import DuckDBDatabase
+from hypemeter.backends.embedded.duckdb_store.queries import Horizon
 from hypemeter.backends.ports import (
     Answer,
     AppendResult,
+    CounterMatrix,
     CounterQuery,
     CounterRow,
     Filters,
@@ -178,8 +181,64 @@ class DuckDBTenantStore(_SharedFile):
         return await self._db.run(select)
 
 
+class PinnedDuckDBView:
+    """Queries in one reader transaction whose snapshot is exactly commit ``seq``."""
+
+    def __init__(
+        self, db: DuckDBDatabase, con: duckdb.DuckDBPyConnection, seq: int, horizon: Horizon
+    ) -> None:
+        self._db = db
+        self._con = con
+        self._horizon = horizon
+        self.seq = seq
+
+    async def counters(self, tenant_id: str, query: CounterQuery) -> Answer[CounterRow]:
+        # Not the hot index: its entries may hold folds later than this snapshot.
+        return await self._db.read_on(
+            self._con, lambda con: queries.counters(con, tenant_id, query, self._horizon)
+        )
+
+    async def gauges(self, tenant_id: str, query: GaugeQuery) -> Answer[GaugeRow]:
+        return await self._db.read_on(
+            self._con, lambda con: queries.gauges(con, tenant_id, query, self._horizon)
+        )
+
+    async def unique_users(
+        self,
+        tenant_id: str,
+        start_us: int,
+        end_us: int,
+        filters: Filters,
+        *,
+        grain: Grain | None,
+        by: str | None,
+        engagement_metrics: tuple[str, ...],
+    ) -> Answer[tuple[str | None, int | None, int]]:
+        return await self._db.read_on(
+            self._con,
+            lambda con: queries.unique_users(
+                con, tenant_id, start_us, end_us, filters, grain, by, engagement_metrics
+            ),
+        )
+
+    async def emv_rates(self, tenant_id: str) -> dict[tuple[str, str], float]:
+        return await self._db.read_on(self._con, lambda con: _emv_rates(con, tenant_id))
+
+
+def _emv_rates(con: duckdb.DuckDBPyConnection, tenant_id: str) -> dict[tuple[str, str], float]:
+    rows = con.execute(
+        "SELECT platform, metric, value FROM emv_rates WHERE tenant_id = ?", [tenant_id]
+    ).fetchall()
+    return {(p, m): float(v) for p, m, v in rows}
+
+
 class DuckDBMetricsStore(_SharedFile):
     """MetricsStore port on the embedded DuckDB file: rollups folded from the raw events."""
+
+    @asynccontextmanager
+    async def pinned(self) -> AsyncIterator[PinnedDuckDBView]:
+        async with self._db.pinned() as (con, seq, horizon):
+            yield PinnedDuckDBView(self._db, con, seq, horizon)
 
     async def counters(self, tenant_id: str, query: CounterQuery) -> Answer[CounterRow]:
         def run(con: duckdb.DuckDBPyConnection) -> Answer[CounterRow]:
@@ -194,6 +253,16 @@ class DuckDBMetricsStore(_SharedFile):
             return queries.counters(con, tenant_id, query, horizon)
 
         return await self._db.read(run)
+
+    async def counter_matrix(self, tenant_id: str, query: CounterQuery) -> CounterMatrix | None:
+        hot = self._db.hot
+        if hot is None or not hot.loaded or query.filters.influencer_id is None:
+            return None
+        return await self._db.read(
+            lambda con: queries.hot_matrix(
+                con, tenant_id, query, self._db.horizon(), hot, self._db.now_us()
+            )
+        )
 
     async def gauges(self, tenant_id: str, query: GaugeQuery) -> Answer[GaugeRow]:
         return await self._db.read(
@@ -239,13 +308,7 @@ class DuckDBMetricsStore(_SharedFile):
         )
 
     async def emv_rates(self, tenant_id: str) -> dict[tuple[str, str], float]:
-        def select(con: duckdb.DuckDBPyConnection) -> dict[tuple[str, str], float]:
-            rows = con.execute(
-                "SELECT platform, metric, value FROM emv_rates WHERE tenant_id = ?", [tenant_id]
-            ).fetchall()
-            return {(p, m): float(v) for p, m, v in rows}
-
-        return await self._db.read(select)
+        return await self._db.read(lambda con: _emv_rates(con, tenant_id))
 
     async def set_emv_rates(
         self, tenant_id: str, rates: dict[tuple[str, str], float | None]

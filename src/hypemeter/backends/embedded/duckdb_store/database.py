@@ -13,9 +13,11 @@ import asyncio
 import contextlib
 import logging
 import queue
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
@@ -77,6 +79,9 @@ class DuckDBDatabase:
         )
         self._snapshots = SnapshotState(SNAPSHOT_CACHE)
         self._seq = 0
+        # Held while a commit becomes visible and ``_seq`` follows it, and while a
+        # pinned read starts its snapshot: the pinned snapshot is exactly ``_seq``.
+        self._commit_lock = threading.Lock()
         self._writer = WriterThread(
             self._connect,
             self._commit,
@@ -148,6 +153,43 @@ class DuckDBDatabase:
             return fn(con)
         finally:
             self._readers.put(con)
+
+    @asynccontextmanager
+    async def pinned(self) -> AsyncIterator[tuple[duckdb.DuckDBPyConnection, int, Horizon]]:
+        """A reader connection inside a transaction that sees exactly commits up to ``seq``.
+
+        Yields (connection, seq, horizon); run queries on the connection through
+        ``read_on``, one at a time. The transaction is rolled back at the end.
+        """
+        if not self._users or self._pool is None:
+            raise StoreUnavailable("the store is closed")
+        loop = asyncio.get_running_loop()
+        con = self._readers.get()
+        try:
+            seq, watermark = await loop.run_in_executor(self._pool, self._pin, con)
+            try:
+                yield con, seq, Horizon(watermark, seq <= watermark, seq)
+            finally:
+                await loop.run_in_executor(self._pool, con.execute, "ROLLBACK")
+        finally:
+            self._readers.put(con)
+
+    def _pin(self, con: duckdb.DuckDBPyConnection) -> tuple[int, int]:
+        # DuckDB takes a transaction's snapshot when it first reads the database.
+        with self._commit_lock:
+            seq = self._seq
+            con.execute("BEGIN TRANSACTION")
+            rows = con.execute(
+                "SELECT coalesce(max(value::BIGINT), 0) FROM meta WHERE key = 'rollup_seq'"
+            ).fetchall()
+        return seq, int(rows[0][0])
+
+    async def read_on(
+        self, con: duckdb.DuckDBPyConnection, fn: Callable[[duckdb.DuckDBPyConnection], T]
+    ) -> T:
+        if self._pool is None:
+            raise StoreUnavailable("the store is closed")
+        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, con)
 
     async def run(self, fn: Callable[[duckdb.DuckDBPyConnection], T]) -> T:
         if not self._users:
@@ -239,7 +281,6 @@ class DuckDBDatabase:
         except Exception:
             self._snapshots.rolled_back()
             raise
-        self._seq = seq
         self._snapshots.committed()
         if self.maintainer is not None:
             self.maintainer.notify()
@@ -247,12 +288,14 @@ class DuckDBDatabase:
         self._index.add(fps.take(kept_ids.tolist()), now_us)
         self._index.expire(now_us)
         results: list[AppendResult] = []
-        offset = 0
+        offset = kept = 0
         for job in jobs:
             size = len(job.batch)
             accepted = int(keep[offset : offset + size].sum())
-            results.append(AppendResult(accepted, size - accepted, seq))
+            changes = staged.slice(kept, accepted)  # the filter kept the jobs' order
+            results.append(AppendResult(accepted, size - accepted, seq, changes, now_us))
             offset += size
+            kept += accepted
         return results
 
     def _write(
@@ -271,7 +314,9 @@ class DuckDBDatabase:
                 finally:
                     con.unregister("staged")
             self._snapshots.save(con, seq=seq, now_us=now_us)
-            con.execute("COMMIT")
+            with self._commit_lock:
+                con.execute("COMMIT")
+                self._seq = seq
         except Exception:
             con.execute("ROLLBACK")
             raise

@@ -36,7 +36,8 @@ Key = tuple[str, str]
 
 @dataclass(frozen=True, slots=True)
 class HourSeries:
-    """One influencer's hourly rows since ``since_us``, as of fold watermark ``watermark``."""
+    """One influencer's hourly rows since ``since_us``, as of fold watermark ``watermark``,
+    sorted by metric (codes in name order), then bucket."""
 
     watermark: int
     since_us: int
@@ -107,6 +108,50 @@ class HourSeries:
             )
         return rows, len(picked)
 
+    def matrix(
+        self,
+        *,
+        start_us: int,
+        end_us: int,
+        metrics: Sequence[str],
+        platform: str | None,
+        campaign: str | None,
+        origin_us: int,
+        grain_us: int,
+        buckets: int,
+    ) -> tuple[npt.NDArray[np.float64], int]:
+        """Sums per (metric, bucket of ``grain_us`` from ``origin_us``), and rows read."""
+        out = np.zeros((len(metrics), buckets), dtype=np.float64)
+        read = 0
+        wanted = [
+            (vocabulary.index(value) if value in vocabulary else -1, codes)
+            for value, vocabulary, codes in (
+                (platform, self.platforms, self.platform),
+                (campaign, self.campaigns, self.campaign),
+            )
+            if value is not None
+        ]
+        for i, name in enumerate(metrics):
+            if name not in self.metrics:
+                continue
+            # Rows are sorted by metric, then bucket: each metric's range is a slice.
+            code = self.metrics.index(name)
+            first = int(np.searchsorted(self.metric, code, "left"))
+            last = int(np.searchsorted(self.metric, code, "right"))
+            hours = self.bucket[first:last]
+            lo = first + int(np.searchsorted(hours, start_us, "left"))
+            hi = first + int(np.searchsorted(hours, end_us, "left"))
+            totals, bucket = self.total[lo:hi], self.bucket[lo:hi]
+            for code_of, codes in wanted:
+                keep = codes[lo:hi] == code_of
+                totals, bucket = totals[keep], bucket[keep]
+            if len(bucket):
+                out[i] = np.bincount(
+                    (bucket - origin_us) // grain_us, weights=totals, minlength=buckets
+                )
+                read += len(bucket)
+        return out, read
+
 
 class HotHours:
     """The index and its lock; safe to use from the query threads and the maintainer."""
@@ -127,7 +172,7 @@ class HotHours:
             f"SELECT tenant_id, influencer_id, {_COLUMNS}, {_WATERMARK} AS w "
             f"FROM rollup_hour WHERE bucket >= {since} AND events > 0 "
             "GROUP BY tenant_id, influencer_id, platform, campaign_id, metric, bucket "
-            "ORDER BY tenant_id, influencer_id"
+            "ORDER BY tenant_id, influencer_id, metric, bucket"
         ).to_arrow_table()
         entries: dict[Key, HourSeries] = {}
         if table.num_rows:
@@ -166,7 +211,7 @@ class HotHours:
             "WHERE key = 'rollup_seq') w LEFT JOIN ("
             f"SELECT {_COLUMNS} FROM rollup_hour WHERE tenant_id = ? AND influencer_id = ? "
             f"AND bucket >= {since} AND events > 0 "
-            "GROUP BY platform, campaign_id, metric, bucket) h ON TRUE",
+            "GROUP BY platform, campaign_id, metric, bucket) h ON TRUE ORDER BY metric, bucket",
             params=[tenant_id, influencer_id],
         ).to_arrow_table()
         watermark = int(table.column("w")[0].as_py())

@@ -15,7 +15,7 @@ from typing import Any
 
 import duckdb
 
-from hypemeter.backends.embedded.duckdb_store.hot import HotHours
+from hypemeter.backends.embedded.duckdb_store.hot import HotHours, HourSeries
 from hypemeter.backends.embedded.duckdb_store.rollups import (
     CONTENT_HOUR,
     ENGAGEMENT_HOUR,
@@ -25,6 +25,7 @@ from hypemeter.backends.embedded.duckdb_store.rollups import (
 )
 from hypemeter.backends.ports import (
     Answer,
+    CounterMatrix,
     CounterQuery,
     CounterRow,
     Filters,
@@ -126,17 +127,59 @@ def _filters(where: _Where, filters: Filters) -> _Where:
         where.eq("platform", filters.platform)
     if filters.campaign_id is not None:
         where.eq("campaign_id", filters.campaign_id)
+    if filters.content_id is not None:
+        where.eq("content_id", filters.content_id)
     return where
 
 
 def _piece_table(grain: Grain, q: CounterQuery) -> str:
     """The smallest rollup table that can answer one piece of a counter query."""
-    if "content_id" in q.by:
+    if "content_id" in q.by or q.filters.content_id is not None:
         return CONTENT_HOUR.name
     tenant_wide = q.filters.influencer_id is None and "influencer_id" not in q.by
     if tenant_wide and grain is not Grain.MINUTE:
         return TENANT_HOUR.name
     return GRAIN_TABLES[grain.value].name
+
+
+@dataclass(frozen=True, slots=True)
+class _HotPlan:
+    """A hot index entry that covers a query's hourly middle, and what it leaves to SQL."""
+
+    entry: HourSeries
+    start_us: int  # of the middle
+    end_us: int
+    spans: list[str]  # raw event conditions: ragged ends, commits after the entry
+
+    def tail_where(self, tenant_id: str, q: CounterQuery) -> _Where:
+        where = _Where().eq("tenant_id", tenant_id).any_of("metric", q.metrics)
+        where.raw("(" + " OR ".join(f"({span})" for span in self.spans) + ")")
+        return _filters(where, q.filters)
+
+
+def _hot_plan(
+    con: duckdb.DuckDBPyConnection,
+    tenant_id: str,
+    q: CounterQuery,
+    horizon: Horizon,
+    hot: HotHours,
+    now_us: int,
+) -> _HotPlan | None:
+    influencer = q.filters.influencer_id
+    if influencer is None or q.filters.content_id is not None:
+        return None
+    pieces = cover(q.start_us, q.end_us, grains_up_to(q.grain))
+    middle = [p for p in pieces if p.grain is not None]
+    if not middle or any(p.grain is not Grain.HOUR for p in middle):
+        return None
+    entry = hot.get(con, tenant_id, influencer, now_us)
+    if entry is None or middle[0].start_us < entry.since_us:
+        return None
+    start, end = middle[0].start_us, middle[-1].end_us
+    spans = [f"ts >= {_ts(p.start_us)} AND ts < {_ts(p.end_us)}" for p in pieces if p.grain is None]
+    if horizon.committed > entry.watermark:
+        spans.append(f"seq > {entry.watermark} AND ts >= {_ts(start)} AND ts < {_ts(end)}")
+    return _HotPlan(entry, start, end, spans)
 
 
 def hot_counters(
@@ -148,41 +191,30 @@ def hot_counters(
     now_us: int,
 ) -> Answer[CounterRow] | None:
     """One influencer's hourly counters from the hot index, or None when it cannot answer."""
-    influencer = q.filters.influencer_id
-    if influencer is None or not set(q.by) <= {"platform"}:
-        return None
-    pieces = cover(q.start_us, q.end_us, grains_up_to(q.grain))
-    middle = [p for p in pieces if p.grain is not None]
-    if not middle or any(p.grain is not Grain.HOUR for p in middle):
-        return None
-    entry = hot.get(con, tenant_id, influencer, now_us)
-    if entry is None or middle[0].start_us < entry.since_us:
+    plan = (
+        None
+        if not set(q.by) <= {"platform"}
+        else _hot_plan(con, tenant_id, q, horizon, hot, now_us)
+    )
+    if plan is None:
         return None
     per_platform = "platform" in q.by
-    found, read = entry.sums(
-        start_us=middle[0].start_us,
-        end_us=middle[-1].end_us,
+    found, read = plan.entry.sums(
+        start_us=plan.start_us,
+        end_us=plan.end_us,
         metrics=q.metrics,
         platform=q.filters.platform,
         campaign=q.filters.campaign_id,
         grain_us=None if q.grain is None else q.grain.us,
         per_platform=per_platform,
     )
-    spans = [f"ts >= {_ts(p.start_us)} AND ts < {_ts(p.end_us)}" for p in pieces if p.grain is None]
-    if horizon.committed > entry.watermark:
-        spans.append(
-            f"seq > {entry.watermark} AND ts >= {_ts(middle[0].start_us)} "
-            f"AND ts < {_ts(middle[-1].end_us)}"
-        )
-    if not spans:  # everything committed is in the entry: no SQL at all
+    if not plan.spans:  # everything committed is in the entry: no SQL at all
         key_of = (lambda p: (p,)) if per_platform else (lambda p: ())
         return Answer([CounterRow(key_of(p), b, m, t, e) for p, b, m, t, e in found], read)
     sums: dict[tuple[str, int | None, str], list[float]] = {}
     for platform, bucket, metric, total, events in found:
         sums[(platform, bucket, metric)] = [total, events]
-    where = _Where().eq("tenant_id", tenant_id).any_of("metric", q.metrics)
-    where.raw("(" + " OR ".join(f"({span})" for span in spans) + ")")
-    _filters(where, q.filters)
+    where = plan.tail_where(tenant_id, q)
     rows = _run(
         con,
         f"SELECT {'platform' if per_platform else chr(39) * 2}, "
@@ -203,10 +235,49 @@ def hot_counters(
     return Answer(out, read)
 
 
+def hot_matrix(
+    con: duckdb.DuckDBPyConnection,
+    tenant_id: str,
+    q: CounterQuery,
+    horizon: Horizon,
+    hot: HotHours,
+    now_us: int,
+) -> CounterMatrix | None:
+    """One influencer's bucketed counters as arrays from the hot index, or None."""
+    grain = q.grain
+    plan = None if q.by or grain is None else _hot_plan(con, tenant_id, q, horizon, hot, now_us)
+    if plan is None or grain is None:
+        return None
+    origin = q.start_us - q.start_us % grain.us
+    buckets = len(range(origin, q.end_us, grain.us))
+    sums, read = plan.entry.matrix(
+        start_us=plan.start_us,
+        end_us=plan.end_us,
+        metrics=q.metrics,
+        platform=q.filters.platform,
+        campaign=q.filters.campaign_id,
+        origin_us=origin,
+        grain_us=grain.us,
+        buckets=buckets,
+    )
+    if plan.spans:
+        where = plan.tail_where(tenant_id, q)
+        row_of = {name: i for i, name in enumerate(q.metrics)}
+        for bucket, metric, total, events in _run(
+            con,
+            f"SELECT {_bucket_expr('epoch_us(ts)', grain)}, metric, sum(delta), count(*) "
+            f"FROM events WHERE {where.sql()} GROUP BY ALL",
+            where.params,
+        ):
+            sums[row_of[metric], (int(bucket) - origin) // grain.us] += float(total)
+            read += int(events)
+    return CounterMatrix(origin, grain.us, dict(zip(q.metrics, sums, strict=True)), read)
+
+
 def counters(
     con: duckdb.DuckDBPyConnection, tenant_id: str, q: CounterQuery, horizon: Horizon
 ) -> Answer[CounterRow]:
-    if "content_id" in q.by:
+    if "content_id" in q.by or q.filters.content_id is not None:
         grains: tuple[Grain, ...] = (
             (Grain.HOUR,) if q.grain is None or q.grain.us >= Grain.HOUR.us else ()
         )

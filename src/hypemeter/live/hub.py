@@ -1,0 +1,495 @@
+"""The live hub: channels of live totals fed by the change sets of every commit.
+
+A channel is one (tenant, filter, metrics, granularity, since) that any number
+of subscribers share. It starts from a snapshot taken in a store view pinned
+at one commit, then applies the change sets of later commits only, so its
+totals equal a query over the same events. Updates are coalesced per channel
+(at most one per ``coalesce_s``), numbered, and kept for ``replay_s`` so that
+an SSE client reconnecting with ``Last-Event-ID`` gets what it missed.
+
+Delivery to a subscriber never waits: each ``Link`` puts into its own bounded
+outbox and deals with a full one itself (lagged, or closed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from hypemeter.backends.ports import LiveBus, MetricsStore, Subscription
+from hypemeter.clock import Clock
+from hypemeter.errors import HypemeterError, InvalidInput
+from hypemeter.live import changes
+from hypemeter.live.model import LiveFilter, iso
+from hypemeter.metrics.model import DAY_US, Frame, Grain, TimeRange, floor_to, metric_value
+from hypemeter.metrics.model import plain_number as plain
+from hypemeter.metrics.service import LiveState, MetricsService
+
+log = logging.getLogger("hypemeter.live")
+
+BUS_BACKLOG = 10_000  # change sets a tenant's feed may fall behind by before resyncing
+SWEEP_S = 5.0
+ROW_FIELDS = ("influencer_id", "platform", "content_id", "campaign_id", "metric", "kind")
+
+
+@dataclass(frozen=True, slots=True)
+class LiveConfig:
+    coalesce_s: float = 0.1
+    replay_s: float = 300.0
+    queue_messages: int = 256
+    max_lags: int = 3
+    heartbeat_s: float = 15.0
+    max_connections: int = 200
+    max_subscriptions: int = 100
+    token_s: int = 3600
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelKey:
+    tenant_id: str
+    filter: LiveFilter
+    metrics: str
+    grain: Grain
+    since_us: int
+
+
+class Link(Protocol):
+    """One subscriber of a channel (a WebSocket subscription, an SSE stream)."""
+
+    def deliver(self, kind: str, body: dict[str, Any], seq: int) -> None:
+        """Queue a message without waiting; a full queue is the link's own business."""
+
+
+class Tap(Protocol):
+    """Raw events of one influencer or content item (moderation views)."""
+
+    def events(self, rows: list[dict[str, Any]]) -> None: ...
+
+
+class Target(Protocol):
+    def take(self, rows: list[dict[str, Any]], seq: int, committed_us: int) -> None: ...
+
+
+@dataclass(slots=True)
+class Channel:
+    key: ChannelKey
+    hub: LiveHub
+    seq: int
+    links: set[Link] = field(default_factory=set)
+    ring: deque[tuple[int, dict[str, Any]]] = field(default_factory=deque)
+    ring_times: deque[float] = field(default_factory=deque)
+    ready: asyncio.Event = field(default_factory=asyncio.Event)
+    error: HypemeterError | None = None
+    state: LiveState | None = None
+    store_seq: int = 0
+    pending: list[tuple[list[dict[str, Any]], int, int]] = field(default_factory=list)
+    bucket_start: int = 0
+    deltas: dict[int, dict[str, float]] = field(default_factory=dict)
+    dirty: bool = False
+    last_emit: float = float("-inf")
+    timer: asyncio.TimerHandle | None = None
+    committed_us: int = 0
+    idle_since: float | None = None
+
+    # -- state ------------------------------------------------------------------------
+
+    def start(self, state: LiveState, store_seq: int, bucket_start: int) -> None:
+        self.state, self.store_seq, self.bucket_start = state, store_seq, bucket_start
+        pending, self.pending = self.pending, []
+        for rows, seq, committed_us in pending:
+            self.take(rows, seq, committed_us)
+
+    def take(self, rows: list[dict[str, Any]], seq: int, committed_us: int) -> None:
+        """Apply the rows of one commit that this channel's primary field matched."""
+        if self.state is None:
+            self.pending.append((rows, seq, committed_us))
+            return
+        if seq <= self.store_seq:
+            return  # already in the snapshot
+        self._roll()
+        touched = False
+        for row in rows:
+            if row["ts"] >= self.key.since_us and self.key.filter.matches(row):
+                touched = self._apply(row) or touched
+        if touched:
+            self.dirty = True
+            self.committed_us = max(self.committed_us, committed_us)
+            self.hub.schedule(self)
+
+    def _apply(self, row: dict[str, Any]) -> bool:
+        assert self.state is not None
+        state, metric = self.state, row["metric"]
+        plan = state.plan
+        counted = metric in plan.counters
+        if not counted and metric not in plan.gauges:
+            return False
+        delta = float(row["delta"])
+        bucket = row["ts"] - row["ts"] % self.key.grain.us
+        current = state.bucket if bucket == self.bucket_start else None
+        if counted:
+            state.totals.add(row["platform"], metric, delta)
+            if current is not None:
+                current.add(row["platform"], metric, delta)
+        else:
+            # A gauge's stored deltas chain its readings: the latest is the sum.
+            value = (state.totals.gauges.get(metric) or 0.0) + delta
+            state.totals.gauges[metric] = value
+            base = state.totals.base.get(metric)
+            if base is None:  # the first reading of the range is its start
+                state.totals.base[metric] = base = value - delta
+                state.bucket.base[metric] = base
+            state.totals.growth[metric] = value - base
+            if bucket <= self.bucket_start:
+                state.bucket.gauges[metric] = value
+            if current is not None:  # growth of a bucket: the change inside it
+                current.growth[metric] = (current.growth.get(metric) or 0.0) + delta
+        if metric in plan.names:
+            slot = self.deltas.setdefault(bucket, {})
+            slot[metric] = slot.get(metric, 0.0) + delta
+        return True
+
+    def _roll(self) -> None:
+        """Start a new current bucket once the clock has moved into it."""
+        assert self.state is not None
+        start = floor_to(self.hub.clock.now_us(), self.key.grain.us)
+        if start > self.bucket_start:
+            totals = self.state.totals
+            fresh = Frame(base=dict(totals.base))
+            fresh.gauges = dict(totals.gauges)  # the last reading carries on
+            fresh.growth = {m: 0.0 for m, v in totals.gauges.items() if v is not None}
+            self.state.bucket, self.bucket_start = fresh, start
+
+    def values(self, frame: Frame) -> dict[str, Any]:
+        assert self.state is not None
+        state = self.state
+        return {
+            name: plain(metric_value(name, frame, state.catalog, state.rates))
+            for name in state.plan.names
+        }
+
+    def snapshot(self) -> dict[str, Any]:
+        assert self.state is not None
+        self._roll()
+        return {
+            "filter": self.key.filter.payload(),
+            "metrics": list(self.state.plan.names),
+            "granularity": self.key.grain.value,
+            "since": iso(self.key.since_us),
+            "bucket": {"ts": iso(self.bucket_start), **self.values(self.state.bucket)},
+            "totals": self.values(self.state.totals),
+        }
+
+    def emit(self) -> None:
+        self.timer = None
+        if not self.dirty or self.state is None:
+            return
+        self._roll()
+        self.seq += 1
+        body = {
+            "totals": self.values(self.state.totals),
+            "bucket": {"ts": iso(self.bucket_start), **self.values(self.state.bucket)},
+            "deltas": [
+                {"ts": iso(b), **{m: plain(v) for m, v in d.items()}}
+                for b, d in sorted(self.deltas.items())
+            ],
+            "committed_at": iso(self.committed_us),
+        }
+        self.deltas = {}
+        self.dirty = False
+        now = time.monotonic()
+        self.last_emit = now
+        self._keep(body, now)
+        for link in list(self.links):
+            link.deliver("update", body, self.seq)
+
+    def _keep(self, body: dict[str, Any], now: float) -> None:
+        self.ring.append((self.seq, body))
+        self.ring_times.append(now)
+        horizon = now - self.hub.config.replay_s
+        limit = max(16, int(self.hub.config.replay_s / max(self.hub.config.coalesce_s, 0.01)))
+        while self.ring and (self.ring_times[0] < horizon or len(self.ring) > limit):
+            self.ring.popleft()
+            self.ring_times.popleft()
+
+    def missed_since(self, last_seq: int) -> list[tuple[int, dict[str, Any]]] | None:
+        """Updates after ``last_seq`` in order, or None when they are not all kept."""
+        if last_seq == self.seq:
+            return []
+        if not self.ring or last_seq > self.seq or self.ring[0][0] > last_seq + 1:
+            return None
+        return [(seq, body) for seq, body in self.ring if seq > last_seq]
+
+
+@dataclass(slots=True)
+class TailTarget:
+    filter: LiveFilter
+    tap: Tap
+
+    def take(self, rows: list[dict[str, Any]], seq: int, committed_us: int) -> None:
+        picked = [_event(row) for row in rows if self.filter.matches(row)]
+        if picked:
+            self.tap.events(picked)
+
+
+def _event(row: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "event_id": row["event_id"],
+        **{name: row[name] for name in ROW_FIELDS},
+        "value": plain(row["value"]),
+        "delta": plain(row["delta"]),
+        "ts": iso(row["ts"]),
+        "user_id": row["user_id"],
+        "text": row["text"],
+        "tags": row["tags"] or [],
+    }
+
+
+@dataclass(slots=True)
+class Feed:
+    """A tenant's change sets, from the bus, routed by primary field to targets."""
+
+    subscription: Subscription
+    routes: dict[str, dict[str, set[Target]]] = field(default_factory=dict)
+    task: asyncio.Task[None] | None = None
+    dropped: int = 0
+
+    def add(self, name: str, value: str, target: Target) -> None:
+        self.routes.setdefault(name, {}).setdefault(value, set()).add(target)
+
+    def remove(self, name: str, value: str, target: Target) -> None:
+        by_value = self.routes.get(name, {})
+        targets = by_value.get(value)
+        if targets is not None:
+            targets.discard(target)
+            if not targets:
+                del by_value[value]
+        if not by_value:
+            self.routes.pop(name, None)
+
+    def targets(self) -> Iterable[Target]:
+        for by_value in self.routes.values():
+            for targets in by_value.values():
+                yield from targets
+
+
+class LiveHub:
+    """Every live channel and tap of this process."""
+
+    def __init__(
+        self,
+        bus: LiveBus,
+        store: MetricsStore,
+        metrics: MetricsService,
+        clock: Clock,
+        config: LiveConfig,
+    ) -> None:
+        self._bus = bus
+        self._store = store
+        self._metrics = metrics
+        self.clock = clock
+        self.config = config
+        self._channels: dict[ChannelKey, Channel] = {}
+        self._feeds: dict[str, Feed] = {}
+        self._sweeper: asyncio.Task[None] | None = None
+        self.connections: dict[str, int] = {}  # per key id
+
+    async def start(self) -> None:
+        self._sweeper = asyncio.create_task(self._sweep(), name="hypemeter-live-sweep")
+
+    async def aclose(self) -> None:
+        tasks = [f.task for f in self._feeds.values() if f.task is not None]
+        if self._sweeper is not None:
+            tasks.append(self._sweeper)
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        for feed in self._feeds.values():
+            await feed.subscription.aclose()
+        self._feeds.clear()
+        self._channels.clear()
+
+    # -- channels -------------------------------------------------------------------------
+
+    async def channel(self, key: ChannelKey) -> Channel:
+        """The channel of ``key``, with its snapshot taken; raises what the snapshot raised."""
+        found = self._channels.get(key)
+        if found is None:
+            found = Channel(key, self, seq=time.time_ns() // 1000)
+            self._channels[key] = found
+            self._feed(key.tenant_id).add(*key.filter.primary, found)
+            try:
+                await self._snapshot(found)
+            except HypemeterError as exc:
+                found.error = exc
+                self._drop(found)
+            finally:
+                found.ready.set()
+        else:
+            await found.ready.wait()
+        if found.error is not None:
+            raise found.error
+        return found
+
+    async def _snapshot(self, channel: Channel) -> None:
+        key = channel.key
+        now = self.clock.now_us()
+        bucket_start = floor_to(now, key.grain.us)
+        # Totals reach past now: an event may carry a time a little ahead of the clock.
+        bucket = TimeRange(bucket_start, bucket_start + key.grain.us)
+        async with self._store.pinned() as view:
+            state = await self._metrics.live_state(
+                key.tenant_id,
+                view,
+                filters=key.filter.filters(),
+                metrics=key.metrics,
+                since_us=key.since_us,
+                until_us=max(bucket.end_us, now) + DAY_US,
+                bucket=bucket,
+            )
+            channel.start(state, view.seq, bucket_start)
+
+    def attach(self, channel: Channel, link: Link) -> None:
+        channel.links.add(link)
+        channel.idle_since = None
+
+    def detach(self, channel: Channel, link: Link) -> None:
+        channel.links.discard(link)
+        if not channel.links:
+            channel.idle_since = time.monotonic()
+
+    def _drop(self, channel: Channel) -> None:
+        if self._channels.get(channel.key) is channel:
+            del self._channels[channel.key]
+        if channel.timer is not None:
+            channel.timer.cancel()
+        feed = self._feeds.get(channel.key.tenant_id)
+        if feed is not None:
+            feed.remove(*channel.key.filter.primary, channel)
+            self._maybe_close(channel.key.tenant_id)
+
+    def schedule(self, channel: Channel) -> None:
+        """Emit now, or once ``coalesce_s`` has passed since the channel's last update."""
+        if channel.timer is not None:
+            return
+        wait = channel.last_emit + self.config.coalesce_s - time.monotonic()
+        if wait <= 0:
+            channel.emit()
+        else:
+            channel.timer = asyncio.get_running_loop().call_later(wait, channel.emit)
+
+    # -- taps ---------------------------------------------------------------------------
+
+    def tap(self, tenant_id: str, live_filter: LiveFilter, tap: Tap) -> TailTarget:
+        if live_filter.content_id is None and live_filter.influencer_id is None:
+            raise InvalidInput("a tail follows one influencer_id or one content_id", field="filter")
+        target = TailTarget(live_filter, tap)
+        name = "content_id" if live_filter.content_id is not None else "influencer_id"
+        self._feed(tenant_id).add(name, getattr(live_filter, name), target)
+        return target
+
+    def untap(self, tenant_id: str, target: TailTarget) -> None:
+        feed = self._feeds.get(tenant_id)
+        if feed is None:
+            return
+        live_filter = target.filter
+        name = "content_id" if live_filter.content_id is not None else "influencer_id"
+        feed.remove(name, getattr(live_filter, name), target)
+        self._maybe_close(tenant_id)
+
+    # -- feeds ---------------------------------------------------------------------------
+
+    def _feed(self, tenant_id: str) -> Feed:
+        feed = self._feeds.get(tenant_id)
+        if feed is None:
+            subscription = self._bus.subscribe(changes.topic(tenant_id), max_pending=BUS_BACKLOG)
+            feed = Feed(subscription)
+            feed.task = asyncio.create_task(
+                self._consume(tenant_id, feed), name=f"hypemeter-live-{tenant_id}"
+            )
+            self._feeds[tenant_id] = feed
+        return feed
+
+    def _maybe_close(self, tenant_id: str) -> None:
+        feed = self._feeds.get(tenant_id)
+        if feed is not None and not feed.routes:
+            del self._feeds[tenant_id]
+            if feed.task is not None:
+                feed.task.cancel()
+            asyncio.get_running_loop().create_task(feed.subscription.aclose())
+
+    async def _consume(self, tenant_id: str, feed: Feed) -> None:
+        async for message in feed.subscription:
+            try:
+                change = changes.decode(message)
+                self.route(feed, change)
+            except Exception:
+                log.exception("live change set not applied", extra={"tenant": tenant_id})
+            if feed.subscription.dropped != feed.dropped:
+                feed.dropped = feed.subscription.dropped
+                await self._resync(tenant_id, feed)
+
+    def route(self, feed: Feed, change: changes.ChangeSet) -> None:
+        table = change.table
+        if not table.num_rows:
+            return
+        table = table.set_column(
+            table.schema.get_field_index("ts"), "ts", pc.cast(table.column("ts"), pa.int64())
+        )
+        for name, by_value in list(feed.routes.items()):
+            if not by_value:
+                continue
+            column = table.column(name)
+            hit = pc.fill_null(
+                pc.is_in(column, value_set=pa.array(list(by_value), pa.string())), False
+            )
+            picked = np.flatnonzero(hit.to_numpy(zero_copy_only=False))
+            if not len(picked):
+                continue
+            groups: dict[str, list[dict[str, Any]]] = {}
+            for row in table.take(pa.array(picked)).to_pylist():
+                groups.setdefault(row[name], []).append(row)
+            for value, rows in groups.items():
+                for target in list(by_value.get(value, ())):
+                    target.take(rows, change.seq, change.committed_us)
+
+    async def _resync(self, tenant_id: str, feed: Feed) -> None:
+        """Change sets were lost: every channel of the tenant starts again from a snapshot."""
+        log.warning("live feed fell behind; taking fresh snapshots", extra={"tenant": tenant_id})
+        for channel in [c for c in self._channels.values() if c.key.tenant_id == tenant_id]:
+            channel.state, channel.deltas, channel.dirty = None, {}, False
+            channel.ring.clear()
+            channel.ring_times.clear()
+            try:
+                await self._snapshot(channel)
+            except HypemeterError:
+                log.exception("live snapshot failed", extra={"tenant": tenant_id})
+                continue
+            channel.seq += 1
+            body = channel.snapshot()
+            for link in list(channel.links):
+                link.deliver("snapshot", body, channel.seq)
+
+    async def _sweep(self) -> None:
+        """Forget channels nobody has listened to for the replay window."""
+        while True:
+            await asyncio.sleep(SWEEP_S)
+            horizon = time.monotonic() - self.config.replay_s
+            for channel in list(self._channels.values()):
+                idle = channel.idle_since
+                if not channel.links and idle is not None and idle <= horizon:
+                    self._drop(channel)
+
+    def channel_count(self) -> int:
+        return len(self._channels)
