@@ -455,6 +455,7 @@ def trending(
     tags: list[str] = []
     params: list[Any] = []
     tag_params: list[Any] = []
+    samples: list[str] = []
     engagement = ENGAGEMENT
     for piece in pieces:
         if piece.grain is None:
@@ -464,10 +465,11 @@ def trending(
         if q.platform is not None:
             where.eq("platform", q.platform)
         stats.append(
-            "SELECT content_id, events AS n, total, latest, sample, 1 AS r "
+            "SELECT content_id, events AS n, total, latest, 1 AS r "
             f"FROM {ENGAGEMENT_HOUR.name} WHERE {where.sql()}"
         )
         params += where.params
+        samples.append(f"SELECT content_id, sample FROM {ENGAGEMENT_HOUR.name} WHERE {where.sql()}")
         tags.append(
             f"SELECT content_id, tag, n FROM {ENGAGEMENT_TAGS_HOUR.name} WHERE {where.sql()}"
         )
@@ -479,10 +481,13 @@ def trending(
             where.eq("platform", q.platform)
         stats.append(
             "SELECT content_id, 1 AS n, delta AS total, epoch_us(ts) AS latest, "
-            "CASE WHEN text IS NOT NULL THEN {'t': epoch_us(ts), 'text': text} END AS sample, "
             f"1 AS r FROM events WHERE {where.sql()}"
         )
         params += where.params
+        samples.append(
+            "SELECT content_id, {'t': epoch_us(ts), 'text': text} AS sample FROM events "
+            f"WHERE {where.sql()} AND text IS NOT NULL"
+        )
         tags.append(
             "SELECT content_id, unnest(tags) AS tag, 1 AS n FROM events "
             f"WHERE {where.sql()} AND len(tags) > 0"
@@ -495,22 +500,31 @@ def trending(
     if q.after is not None:
         after = "(total < ? OR (total = ? AND content_id > ?))"
         page_params = [q.after[0], q.after[0], q.after[1]]
+    # The sample text and the tags are looked for in the page's items only.
     sql = (
         "WITH s AS (SELECT content_id, sum(n) AS n, sum(total) AS total, "
-        "max(latest) AS latest, max(sample) AS sample, sum(r) AS r FROM ("
+        "max(latest) AS latest, sum(r) AS r FROM ("
         + " UNION ALL ".join(stats)
         + ") GROUP BY content_id HAVING sum(n) >= ?), "
         f"page AS (SELECT * FROM s WHERE {after} ORDER BY total DESC, content_id LIMIT ?), "
+        "sm AS (SELECT content_id, max(sample) AS sample FROM ("
+        + " UNION ALL ".join(samples)
+        + ") WHERE content_id IN (SELECT content_id FROM page) GROUP BY content_id), "
         "t AS (SELECT content_id, tag, sum(n) AS n FROM ("
         + " UNION ALL ".join(tags)
         + ") WHERE content_id IN (SELECT content_id FROM page) GROUP BY content_id, tag), "
         "top AS (SELECT content_id, list(tag ORDER BY n DESC, tag) AS tags FROM t "
         "GROUP BY content_id) "
-        "SELECT page.content_id, page.n, page.total, page.latest, page.sample.text, "
+        "SELECT page.content_id, page.n, page.total, page.latest, sm.sample.text, "
         f"coalesce(top.tags[1:{TOP_TAGS}], []), (SELECT sum(r) FROM s) "
-        "FROM page LEFT JOIN top USING (content_id) ORDER BY page.total DESC, page.content_id"
+        "FROM page LEFT JOIN top USING (content_id) LEFT JOIN sm USING (content_id) "
+        "ORDER BY page.total DESC, page.content_id"
     )
-    rows = _run(con, sql, [*params, q.min_interactions, *page_params, q.limit, *tag_params])
+    rows = _run(
+        con,
+        sql,
+        [*params, q.min_interactions, *page_params, q.limit, *tag_params, *tag_params],
+    )
     out = [
         TrendingRow(c, int(n), float(total), int(latest), text, tuple(tag_list))
         for c, n, total, latest, text, tag_list, _ in rows
