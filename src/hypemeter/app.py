@@ -31,6 +31,9 @@ from hypemeter.errors import HypemeterError
 from hypemeter.events.preparation import ProcessPreparer
 from hypemeter.events.routes import router as events_router
 from hypemeter.events.service import IngestLimits, IngestService
+from hypemeter.live.hub import LiveConfig, LiveHub
+from hypemeter.live.routes import router as live_router
+from hypemeter.live.tokens import StreamTokens
 from hypemeter.logs import RequestContextMiddleware
 from hypemeter.metrics.routes import router as metrics_router
 from hypemeter.metrics.service import MetricsService
@@ -59,6 +62,8 @@ class Services:
     auth: AuthService
     ingest: IngestService
     metrics: MetricsService
+    live: LiveHub
+    stream_tokens: StreamTokens
     rate_limiter: RateLimiter
     telemetry: Telemetry
 
@@ -80,6 +85,9 @@ def build_services(settings: Settings, clock: Clock | None = None) -> Services:
         ),
         preparer=ProcessPreparer(settings.decode_workers) if settings.decode_workers else None,
     )
+    metrics = MetricsService(
+        backends.metrics, ingest.catalog, clock, retention_days=settings.retention_days
+    )
     return Services(
         settings=settings,
         store=backends.store,
@@ -88,9 +96,24 @@ def build_services(settings: Settings, clock: Clock | None = None) -> Services:
         bus=backends.bus,
         auth=AuthService(backends.tenants, clock),
         ingest=ingest,
-        metrics=MetricsService(
-            backends.metrics, ingest.catalog, clock, retention_days=settings.retention_days
+        metrics=metrics,
+        live=LiveHub(
+            backends.bus,
+            backends.metrics,
+            metrics,
+            clock,
+            LiveConfig(
+                coalesce_s=settings.live_coalesce_ms / 1000,
+                replay_s=settings.live_replay_seconds,
+                queue_messages=settings.live_queue_messages,
+                max_lags=settings.live_max_lags,
+                heartbeat_s=settings.live_heartbeat_seconds,
+                max_connections=settings.live_max_connections,
+                max_subscriptions=settings.live_max_subscriptions,
+                token_s=settings.stream_token_seconds,
+            ),
         ),
+        stream_tokens=StreamTokens(),
         rate_limiter=RateLimiter(requests=settings.rate_limit, events=settings.rate_limit_events),
         telemetry=Telemetry(ingest.stats, backends.store),
     )
@@ -103,9 +126,11 @@ async def start_services(services: Services) -> None:
     await services.bus.start()
     await services.auth.load()
     await services.ingest.start()
+    await services.live.start()
 
 
 async def stop_services(services: Services) -> None:
+    await services.live.aclose()
     await services.ingest.aclose()
     await services.bus.aclose()
     await services.rollups.aclose()
@@ -161,6 +186,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
     app.include_router(events_router)
     app.include_router(keys_router)
     app.include_router(metrics_router)
+    app.include_router(live_router)
     app.add_middleware(
         RequestContextMiddleware,
         observe=services.telemetry.observe,

@@ -27,6 +27,9 @@ def prepare_process() -> None:
     sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
 
 
+WS_MAX_BYTES = 1024 * 1024  # a client message; the live routes answer over 64 KiB with an error
+
+
 def make_server(settings: Settings, *, graceful_seconds: int) -> uvicorn.Server:
     """The app of ``settings`` on uvicorn; logging is configured by the caller."""
     config = uvicorn.Config(
@@ -35,6 +38,8 @@ def make_server(settings: Settings, *, graceful_seconds: int) -> uvicorn.Server:
         port=settings.port,
         loop="uvloop",
         http="httptools",
+        ws="websockets-sansio",
+        ws_max_size=WS_MAX_BYTES,
         log_config=None,
         access_log=False,
         timeout_graceful_shutdown=graceful_seconds,

@@ -143,7 +143,7 @@ class LiveServer:
             self.app,
             loop="uvloop",  # as `hypemeter serve` runs
             http="httptools",
-            ws="none",
+            ws="websockets-sansio",
             lifespan="on",
             log_config=None,
             access_log=False,

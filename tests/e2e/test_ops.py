@@ -106,6 +106,9 @@ EXPECTED_OPERATIONS = {
     ("GET", "/v1/users/activity"),
     ("GET", "/v1/leaderboard"),
     ("GET", "/v1/admin/emv"),
+    ("GET", "/v1/stream/sse"),
+    ("POST", "/v1/metrics/subscribe"),
+    ("DELETE", "/v1/metrics/subscribe/{subscription_id}"),
     ("PUT", "/v1/admin/emv"),
 }
 

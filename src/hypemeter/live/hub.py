@@ -80,7 +80,7 @@ class Target(Protocol):
     def take(self, rows: list[dict[str, Any]], seq: int, committed_us: int) -> None: ...
 
 
-@dataclass(slots=True)
+@dataclass(eq=False, slots=True)
 class Channel:
     key: ChannelKey
     hub: LiveHub
@@ -230,7 +230,7 @@ class Channel:
         return [(seq, body) for seq, body in self.ring if seq > last_seq]
 
 
-@dataclass(slots=True)
+@dataclass(eq=False, slots=True)
 class TailTarget:
     filter: LiveFilter
     tap: Tap
@@ -490,6 +490,10 @@ class LiveHub:
                 idle = channel.idle_since
                 if not channel.links and idle is not None and idle <= horizon:
                     self._drop(channel)
+
+    def metric_names(self, tenant_id: str, metrics: str) -> tuple[str, ...]:
+        """The metric names, checked and normalised as queries read them."""
+        return self._metrics.metric_names(tenant_id, metrics)
 
     def channel_count(self) -> int:
         return len(self._channels)

@@ -401,6 +401,14 @@ class MetricsService:
 
     # -- live push ---------------------------------------------------------------------
 
+    def metric_names(self, tenant_id: str, metrics: str) -> tuple[str, ...]:
+        plan = plan_metrics(metrics, self._catalog_of(tenant_id))
+        if plan.unique_users:
+            raise InvalidInput(
+                "unique_users is not available live; query it instead", field="metrics"
+            )
+        return plan.names
+
     async def live_state(
         self,
         tenant_id: str,
