@@ -18,12 +18,13 @@ from pathlib import Path
 from typing import Any
 
 from bench.ingest import b1_shape, b1s_shape, run_ingest
+from bench.live import run_b2, run_b4
 from bench.queries import run_queries
 from bench.report import Figure, json_lines, save, table
 from bench.workload import Pool, generate_pool
 from bench.yardsticks import duckdb_group_by, msgspec_decode
 
-BENCHES = ("B1", "B1s", "yardsticks", "B3")
+BENCHES = ("B1", "B1s", "B2", "B4", "yardsticks", "B3")
 POOL_EVENTS = 1_000_000
 STORE_EVENTS = 10_000_000
 BUSY_LOAD = 0.5
@@ -97,6 +98,11 @@ def run(args: argparse.Namespace, pool: Pool) -> tuple[list[Figure], dict[str, A
             if shape.bench in chosen:
                 say(f"{shape.bench}: {args.runs} runs of {shape.duration_s:g} s")
                 found, notes[shape.bench] = run_ingest(client, shape, pool, args.runs)
+                figures.extend(found)
+        for name, runner in (("B2", run_b2), ("B4", run_b4)):
+            if name in chosen:
+                say(f"{name}: {args.runs} runs")
+                found, notes[name] = runner(client, pool, args.runs, say)
                 figures.extend(found)
         if "B3" in chosen:
             with tempfile.TemporaryDirectory(prefix="hypemeter-bench-store-") as tmp:

@@ -55,6 +55,7 @@ class LoadJob:
     duration_s: float
     max_requests: int
     batch_events: int = 5000
+    rate_events_per_s: float = 0.0  # paced to this many events per second; 0: as fast as it can
 
 
 @dataclass(slots=True)
@@ -133,9 +134,14 @@ def _cpu_s() -> float:
 class _Run:
     """Shared state of the connections of one timed run."""
 
-    def __init__(self, requests: list[tuple[bytes, int]], deadline: float) -> None:
+    def __init__(
+        self, requests: list[tuple[bytes, int]], deadline: float, rate: float = 0.0
+    ) -> None:
         self.requests = requests
         self.deadline = deadline
+        self.rate = rate
+        self.started = time.perf_counter()
+        self.scheduled = 0  # events handed out so far, for pacing
         self.next = itertools.count()
         self.latencies: list[float] = []
         self.result = LoadResult()
@@ -169,6 +175,10 @@ class _Run:
         """Send requests one after another until the deadline; retry 429/503 after a pause."""
         while (item := self.take()) is not None:
             data, events = item
+            if self.rate:
+                due = self.started + self.scheduled / self.rate
+                self.scheduled += events
+                await asyncio.sleep(max(0.0, due - time.perf_counter()))
             while True:
                 started = time.perf_counter()
                 try:
@@ -186,7 +196,7 @@ async def _load(job: LoadJob, requests: list[tuple[bytes, int]]) -> LoadResult:
     connections = [await Connection.open(HOST, job.port) for _ in range(job.connections)]
     cpu_before, server_before = _cpu_s(), cpu_seconds(job.server_pid)
     started = time.perf_counter()
-    run = _Run(requests, started + job.duration_s)
+    run = _Run(requests, started + job.duration_s, job.rate_events_per_s)
     try:
         async with asyncio.timeout(job.duration_s + STALL_GRACE_S):
             await asyncio.gather(*(run.drive(c) for c in connections))

@@ -92,6 +92,7 @@ class DuckDBDatabase:
         self._readers: queue.SimpleQueue[duckdb.DuckDBPyConnection] = queue.SimpleQueue()
         self._reader_count = 0
         self._pool: ThreadPoolExecutor | None = None
+        self._pins: asyncio.Semaphore | None = None
         self.maintainer: RollupMaintainer | None = None
         self.hot: HotHours | None = None
         self._maintenance_con: duckdb.DuckDBPyConnection | None = None
@@ -163,26 +164,37 @@ class DuckDBDatabase:
         """
         if not self._users or self._pool is None:
             raise StoreUnavailable("the store is closed")
+        if self._pins is None:
+            # Pinned views hold a reader across awaits: leave readers for plain queries.
+            self._pins = asyncio.Semaphore(max(1, self._config.query_threads // 2))
         loop = asyncio.get_running_loop()
-        con = self._readers.get()
-        try:
-            seq, watermark = await loop.run_in_executor(self._pool, self._pin, con)
+        async with self._pins:
+            con, seq, watermark = await loop.run_in_executor(self._pool, self._pin)
             try:
                 yield con, seq, Horizon(watermark, seq <= watermark, seq)
             finally:
-                await loop.run_in_executor(self._pool, con.execute, "ROLLBACK")
+                await loop.run_in_executor(self._pool, self._unpin, con)
+
+    def _pin(self) -> tuple[duckdb.DuckDBPyConnection, int, int]:
+        con = self._readers.get()
+        try:
+            # DuckDB takes a transaction's snapshot when it first reads the database.
+            with self._commit_lock:
+                seq = self._seq
+                con.execute("BEGIN TRANSACTION")
+                rows = con.execute(
+                    "SELECT coalesce(max(value::BIGINT), 0) FROM meta WHERE key = 'rollup_seq'"
+                ).fetchall()
+        except BaseException:
+            self._readers.put(con)
+            raise
+        return con, seq, int(rows[0][0])
+
+    def _unpin(self, con: duckdb.DuckDBPyConnection) -> None:
+        try:
+            con.execute("ROLLBACK")
         finally:
             self._readers.put(con)
-
-    def _pin(self, con: duckdb.DuckDBPyConnection) -> tuple[int, int]:
-        # DuckDB takes a transaction's snapshot when it first reads the database.
-        with self._commit_lock:
-            seq = self._seq
-            con.execute("BEGIN TRANSACTION")
-            rows = con.execute(
-                "SELECT coalesce(max(value::BIGINT), 0) FROM meta WHERE key = 'rollup_seq'"
-            ).fetchall()
-        return seq, int(rows[0][0])
 
     async def read_on(
         self, con: duckdb.DuckDBPyConnection, fn: Callable[[duckdb.DuckDBPyConnection], T]
