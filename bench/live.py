@@ -176,6 +176,7 @@ class FanOut:
     delays: list[float] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    cpu_s: float = 0.0
 
 
 def _epoch(text: str) -> float:
@@ -212,7 +213,7 @@ async def _subscribers(port: int, key: str, ready: Any, go: Any, seconds: float)
     result.subscribers = len(sockets)
     ready.set()
     await asyncio.get_running_loop().run_in_executor(None, go.wait)
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
 
     async def read(ws: websockets.ClientConnection) -> None:
         try:
@@ -232,6 +233,7 @@ async def _subscribers(port: int, key: str, ready: Any, go: Any, seconds: float)
     readers = [asyncio.create_task(read(ws)) for ws in sockets]
     await asyncio.sleep(seconds)
     result.seconds = time.perf_counter() - started
+    result.cpu_s = time.process_time() - cpu
     for task in readers:
         task.cancel()
     await asyncio.gather(*readers, return_exceptions=True)
@@ -280,6 +282,7 @@ def run_b4(
             rates.append(fan.messages / fan.seconds)
             notes[f"run{run}"] = {
                 "subscribers": fan.subscribers,
+                "client_cpu_cores": round(fan.cpu_s / fan.seconds, 2),
                 "updates": fan.messages,
                 "ingested_events_per_s": round(background.acked / background.wall_s),
                 "errors": fan.errors + background.errors,
@@ -287,7 +290,7 @@ def run_b4(
             say(
                 f"  B4: {fan.subscribers} subscribers, {rates[-1]:,.0f} updates/s, "
                 f"p50 {p50[-1]:.0f} ms, p99 {p99[-1]:.0f} ms, server CPU {cpu[-1]:.2f} cores, "
-                f"RSS {rss[-1]:.0f} MB"
+                f"RSS {rss[-1]:.0f} MB, client CPU {fan.cpu_s / fan.seconds:.2f} cores"
             )
         finally:
             _remove(store)

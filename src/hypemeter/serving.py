@@ -40,6 +40,7 @@ def make_server(settings: Settings, *, graceful_seconds: int) -> uvicorn.Server:
         http="httptools",
         ws="websockets-sansio",
         ws_max_size=WS_MAX_BYTES,
+        ws_per_message_deflate=False,  # small JSON messages: compressing costs more than it saves
         log_config=None,
         access_log=False,
         timeout_graceful_shutdown=graceful_seconds,

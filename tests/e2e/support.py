@@ -144,6 +144,7 @@ class LiveServer:
             loop="uvloop",  # as `hypemeter serve` runs
             http="httptools",
             ws="websockets-sansio",
+            ws_per_message_deflate=False,  # as `hypemeter serve` runs
             lifespan="on",
             log_config=None,
             access_log=False,

@@ -100,18 +100,21 @@ class Channel:
     timer: asyncio.TimerHandle | None = None
     committed_us: int = 0
     idle_since: float | None = None
+    refreshing: bool = False  # a fresh snapshot is being taken; changes wait in pending
+    stale: bool = False
 
     # -- state ------------------------------------------------------------------------
 
     def start(self, state: LiveState, store_seq: int, bucket_start: int) -> None:
         self.state, self.store_seq, self.bucket_start = state, store_seq, bucket_start
+        self.refreshing = False
         pending, self.pending = self.pending, []
         for rows, seq, committed_us in pending:
             self.take(rows, seq, committed_us)
 
     def take(self, rows: list[dict[str, Any]], seq: int, committed_us: int) -> None:
         """Apply the rows of one commit that this channel's primary field matched."""
-        if self.state is None:
+        if self.state is None or self.refreshing:
             self.pending.append((rows, seq, committed_us))
             return
         if seq <= self.store_seq:
@@ -124,7 +127,11 @@ class Channel:
         if touched:
             self.dirty = True
             self.committed_us = max(self.committed_us, committed_us)
-            self.hub.schedule(self)
+            if self.stale:
+                self.stale = False
+                self.hub.refresh(self)
+            else:
+                self.hub.schedule(self)
 
     def _apply(self, row: dict[str, Any]) -> bool:
         assert self.state is not None
@@ -141,18 +148,9 @@ class Channel:
             if current is not None:
                 current.add(row["platform"], metric, delta)
         else:
-            # A gauge's stored deltas chain its readings: the latest is the sum.
-            value = (state.totals.gauges.get(metric) or 0.0) + delta
-            state.totals.gauges[metric] = value
-            base = state.totals.base.get(metric)
-            if base is None:  # the first reading of the range is its start
-                state.totals.base[metric] = base = value - delta
-                state.bucket.base[metric] = base
-            state.totals.growth[metric] = value - base
-            if bucket <= self.bucket_start:
-                state.bucket.gauges[metric] = value
-            if current is not None:  # growth of a bucket: the change inside it
-                current.growth[metric] = (current.growth.get(metric) or 0.0) + delta
+            # Followers at the range's start, per account, may move with any reading
+            # (a first one, a late one): the channel takes a fresh snapshot.
+            self.stale = True
         if metric in plan.names:
             slot = self.deltas.setdefault(bucket, {})
             slot[metric] = slot.get(metric, 0.0) + delta
@@ -379,6 +377,23 @@ class LiveHub:
             feed.remove(*channel.key.filter.primary, channel)
             self._maybe_close(channel.key.tenant_id)
 
+    def refresh(self, channel: Channel) -> None:
+        """Take the channel's snapshot again; changes wait meanwhile, then it updates."""
+        if channel.refreshing:
+            return
+        channel.refreshing = True
+        asyncio.get_running_loop().create_task(self._refresh(channel))
+
+    async def _refresh(self, channel: Channel) -> None:
+        try:
+            await self._snapshot(channel)
+        except Exception:
+            log.exception("live snapshot failed", extra={"tenant": channel.key.tenant_id})
+            if channel.state is not None:
+                channel.start(channel.state, channel.store_seq, channel.bucket_start)
+        channel.dirty = True
+        self.schedule(channel)
+
     def schedule(self, channel: Channel) -> None:
         """Emit now, or once ``coalesce_s`` has passed since the channel's last update."""
         if channel.timer is not None:
@@ -438,7 +453,7 @@ class LiveHub:
                 log.exception("live change set not applied", extra={"tenant": tenant_id})
             if feed.subscription.dropped != feed.dropped:
                 feed.dropped = feed.subscription.dropped
-                await self._resync(tenant_id, feed)
+                self._resync(tenant_id, feed)
 
     def route(self, feed: Feed, change: changes.ChangeSet) -> None:
         table = change.table
@@ -464,22 +479,14 @@ class LiveHub:
                 for target in list(by_value.get(value, ())):
                     target.take(rows, change.seq, change.committed_us)
 
-    async def _resync(self, tenant_id: str, feed: Feed) -> None:
+    def _resync(self, tenant_id: str, feed: Feed) -> None:
         """Change sets were lost: every channel of the tenant starts again from a snapshot."""
         log.warning("live feed fell behind; taking fresh snapshots", extra={"tenant": tenant_id})
         for channel in [c for c in self._channels.values() if c.key.tenant_id == tenant_id]:
-            channel.state, channel.deltas, channel.dirty = None, {}, False
-            channel.ring.clear()
+            channel.ring.clear()  # a resume across the gap could not be exact
             channel.ring_times.clear()
-            try:
-                await self._snapshot(channel)
-            except HypemeterError:
-                log.exception("live snapshot failed", extra={"tenant": tenant_id})
-                continue
-            channel.seq += 1
-            body = channel.snapshot()
-            for link in list(channel.links):
-                link.deliver("snapshot", body, channel.seq)
+            channel.deltas = {}
+            self.refresh(channel)
 
     async def _sweep(self) -> None:
         """Forget channels nobody has listened to for the replay window."""

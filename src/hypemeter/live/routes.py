@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Annotated, Any
+from urllib.parse import urlencode
 
 import msgspec
 from fastapi import APIRouter, Depends, Query, Request, Response, WebSocket
@@ -143,8 +145,8 @@ class _Tail:
     sub_id: str
 
     def events(self, rows: list[dict[str, Any]]) -> None:
-        for row in rows:
-            self.connection.send({"type": "event", "id": self.sub_id, "event": row})
+        # One message per commit: a large commit is one message, not a burst.
+        self.connection.send({"type": "event", "id": self.sub_id, "events": rows})
 
 
 @dataclass(eq=False, slots=True)
@@ -156,11 +158,12 @@ class Connection:
     caller: Caller
     subs: dict[str, _Sub] = field(default_factory=dict)
     tails: dict[str, TailTarget] = field(default_factory=dict)
-    outbox: deque[bytes] = field(default_factory=deque)
+    outbox: deque[str] = field(default_factory=deque)  # JSON text frames
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     done: asyncio.Event = field(default_factory=asyncio.Event)
     seq: int = 0
     lags: int = 0
+    sent_at: float = 0.0
     close_code: int = 1000
     close_reason: str = ""
 
@@ -173,7 +176,7 @@ class Connection:
             return
         self.seq += 1
         message["seq"] = self.seq
-        self.outbox.append(_encode(message))
+        self.outbox.append(_encode(message).decode())
         self.wake.set()
 
     def _lag(self) -> None:
@@ -194,18 +197,24 @@ class Connection:
         self.wake.set()
 
     async def writer(self) -> None:
-        heartbeat = self.hub.config.heartbeat_s
         while not self.done.is_set():
             if not self.outbox:
                 self.wake.clear()
-                try:
-                    await asyncio.wait_for(self.wake.wait(), heartbeat)
-                except TimeoutError:
-                    self.send({"type": "heartbeat", "ts": iso(self.hub.clock.now_us())})
+                await self.wake.wait()
                 continue
-            await self.websocket.send_bytes(self.outbox.popleft())
+            await self.websocket.send_text(self.outbox.popleft())
+            self.sent_at = time.monotonic()
             if not self.outbox:
                 self.lags = 0  # caught up
+
+    async def heartbeat(self) -> None:
+        """A heartbeat after every quiet ``heartbeat_s``."""
+        every = self.hub.config.heartbeat_s
+        while not self.done.is_set():
+            await asyncio.sleep(max(0.0, self.sent_at + every - time.monotonic()))
+            if time.monotonic() - self.sent_at >= every and not self.outbox:
+                self.send({"type": "heartbeat", "ts": iso(self.hub.clock.now_us())})
+                self.sent_at = time.monotonic()
 
     async def reader(self) -> None:
         while not self.done.is_set():
@@ -331,7 +340,7 @@ async def stream(websocket: WebSocket) -> None:
             await _serve(websocket, hub, caller)
     except HypemeterError as exc:
         with contextlib.suppress(Exception):
-            await websocket.send_bytes(_encode({**_error(exc), "seq": 0}))
+            await websocket.send_text(_encode({**_error(exc), "seq": 0}).decode())
             await websocket.close(CLOSE_POLICY, exc.message[:120])
 
 
@@ -349,17 +358,21 @@ async def _serve(websocket: WebSocket, hub: LiveHub, caller: Caller) -> None:
     closer: Callable[[], None] = lambda: connection.close(CLOSE_POLICY, "stream token revoked")  # noqa: E731
     if caller.token is not None:
         caller.token.closers.add(closer)
-    writer = asyncio.create_task(connection.writer())
-    reader = asyncio.create_task(connection.reader())
+    connection.sent_at = time.monotonic()
+    tasks = [
+        asyncio.create_task(connection.writer()),
+        asyncio.create_task(connection.reader()),
+        asyncio.create_task(connection.heartbeat()),
+    ]
     try:
         await connection.done.wait()
     finally:
         if caller.token is not None:
             caller.token.closers.discard(closer)
         connection.release()
-        for task in (reader, writer):
+        for task in tasks:
             task.cancel()
-        for task in (reader, writer):
+        for task in tasks:
             with contextlib.suppress(asyncio.CancelledError, WebSocketDisconnect, Exception):
                 await task
         if websocket.client_state is WebSocketState.CONNECTED:
@@ -559,12 +572,18 @@ async def create_stream_token(request: Request, body: SubscribeBody, principal: 
         expires_us=now + hub.config.token_s * 1_000_000,
         now_us=now,
     )
-    query = "&".join(f"{n}={v}" for n, v in live_filter.payload().items())
+    query = urlencode(
+        {
+            **live_filter.payload(),
+            "metrics": ",".join(names),
+            "granularity": grain.value,
+            "token": secret,
+        }
+    )
     payload = {
         "subscription_id": token.subscription_id,
-        "stream_url": f"/v1/stream?token={secret}",
-        "sse_url": f"/v1/stream/sse?{query}&metrics={','.join(names)}"
-        f"&granularity={grain.value}&token={secret}",
+        "stream_url": f"/v1/stream?{urlencode({'token': secret})}",
+        "sse_url": f"/v1/stream/sse?{query}",
         "token": secret,
         "expires_at": iso(token.expires_us),
     }

@@ -485,12 +485,16 @@ def plain_column(values: npt.NDArray[np.float64]) -> list[float | int | None]:
     ]
 
 
+_DERIVED_BY_NAME = {d.value: f for d, f in _DERIVED_VALUE.items()}
+
+
 def metric_value(
     name: str, frame: Frame, catalog: MetricCatalog, emv_rates: Mapping[tuple[str, str], float]
 ) -> float | None:
     """The value of a stored or derived metric over one frame; None for a zero denominator."""
-    if name in Derived.__members__.values():
-        return _DERIVED_VALUE[Derived(name)](frame, emv_rates)
+    derived = _DERIVED_BY_NAME.get(name)
+    if derived is not None:
+        return derived(frame, emv_rates)
     if catalog.kind_of(name) is MetricKind.GAUGE:
         return frame.gauges.get(name)
     return frame.total(name)

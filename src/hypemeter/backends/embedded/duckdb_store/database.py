@@ -294,6 +294,7 @@ class DuckDBDatabase:
             self._snapshots.rolled_back()
             raise
         self._snapshots.committed()
+        committed_us = self._clock.now_us()  # when the events became visible
         if self.maintainer is not None:
             self.maintainer.notify()
         kept_ids = np.flatnonzero(keep & has_id)
@@ -305,7 +306,7 @@ class DuckDBDatabase:
             size = len(job.batch)
             accepted = int(keep[offset : offset + size].sum())
             changes = staged.slice(kept, accepted)  # the filter kept the jobs' order
-            results.append(AppendResult(accepted, size - accepted, seq, changes, now_us))
+            results.append(AppendResult(accepted, size - accepted, seq, changes, committed_us))
             offset += size
             kept += accepted
         return results
