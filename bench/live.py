@@ -89,11 +89,15 @@ def _background(store: _Store, pool: Pool, rate: float, seconds: float, tag: str
 # -- B2 ------------------------------------------------------------------------------------
 
 
-async def _probe(port: int, read_key: str, ingest_key: str, seconds: float) -> list[float]:
-    """Latencies (s) from each probe's ingest request start to the update counting it."""
+async def _probe(
+    port: int, read_key: str, ingest_key: str, seconds: float
+) -> tuple[list[float], list[float]]:
+    """Latencies (s) from each probe's ingest request start to the update counting it,
+    and to the ingest acknowledgement."""
     influencer = f"probe-{uuid.uuid4().hex[:8]}"
     url = f"ws://{HOST}:{port}/v1/stream?token={read_key}"
     latencies: list[float] = []
+    acks: list[float] = []
     async with websockets.connect(url, max_size=None) as ws:
         await ws.send(
             msgspec.json.encode(
@@ -121,6 +125,7 @@ async def _probe(port: int, read_key: str, ingest_key: str, seconds: float) -> l
             request = build_request("POST", "/v1/events", f"{HOST}:{port}", headers, body)
             started = time.perf_counter()
             status, reply = await http.request(request)
+            acks.append(time.perf_counter() - started)
             if status != 200:
                 raise RuntimeError(f"probe ingest failed: {status} {reply[:200]!r}")
             sent += 1
@@ -131,7 +136,7 @@ async def _probe(port: int, read_key: str, ingest_key: str, seconds: float) -> l
                     break
             await asyncio.sleep(max(0.0, tick + B2_PROBE_EVERY_S - time.perf_counter()))
         http.close()
-    return latencies
+    return latencies, acks
 
 
 def run_b2(
@@ -145,14 +150,20 @@ def run_b2(
         time.sleep(4)  # the background load reaches its pace
         p50: list[float] = []
         p99: list[float] = []
+        ack50: list[float] = []
         for _ in range(runs):
             with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-                found = runner.run(
+                found, acks = runner.run(
                     _probe(store.port, store.read_key, store.ingest_key, B2_PROBES_S)
                 )
             p50.append(percentile(found, 0.50) * 1000)
             p99.append(percentile(found, 0.99) * 1000)
-            say(f"  B2: {len(found)} probes, p50 {p50[-1]:.1f} ms, p99 {p99[-1]:.1f} ms")
+            ack50.append(percentile(acks, 0.50) * 1000)
+            say(
+                f"  B2: {len(found)} probes, p50 {p50[-1]:.1f} ms, p99 {p99[-1]:.1f} ms "
+                f"(ingest acknowledged: p50 {ack50[-1]:.1f} ms, "
+                f"p99 {percentile(acks, 0.99) * 1000:.1f} ms)"
+            )
         background = load.result()
         rate = background.acked / background.wall_s
         notes = {"background_events_per_s": round(rate), "background_errors": background.errors}
@@ -162,6 +173,7 @@ def run_b2(
     return [
         Figure.of_runs("B2", "ingest_to_update_p50_ms", p50, "<= 20", "20k events/s around"),
         Figure.of_runs("B2", "ingest_to_update_p99_ms", p99, "<= 100", "20k events/s around"),
+        Figure.of_runs("B2", "probe_ingest_ack_p50_ms", ack50),
         Figure.of_runs("B2", "background_events_per_s", [rate]),
     ], notes
 

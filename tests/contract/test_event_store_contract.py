@@ -265,3 +265,20 @@ async def test_closed_store_refuses_appends(store_backend: Any) -> None:
 async def test_size_is_reported(event_store: EventStore) -> None:
     await event_store.append("acme", ids("e1"))
     assert event_store.size_bytes() > 0
+
+
+async def test_append_returns_the_kept_events_as_its_change_set(event_store: EventStore) -> None:
+    await event_store.append("acme", batch(reading("r-1", 100, 3)))
+    result = await event_store.append(
+        "acme", batch(event("c-1"), event("c-1"), reading("r-2", 130, 2), event("r-1"))
+    )
+    assert (result.accepted, result.duplicates) == (2, 2)
+    assert result.changes is not None
+    kept = result.changes.to_pylist()
+    assert [row["event_id"] for row in kept] == ["c-1", "r-2"]
+    # A snapshot reading travels as its delta against the previous reading.
+    assert [(row["kind"], row["value"], row["delta"]) for row in kept] == [
+        ("delta", 1.0, 1.0),
+        ("snapshot", 130.0, 30.0),
+    ]
+    assert result.committed_us > 0

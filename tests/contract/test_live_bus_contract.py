@@ -108,3 +108,22 @@ async def test_bus_aclose_ends_every_subscription(bus: LiveBus) -> None:
     await asyncio.sleep(0)
     await bus.aclose()
     assert await asyncio.gather(*consumers) == [[], [], []]
+
+
+async def test_interested_tells_whether_a_topic_has_subscribers(bus: LiveBus) -> None:
+    assert not bus.interested("changes.acme")
+    sub = bus.subscribe("changes.acme")
+    assert bus.interested("changes.acme")
+    assert not bus.interested("changes.other")
+    await sub.aclose()
+    assert not bus.interested("changes.acme")
+
+
+async def test_dropped_counts_what_a_slow_subscriber_lost(bus: LiveBus) -> None:
+    sub = bus.subscribe("t", max_pending=3)
+    assert sub.dropped == 0
+    for message in messages(5):
+        await bus.publish("t", message)
+    assert await take(sub, 3) == messages(5)[2:]
+    assert sub.dropped == 2
+    await sub.aclose()
