@@ -6,6 +6,8 @@ import asyncio
 import os
 import random
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -147,13 +149,29 @@ def simulate(
         sys.exit(1)
 
 
+async def rebuild_rollups(
+    settings: Settings, progress: Callable[[int, int], None]
+) -> tuple[int, float]:
+    """Open the store without serving, rebuild every rollup; (events folded, seconds)."""
+    from hypemeter.backends.selection import open_backends
+    from hypemeter.clock import SystemClock
+
+    backends = open_backends(settings, SystemClock(), admin_only=True)
+    await backends.metrics.start()
+    try:
+        started = time.perf_counter()
+        folded = await backends.metrics.rebuild(progress)
+        return folded, time.perf_counter() - started
+    finally:
+        await backends.metrics.aclose()
+
+
 @app.command()
 def rebuild(data: DataOpt = None) -> None:
     """Recompute every rollup from the raw events (the server must be stopped)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
     from hypemeter.errors import HypemeterError
-    from hypemeter.metrics.service import rebuild_rollups
 
     settings = load_settings(data=data)
     with Progress(

@@ -22,8 +22,7 @@ from hypemeter.backends.ports import (
     MetricsStore,
     TrendingQuery,
 )
-from hypemeter.backends.selection import open_backends
-from hypemeter.clock import Clock, SystemClock
+from hypemeter.clock import Clock
 from hypemeter.errors import InvalidInput
 from hypemeter.events.model import PLATFORMS, MetricCatalog, MetricKind, normalize_platform
 from hypemeter.metrics.model import (
@@ -55,7 +54,6 @@ from hypemeter.metrics.model import (
     plan_metrics,
     resolve_range,
 )
-from hypemeter.settings import Settings
 
 GROUP_BY = {
     "platform": "platform",
@@ -698,20 +696,6 @@ class MetricsService:
                 changes[(platform, metric)] = value
         await self._store.set_emv_rates(tenant_id, changes)
         return await self.emv_rates(tenant_id)
-
-
-async def rebuild_rollups(
-    settings: Settings, progress: Callable[[int, int], None]
-) -> tuple[int, float]:
-    """Open the store without serving, rebuild every rollup; (events folded, seconds)."""
-    backends = open_backends(settings, SystemClock(), admin_only=True)
-    await backends.metrics.start()
-    try:
-        started = time.perf_counter()
-        folded = await backends.metrics.rebuild(progress)
-        return folded, time.perf_counter() - started
-    finally:
-        await backends.metrics.aclose()
 
 
 def _groups_of(row: GaugeRow, dim: str | None, members: dict[str, set[str]]) -> list[str | None]:
