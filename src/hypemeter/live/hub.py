@@ -102,6 +102,9 @@ class Channel:
     idle_since: float | None = None
     refreshing: bool = False  # a fresh snapshot is being taken; changes wait in pending
     stale: bool = False
+    again: bool = False  # a reading came while refreshing: refresh once more
+    watch: Watch | None = None  # follower readings of a campaign's members
+    watched: frozenset[str] = frozenset()
 
     # -- state ------------------------------------------------------------------------
 
@@ -121,9 +124,14 @@ class Channel:
             return  # already in the snapshot
         self._roll()
         touched = False
+        gauges = self.state.plan.gauges
         for row in rows:
-            if row["ts"] >= self.key.since_us and self.key.filter.matches(row):
+            if not self.key.filter.matches(row):
+                continue
+            if row["ts"] >= self.key.since_us:
                 touched = self._apply(row) or touched
+            elif row["metric"] in gauges:  # a reading before the range moves its start
+                self.stale = touched = True
         if touched:
             self.dirty = True
             self.committed_us = max(self.committed_us, committed_us)
@@ -144,6 +152,9 @@ class Channel:
         bucket = row["ts"] - row["ts"] % self.key.grain.us
         current = state.bucket if bucket == self.bucket_start else None
         if counted:
+            members = state.members
+            if members is not None and plan.gauges and row["influencer_id"] not in members:
+                self.stale = True  # a new member brings its followers into the range
             state.totals.add(row["platform"], metric, delta)
             if current is not None:
                 current.add(row["platform"], metric, delta)
@@ -237,6 +248,26 @@ class TailTarget:
         picked = [_event(row) for row in rows if self.filter.matches(row)]
         if picked:
             self.tap.events(picked)
+
+
+@dataclass(eq=False, slots=True)
+class Watch:
+    """Routed by influencer: follower readings of a campaign channel's members, which
+    carry no campaign and so do not reach the channel by its own route."""
+
+    channel: Channel
+
+    def take(self, rows: list[dict[str, Any]], seq: int, committed_us: int) -> None:
+        channel = self.channel
+        state = channel.state
+        if state is None or not any(row["metric"] in state.plan.gauges for row in rows):
+            return
+        if channel.refreshing:
+            channel.again = True
+        elif seq > channel.store_seq:
+            channel.dirty = True
+            channel.committed_us = max(channel.committed_us, committed_us)
+            channel.hub.refresh(channel)
 
 
 def _event(row: dict[str, Any]) -> dict[str, Any]:
@@ -357,6 +388,21 @@ class LiveHub:
                 bucket=bucket,
             )
             channel.start(state, view.seq, bucket_start)
+        self._watch(channel)
+
+    def _watch(self, channel: Channel) -> None:
+        """Route the follower readings of the channel's members to it."""
+        feed = self._feeds.get(channel.key.tenant_id)
+        members = channel.state.members if channel.state is not None else None
+        wanted = frozenset(members or ()) if feed is not None else frozenset()
+        if channel.watch is None:
+            channel.watch = Watch(channel)
+        if feed is not None:
+            for gone in channel.watched - wanted:
+                feed.remove("influencer_id", gone, channel.watch)
+            for new in wanted - channel.watched:
+                feed.add("influencer_id", new, channel.watch)
+        channel.watched = wanted
 
     def attach(self, channel: Channel, link: Link) -> None:
         channel.links.add(link)
@@ -375,6 +421,10 @@ class LiveHub:
         feed = self._feeds.get(channel.key.tenant_id)
         if feed is not None:
             feed.remove(*channel.key.filter.primary, channel)
+            if channel.watch is not None:
+                for member in channel.watched:
+                    feed.remove("influencer_id", member, channel.watch)
+            channel.watched = frozenset()
             self._maybe_close(channel.key.tenant_id)
 
     def refresh(self, channel: Channel) -> None:
@@ -392,7 +442,11 @@ class LiveHub:
             if channel.state is not None:
                 channel.start(channel.state, channel.store_seq, channel.bucket_start)
         channel.dirty = True
-        self.schedule(channel)
+        if channel.again:
+            channel.again = False
+            self.refresh(channel)
+        else:
+            self.schedule(channel)
 
     def schedule(self, channel: Channel) -> None:
         """Emit now, or once ``coalesce_s`` has passed since the channel's last update."""

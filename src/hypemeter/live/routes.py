@@ -211,10 +211,14 @@ class Connection:
         """A heartbeat after every quiet ``heartbeat_s``."""
         every = self.hub.config.heartbeat_s
         while not self.done.is_set():
-            await asyncio.sleep(max(0.0, self.sent_at + every - time.monotonic()))
-            if time.monotonic() - self.sent_at >= every and not self.outbox:
+            wait = self.sent_at + every - time.monotonic()
+            if wait > 0:
+                await asyncio.sleep(wait)
+                continue
+            if not self.outbox:
                 self.send({"type": "heartbeat", "ts": iso(self.hub.clock.now_us())})
-                self.sent_at = time.monotonic()
+            # With messages queued the writer is waiting on the client: look again later.
+            self.sent_at = time.monotonic()
 
     async def reader(self) -> None:
         while not self.done.is_set():

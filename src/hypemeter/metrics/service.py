@@ -95,6 +95,7 @@ class LiveState:
     rates: dict[tuple[str, str], float]
     totals: Frame
     bucket: Frame
+    members: frozenset[str] | None = None  # a campaign's influencers, when followers count
 
 
 class MetricsService:
@@ -436,7 +437,12 @@ class MetricsService:
         total = totals.get((None, None), Frame())
         now = current.get((None, None), Frame())
         now.base = dict(total.base)  # rates in a bucket use the range's followers too
-        return LiveState(plan, catalog, rates, total, now)
+        members = None
+        if plan.gauges and filters.campaign_id is not None:
+            # Whose followers count: influencers with an event of the campaign in the range.
+            found = await self._members(tenant_id, whole, filters, stats, view)
+            members = frozenset(set().union(*found.values())) if found else frozenset()
+        return LiveState(plan, catalog, rates, total, now, members)
 
     # -- 3 and 6: groupings --------------------------------------------------------------
 
