@@ -86,8 +86,7 @@ class Channel:
     hub: LiveHub
     seq: int
     links: set[Link] = field(default_factory=set)
-    ring: deque[tuple[int, dict[str, Any]]] = field(default_factory=deque)
-    ring_times: deque[float] = field(default_factory=deque)
+    ring: deque[tuple[int, dict[str, Any], float]] = field(default_factory=deque)  # seq, body, at
     ready: asyncio.Event = field(default_factory=asyncio.Event)
     error: HypemeterError | None = None
     state: LiveState | None = None
@@ -222,13 +221,11 @@ class Channel:
             link.deliver("update", body, self.seq)
 
     def _keep(self, body: dict[str, Any], now: float) -> None:
-        self.ring.append((self.seq, body))
-        self.ring_times.append(now)
+        self.ring.append((self.seq, body, now))
         horizon = now - self.hub.config.replay_s
         limit = max(16, int(self.hub.config.replay_s / max(self.hub.config.coalesce_s, 0.01)))
-        while self.ring and (self.ring_times[0] < horizon or len(self.ring) > limit):
+        while self.ring and (self.ring[0][2] < horizon or len(self.ring) > limit):
             self.ring.popleft()
-            self.ring_times.popleft()
 
     def missed_since(self, last_seq: int) -> list[tuple[int, dict[str, Any]]] | None:
         """Updates after ``last_seq`` in order, or None when they are not all kept."""
@@ -236,7 +233,7 @@ class Channel:
             return []
         if not self.ring or last_seq > self.seq or self.ring[0][0] > last_seq + 1:
             return None
-        return [(seq, body) for seq, body in self.ring if seq > last_seq]
+        return [(seq, body) for seq, body, _ in self.ring if seq > last_seq]
 
 
 @dataclass(eq=False, slots=True)
@@ -538,7 +535,6 @@ class LiveHub:
         log.warning("live feed fell behind; taking fresh snapshots", extra={"tenant": tenant_id})
         for channel in [c for c in self._channels.values() if c.key.tenant_id == tenant_id]:
             channel.ring.clear()  # a resume across the gap could not be exact
-            channel.ring_times.clear()
             channel.deltas = {}
             self.refresh(channel)
 

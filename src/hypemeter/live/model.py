@@ -124,5 +124,7 @@ def parse_since(raw: Any, now_us: int, field: str = "since") -> int:
 
 
 def iso(ts_us: int) -> str:
+    """Live messages' instants: RFC 3339 in UTC, always with microseconds (fixed width,
+    unlike the query API's ``format_instant``, which drops zero microseconds)."""
     moment = dt.datetime(1970, 1, 1, tzinfo=dt.UTC) + dt.timedelta(microseconds=ts_us)
     return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 import duckdb
 
@@ -32,6 +32,7 @@ from hypemeter.events.model import MetricDefinition, MetricKind
 from hypemeter.metrics.model import Grain
 
 REBUILD_CHUNK_EVENTS = 2_000_000
+T = TypeVar("T")
 
 
 class _SharedFile:
@@ -181,27 +182,19 @@ class DuckDBTenantStore(_SharedFile):
         return await self._db.run(select)
 
 
-class PinnedDuckDBView:
-    """Queries in one reader transaction whose snapshot is exactly commit ``seq``."""
+class _Reads:
+    """The read queries a series needs, each run by ``_query`` at ``_horizon()``."""
 
-    def __init__(
-        self, db: DuckDBDatabase, con: duckdb.DuckDBPyConnection, seq: int, horizon: Horizon
-    ) -> None:
-        self._db = db
-        self._con = con
-        self._horizon = horizon
-        self.seq = seq
+    _db: DuckDBDatabase
 
-    async def counters(self, tenant_id: str, query: CounterQuery) -> Answer[CounterRow]:
-        # Not the hot index: its entries may hold folds later than this snapshot.
-        return await self._db.read_on(
-            self._con, lambda con: queries.counters(con, tenant_id, query, self._horizon)
-        )
+    async def _query(self, fn: Callable[[duckdb.DuckDBPyConnection], T]) -> T:
+        return await self._db.read(fn)
+
+    def _horizon(self) -> Horizon:
+        return self._db.horizon()
 
     async def gauges(self, tenant_id: str, query: GaugeQuery) -> Answer[GaugeRow]:
-        return await self._db.read_on(
-            self._con, lambda con: queries.gauges(con, tenant_id, query, self._horizon)
-        )
+        return await self._query(lambda con: queries.gauges(con, tenant_id, query, self._horizon()))
 
     async def unique_users(
         self,
@@ -214,25 +207,45 @@ class PinnedDuckDBView:
         by: str | None,
         engagement_metrics: tuple[str, ...],
     ) -> Answer[tuple[str | None, int | None, int]]:
-        return await self._db.read_on(
-            self._con,
+        return await self._query(
             lambda con: queries.unique_users(
                 con, tenant_id, start_us, end_us, filters, grain, by, engagement_metrics
-            ),
+            )
         )
 
     async def emv_rates(self, tenant_id: str) -> dict[tuple[str, str], float]:
-        return await self._db.read_on(self._con, lambda con: _emv_rates(con, tenant_id))
+        def select(con: duckdb.DuckDBPyConnection) -> dict[tuple[str, str], float]:
+            rows = con.execute(
+                "SELECT platform, metric, value FROM emv_rates WHERE tenant_id = ?", [tenant_id]
+            ).fetchall()
+            return {(p, m): float(v) for p, m, v in rows}
+
+        return await self._query(select)
 
 
-def _emv_rates(con: duckdb.DuckDBPyConnection, tenant_id: str) -> dict[tuple[str, str], float]:
-    rows = con.execute(
-        "SELECT platform, metric, value FROM emv_rates WHERE tenant_id = ?", [tenant_id]
-    ).fetchall()
-    return {(p, m): float(v) for p, m, v in rows}
+class PinnedDuckDBView(_Reads):
+    """Queries in one reader transaction whose snapshot is exactly commit ``seq``."""
+
+    def __init__(
+        self, db: DuckDBDatabase, con: duckdb.DuckDBPyConnection, seq: int, horizon: Horizon
+    ) -> None:
+        self._db = db
+        self._con = con
+        self._pinned = horizon
+        self.seq = seq
+
+    async def _query(self, fn: Callable[[duckdb.DuckDBPyConnection], T]) -> T:
+        return await self._db.read_on(self._con, fn)
+
+    def _horizon(self) -> Horizon:
+        return self._pinned
+
+    async def counters(self, tenant_id: str, query: CounterQuery) -> Answer[CounterRow]:
+        # Not the hot index: its entries may hold folds later than this snapshot.
+        return await self._query(lambda con: queries.counters(con, tenant_id, query, self._pinned))
 
 
-class DuckDBMetricsStore(_SharedFile):
+class DuckDBMetricsStore(_Reads, _SharedFile):
     """MetricsStore port on the embedded DuckDB file: rollups folded from the raw events."""
 
     @asynccontextmanager
@@ -264,28 +277,6 @@ class DuckDBMetricsStore(_SharedFile):
             )
         )
 
-    async def gauges(self, tenant_id: str, query: GaugeQuery) -> Answer[GaugeRow]:
-        return await self._db.read(
-            lambda con: queries.gauges(con, tenant_id, query, self._db.horizon())
-        )
-
-    async def unique_users(
-        self,
-        tenant_id: str,
-        start_us: int,
-        end_us: int,
-        filters: Filters,
-        *,
-        grain: Grain | None,
-        by: str | None,
-        engagement_metrics: tuple[str, ...],
-    ) -> Answer[tuple[str | None, int | None, int]]:
-        return await self._db.read(
-            lambda con: queries.unique_users(
-                con, tenant_id, start_us, end_us, filters, grain, by, engagement_metrics
-            )
-        )
-
     async def trending(self, tenant_id: str, query: TrendingQuery) -> Answer[TrendingRow]:
         return await self._db.read(
             lambda con: queries.trending(con, tenant_id, query, self._db.horizon())
@@ -306,9 +297,6 @@ class DuckDBMetricsStore(_SharedFile):
                 con, tenant_id, since_us, min_engagement, engagement_metrics, after, limit
             )
         )
-
-    async def emv_rates(self, tenant_id: str) -> dict[tuple[str, str], float]:
-        return await self._db.read(lambda con: _emv_rates(con, tenant_id))
 
     async def set_emv_rates(
         self, tenant_id: str, rates: dict[tuple[str, str], float | None]
