@@ -24,7 +24,7 @@ from bench.report import Figure, json_lines, save, table
 from bench.workload import Pool, generate_pool
 from bench.yardsticks import duckdb_group_by, msgspec_decode
 
-BENCHES = ("B1", "B1s", "B2", "B4", "yardsticks", "B3")
+BENCHES = ("B1", "B1s", "B2", "B4", "yardsticks", "B3", "B1-cluster", "B2-cluster", "B3-cluster")
 POOL_EVENTS = 1_000_000
 STORE_EVENTS = 10_000_000
 BUSY_LOAD = 0.5
@@ -94,7 +94,8 @@ def run(args: argparse.Namespace, pool: Pool) -> tuple[list[Figure], dict[str, A
     }
     spawn = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=1, mp_context=spawn) as client:
-        for shape in (b1_shape(args.b1_seconds), b1s_shape(args.b1s_seconds)):
+        shapes = (b1_shape(args.b1_seconds), b1s_shape(args.b1s_seconds))
+        for shape in (*shapes, shapes[0].on_cluster()):
             if shape.bench in chosen:
                 say(f"{shape.bench}: {args.runs} runs of {shape.duration_s:g} s")
                 found, notes[shape.bench] = run_ingest(client, shape, pool, args.runs)
@@ -104,15 +105,22 @@ def run(args: argparse.Namespace, pool: Pool) -> tuple[list[Figure], dict[str, A
                 say(f"{name}: {args.runs} runs")
                 found, notes[name] = runner(client, pool, args.runs, say)
                 figures.extend(found)
-        if "B3" in chosen:
+        if "B2-cluster" in chosen:
+            say(f"B2 on the cluster topology: {args.runs} runs")
+            found, notes["B2-cluster"] = run_b2(client, pool, args.runs, say, cluster=True)
+            figures.extend(found)
+        stores = [(b, b == "B3-cluster") for b in ("B3", "B3-cluster") if b in chosen]
+        if stores:
             with tempfile.TemporaryDirectory(prefix="hypemeter-bench-store-") as tmp:
-                say(f"B3 and B6: generating {args.store_events:,} events ...")
+                say(f"B3: generating {args.store_events:,} events ...")
                 store_pool = generate_pool(Path(tmp) / "store.ndjson", args.store_events)
                 say(f"  {store_pool.seconds:.0f} s")
-                found, notes["B3"] = run_queries(
-                    client, store_pool, args.runs, args.b3_seconds, say
-                )
-                figures.extend(found)
+                for name, on_cluster in stores:
+                    say(f"{name}{'' if on_cluster else ' and B6'}")
+                    found, notes[name] = run_queries(
+                        client, store_pool, args.runs, args.b3_seconds, say, cluster=on_cluster
+                    )
+                    figures.extend(found)
     if "yardsticks" in chosen:
         say(f"yardsticks: {args.runs} runs each over the same {pool.events:,} events")
         figures.extend(yardsticks(pool, args.runs))

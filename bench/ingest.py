@@ -6,9 +6,10 @@ import math
 import sys
 import time
 from concurrent.futures import Executor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
+from bench.cluster import Cluster
 from bench.loadgen import LoadJob, LoadResult, run_load
 from bench.report import Figure
 from bench.server import running_server
@@ -30,6 +31,10 @@ class LoadShape:
     duration_s: float
     max_requests: int
     batch_events: int = 5000
+    cluster: bool = False  # the cluster topology (bench.cluster) instead of one process
+
+    def on_cluster(self) -> LoadShape:
+        return replace(self, bench=f"{self.bench}-cluster", cluster=True)
 
 
 def b1_shape(duration_s: float) -> LoadShape:
@@ -46,6 +51,12 @@ class RunOutcome:
     load: LoadResult
     peak_rss_mb: float
     problems: list[str]
+    # On the cluster: seconds after the load until the workers committed every event.
+    drain_s: float = 0.0
+
+    def committed_rate(self) -> float:
+        """Events/s from the first request until the last event was committed."""
+        return self.load.acked / (self.load.wall_s + self.drain_s)
 
     def rate(self, per_event: bool) -> float:
         done = self.load.acked if per_event else self.load.statuses.get(200, 0)
@@ -74,7 +85,9 @@ class RunOutcome:
 
 def one_run(executor: Executor, shape: LoadShape, pool: Pool, prefix: str) -> RunOutcome:
     """A fresh server, the load from another process, the server's peak RSS, then SIGTERM."""
-    with running_server() as server:
+    cluster = Cluster() if shape.cluster else None
+    drain_s = 0.0
+    with running_server(cluster) as server:
         job = LoadJob(
             kind=shape.kind,
             port=server.port,
@@ -89,7 +102,9 @@ def one_run(executor: Executor, shape: LoadShape, pool: Pool, prefix: str) -> Ru
         )
         load = executor.submit(run_load, job).result()
         rss = server.peak_rss_mb()
-    return RunOutcome(load, rss, server.problems)
+        if cluster is not None:
+            drain_s = cluster.drain()
+    return RunOutcome(load, rss, server.problems, drain_s)
 
 
 def run_ingest(
@@ -133,6 +148,18 @@ def run_ingest(
     if batch:
         rejected = [100 * o.load.rejected / max(1, o.load.events_sent) for o in outcomes]
         figures.append(Figure.of_runs(shape.bench, "rejected_pct", rejected, client=CLIENT))
+    if shape.cluster:
+        figures.append(
+            Figure.of_runs(
+                shape.bench,
+                "committed_events_per_s" if batch else "committed_req_per_s",
+                [o.committed_rate() for o in outcomes],
+                client=CLIENT,
+            )
+        )
+        figures.append(
+            Figure.of_runs(shape.bench, "drain_s", [o.drain_s for o in outcomes], client=CLIENT)
+        )
     notes = {
         "client": CLIENT,
         "connections": shape.connections,
@@ -153,7 +180,8 @@ def _progress(shape: LoadShape, n: int, outcome: RunOutcome) -> None:
         f"server CPU {outcome.cpu_pct(load.server_cpu_s):.0f}%, "
         f"client CPU {outcome.cpu_pct(load.client_cpu_s):.0f}%, "
         f"non-200 {others or 'none'}, rejected {load.rejected:,}/{load.events_sent:,}, "
-        f"server log lines >= WARNING: {len(outcome.problems)}",
+        f"server log lines >= WARNING: {len(outcome.problems)}"
+        + (f", committed {outcome.committed_rate():,.0f}/s" if shape.cluster else ""),
         file=sys.stderr,
         flush=True,
     )

@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import multiprocessing
-import shutil
 import tempfile
 import time
 import uuid
@@ -30,6 +29,7 @@ import msgspec
 import uvloop
 import websockets
 
+from bench.cluster import Cluster
 from bench.httpclient import Connection, build_request
 from bench.loadgen import LoadJob, run_load
 from bench.queries import _Store
@@ -55,18 +55,20 @@ def _since() -> str:
     return moment.strftime("%Y-%m-%dT00:00:00Z")
 
 
-def _store(**settings: str) -> _Store:
+def _store(cluster: bool = False, **settings: str) -> _Store:
     env = server_env()
     env.update({f"HYPEMETER_{k.upper()}": v for k, v in settings.items()})
-    store = _Store(Path(tempfile.mkdtemp(prefix="hypemeter-bench-live-")), env)
+    topology = Cluster() if cluster else None
+    if topology is not None:
+        env.update(topology.env())
+    store = _Store(Path(tempfile.mkdtemp(prefix="hypemeter-bench-live-")), env, topology)
     store.provision()
     store.launch()
     return store
 
 
 def _remove(store: _Store) -> None:
-    store.halt()
-    shutil.rmtree(store.data, ignore_errors=True)
+    store.remove()
 
 
 def _background(store: _Store, pool: Pool, rate: float, seconds: float, tag: str) -> LoadJob:
@@ -140,9 +142,11 @@ async def _probe(
 
 
 def run_b2(
-    executor: Executor, pool: Pool, runs: int, say: Any
+    executor: Executor, pool: Pool, runs: int, say: Any, *, cluster: bool = False
 ) -> tuple[list[Figure], dict[str, Any]]:
-    store = _store()
+    """B2; on the cluster topology as ``B2-cluster`` (through the log, a worker and Redis)."""
+    store = _store(cluster)
+    bench = "B2-cluster" if cluster else "B2"
     notes: dict[str, Any] = {}
     try:
         seconds = runs * (B2_PROBES_S + 2) + 6
@@ -160,21 +164,21 @@ def run_b2(
             p99.append(percentile(found, 0.99) * 1000)
             ack50.append(percentile(acks, 0.50) * 1000)
             say(
-                f"  B2: {len(found)} probes, p50 {p50[-1]:.1f} ms, p99 {p99[-1]:.1f} ms "
+                f"  {bench}: {len(found)} probes, p50 {p50[-1]:.1f} ms, p99 {p99[-1]:.1f} ms "
                 f"(ingest acknowledged: p50 {ack50[-1]:.1f} ms, "
                 f"p99 {percentile(acks, 0.99) * 1000:.1f} ms)"
             )
         background = load.result()
         rate = background.acked / background.wall_s
         notes = {"background_events_per_s": round(rate), "background_errors": background.errors}
-        say(f"  B2 background load: {rate:,.0f} events/s acknowledged")
+        say(f"  {bench} background load: {rate:,.0f} events/s acknowledged")
     finally:
         _remove(store)
     return [
-        Figure.of_runs("B2", "ingest_to_update_p50_ms", p50, "<= 20", "20k events/s around"),
-        Figure.of_runs("B2", "ingest_to_update_p99_ms", p99, "<= 100", "20k events/s around"),
-        Figure.of_runs("B2", "probe_ingest_ack_p50_ms", ack50),
-        Figure.of_runs("B2", "background_events_per_s", [rate]),
+        Figure.of_runs(bench, "ingest_to_update_p50_ms", p50, "<= 20", "20k events/s around"),
+        Figure.of_runs(bench, "ingest_to_update_p99_ms", p99, "<= 100", "20k events/s around"),
+        Figure.of_runs(bench, "probe_ingest_ack_p50_ms", ack50),
+        Figure.of_runs(bench, "background_events_per_s", [rate]),
     ], notes
 
 

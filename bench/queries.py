@@ -27,6 +27,7 @@ from typing import Any
 
 import uvloop
 
+from bench.cluster import Cluster
 from bench.httpclient import Connection, HttpError, build_request
 from bench.loadgen import LoadJob, run_load
 from bench.report import Figure
@@ -143,6 +144,7 @@ class _Store:
 
     data: Path
     env: dict[str, str]
+    cluster: Cluster | None = None  # the cluster topology: workers beside the API process
     ingest_key: str = ""
     read_key: str = ""
     admin_key: str = ""
@@ -177,12 +179,22 @@ class _Store:
         )  # fmt: skip
         log.close()
         wait_ready(self.port, self.process)
+        if self.cluster is not None and not self.cluster.workers:
+            self.cluster.start_workers(self.env, self.data / "workers.log")
         return time.perf_counter() - started
 
     def halt(self) -> None:
         if self.process is not None:
             stop(self.process)
             self.process = None
+
+    def remove(self) -> None:
+        """Stop everything and delete the data (and the cluster's schema and stream)."""
+        self.halt()
+        if self.cluster is not None:
+            self.cluster.remove()
+            self.problems += logged_problems(self.data / "workers.log")
+        shutil.rmtree(self.data, ignore_errors=True)
 
     def peak_rss_mb(self) -> float:
         assert self.process is not None
@@ -231,10 +243,16 @@ def _answers(store: _Store, fixed: str) -> list[bytes]:
 
 
 def run_queries(
-    executor: Executor, pool: Pool, runs: int, seconds: float, say: Any
+    executor: Executor, pool: Pool, runs: int, seconds: float, say: Any, *, cluster: bool = False
 ) -> tuple[list[Figure], dict[str, Any]]:
+    """B3 and B6; on the cluster topology B3 only (as ``B3-cluster``)."""
     data = Path(tempfile.mkdtemp(prefix="hypemeter-bench-b3-"))
-    store = _Store(data, server_env())
+    env = server_env()
+    topology = Cluster() if cluster else None
+    if topology is not None:
+        env.update(topology.env())
+    store = _Store(data, env, topology)
+    bench = "B3-cluster" if cluster else "B3"
     notes: dict[str, Any] = {"events": pool.events}
     figures: list[Figure] = []
     try:
@@ -264,11 +282,19 @@ def run_queries(
             "seconds": round(load.wall_s, 1),
             "errors": load.errors,
         }
-        say(f"  {load.accepted:,} accepted in {load.wall_s:.0f} s; waiting for the rollups ...")
+        if topology is not None:
+            say(f"  {load.accepted:,} acknowledged in {load.wall_s:.0f} s; the workers commit ...")
+            notes["drain_s"] = round(topology.drain(), 1)
+            notes["committed_events_per_s"] = round(
+                load.accepted / (load.wall_s + notes["drain_s"])
+            )
+            say(f"  committed {notes['committed_events_per_s']:,} events/s")
+        else:
+            say(f"  {load.accepted:,} accepted in {load.wall_s:.0f} s; waiting for the rollups")
+            notes["store_mb"] = round(
+                sum(p.stat().st_size for p in data.glob("hypemeter.duckdb*")) / 1e6, 1
+            )
         notes["settle_s"] = round(_wait_idle(store.process.pid), 1)
-        notes["store_mb"] = round(
-            sum(p.stat().st_size for p in data.glob("hypemeter.duckdb*")) / 1e6, 1
-        )
         # The floor under every query: an authenticated route that reads no store.
         floor = [
             executor.submit(
@@ -279,10 +305,10 @@ def run_queries(
         ]
         say(f"  floor ({FLOOR_PATH}): p99 {', '.join(f'{r.p99_ms:.1f}' for r in floor)} ms")
         figures.append(
-            Figure.of_runs("B3", "floor_authenticated_no_store_p99_ms", [r.p99_ms for r in floor])
+            Figure.of_runs(bench, "floor_authenticated_no_store_p99_ms", [r.p99_ms for r in floor])
         )
         figures.append(
-            Figure.of_runs("B3", "floor_requests_per_s", [r.requests / r.wall_s for r in floor])
+            Figure.of_runs(bench, "floor_requests_per_s", [r.requests / r.wall_s for r in floor])
         )
         for kind, target in TARGETS.items():
             results = [
@@ -299,12 +325,14 @@ def run_queries(
                 f"  {kind}: p99 {', '.join(f'{v:.1f}' for v in p99)} ms, "
                 f"{', '.join(f'{v:,.0f}' for v in rate)} req/s, non-200: {bad}"
             )
-            figures.append(Figure.of_runs("B3", f"{kind}_p99_ms", p99, target, "16 connections"))
-            figures.append(Figure.of_runs("B3", f"{kind}_p50_ms", [r.p50_ms for r in results]))
-            figures.append(Figure.of_runs("B3", f"{kind}_requests_per_s", rate))
+            figures.append(Figure.of_runs(bench, f"{kind}_p99_ms", p99, target, "16 connections"))
+            figures.append(Figure.of_runs(bench, f"{kind}_p50_ms", [r.p50_ms for r in results]))
+            figures.append(Figure.of_runs(bench, f"{kind}_requests_per_s", rate))
             notes[kind] = {"non_200": bad, "errors": [e for r in results for e in r.errors][:5]}
         notes["peak_rss_mb"] = round(store.peak_rss_mb(), 1)
-        figures.append(Figure.of_runs("B3", "server_peak_rss_mb", [notes["peak_rss_mb"]]))
+        figures.append(Figure.of_runs(bench, "server_peak_rss_mb", [notes["peak_rss_mb"]]))
+        if topology is not None:
+            return figures, notes  # B6 (restart, rebuild) is the embedded store's
 
         now = time.time()
         end = time.strftime("%Y-%m-%dT%H:00:00Z", time.gmtime(now - 3600))
@@ -342,6 +370,6 @@ def run_queries(
     finally:
         store.halt()
         store.problems = logged_problems(data / "server.log") if data.exists() else []
+        store.remove()
         notes["server_problems"] = store.problems[:10]
-        shutil.rmtree(data, ignore_errors=True)
     return figures, notes

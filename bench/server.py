@@ -18,6 +18,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bench.cluster import Cluster
+
 HOST = "127.0.0.1"
 TENANT = "bench"
 READY_TIMEOUT_S = 60.0
@@ -138,13 +140,16 @@ def logged_problems(log_path: Path) -> list[str]:
 
 
 @contextlib.contextmanager
-def running_server() -> Iterator[Server]:
+def running_server(cluster: Cluster | None = None) -> Iterator[Server]:
     """A server on a new data directory with a tenant and an ingest key, removed afterwards.
 
+    With ``cluster``, the server runs the cluster profile and its workers run beside it.
     After the block, ``Server.problems`` holds what the server logged at WARNING or above.
     """
     data = Path(tempfile.mkdtemp(prefix="hypemeter-bench-"))
     env = server_env()
+    if cluster is not None:
+        env.update(cluster.env())
     try:
         hypemeter("tenants", "create", TENANT, "--data", str(data), env=env)
         created = hypemeter(
@@ -164,10 +169,15 @@ def running_server() -> Iterator[Server]:
         server = Server(port, key, process, log_path)
         try:
             wait_ready(port, process)
+            if cluster is not None:
+                cluster.start_workers(env, data / "workers.log")
             yield server
         finally:
             stop(process)
             server.problems = logged_problems(log_path)
+            if cluster is not None:
+                cluster.remove()
+                server.problems += logged_problems(data / "workers.log")
             if process.returncode not in (0, -signal.SIGTERM):
                 server.problems.append(f"server exited with code {process.returncode}")
     finally:

@@ -24,13 +24,13 @@ from hypemeter.auth.ratelimit import RateLimiter
 from hypemeter.auth.routes import router as keys_router
 from hypemeter.auth.service import AuthService
 from hypemeter.backends.ports import EventStore, LiveBus, MetricsStore, TenantStore
-from hypemeter.backends.selection import open_backends
+from hypemeter.backends.selection import Check, open_backends
 from hypemeter.clock import Clock, SystemClock
 from hypemeter.control import ControlServer
 from hypemeter.errors import HypemeterError
 from hypemeter.events.preparation import ProcessPreparer
 from hypemeter.events.routes import router as events_router
-from hypemeter.events.service import IngestLimits, IngestService
+from hypemeter.events.service import IngestService
 from hypemeter.live.hub import LiveConfig, LiveHub
 from hypemeter.live.routes import router as live_router
 from hypemeter.live.tokens import StreamTokens
@@ -40,6 +40,7 @@ from hypemeter.metrics.service import MetricsService
 from hypemeter.ops.routes import router as ops_router
 from hypemeter.ops.telemetry import Telemetry
 from hypemeter.settings import Settings
+from hypemeter.sync import SharedConfig
 
 log = logging.getLogger("hypemeter")
 
@@ -66,24 +67,22 @@ class Services:
     stream_tokens: StreamTokens
     rate_limiter: RateLimiter
     telemetry: Telemetry
+    shared: SharedConfig
+    checks: dict[str, Check]
 
 
 def build_services(settings: Settings, clock: Clock | None = None) -> Services:
     clock = clock or SystemClock()
     backends = open_backends(settings, clock)
+    shared = SharedConfig(backends.bus, refresh_seconds=config_refresh_seconds(settings))
     ingest = IngestService(
         backends.store,
         backends.tenants,
         backends.bus,
         clock,
-        IngestLimits(
-            max_body_bytes=settings.max_body_bytes,
-            max_events=settings.max_events_per_request,
-            max_event_bytes=settings.max_event_bytes,
-            retention_days=settings.retention_days,
-            max_future_seconds=settings.max_future_seconds,
-        ),
+        settings.ingest_limits(),
         preparer=ProcessPreparer(settings.decode_workers) if settings.decode_workers else None,
+        announce=shared.changed,
     )
     metrics = MetricsService(
         backends.metrics, ingest.catalog, clock, retention_days=settings.retention_days
@@ -94,7 +93,9 @@ def build_services(settings: Settings, clock: Clock | None = None) -> Services:
         tenants=backends.tenants,
         rollups=backends.metrics,
         bus=backends.bus,
-        auth=AuthService(backends.tenants, clock),
+        auth=AuthService(backends.tenants, clock, announce=shared.changed),
+        shared=shared,
+        checks=backends.checks,
         ingest=ingest,
         metrics=metrics,
         live=LiveHub(
@@ -114,9 +115,18 @@ def build_services(settings: Settings, clock: Clock | None = None) -> Services:
             ),
         ),
         stream_tokens=StreamTokens(),
-        rate_limiter=RateLimiter(requests=settings.rate_limit, events=settings.rate_limit_events),
+        rate_limiter=RateLimiter(
+            requests=settings.rate_limit,
+            events=settings.rate_limit_events,
+            storage=settings.rate_limit_storage,
+        ),
         telemetry=Telemetry(ingest.stats, backends.store),
     )
+
+
+def config_refresh_seconds(settings: Settings) -> float:
+    """Periodic reloads of shared configuration are needed only where a store is shared."""
+    return 0.0 if settings.store_dsn().startswith("duckdb:") else settings.config_refresh_seconds
 
 
 async def start_services(services: Services) -> None:
@@ -126,13 +136,18 @@ async def start_services(services: Services) -> None:
     await services.bus.start()
     await services.auth.load()
     await services.ingest.start()
+    services.shared.on_change(services.auth.load)
+    services.shared.on_change(services.ingest.reload_metrics)
+    await services.shared.start()
     await services.live.start()
 
 
 async def stop_services(services: Services) -> None:
     await services.live.aclose()
+    await services.shared.aclose()
     await services.ingest.aclose()
     await services.bus.aclose()
+    await services.rate_limiter.aclose()
     await services.rollups.aclose()
     await services.tenants.aclose()
     await services.store.aclose()

@@ -36,15 +36,89 @@ def fail(message: str) -> None:
     raise typer.Exit(code=2)
 
 
+ProfileOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--profile",
+        help="embedded, or cluster: PostgreSQL, NATS and Redis from HYPEMETER_STORE, "
+        "HYPEMETER_LOG and HYPEMETER_BUS [env HYPEMETER_PROFILE, default embedded]",
+    ),
+]
+
+
 @app.command()
 def serve(
     host: Annotated[str | None, typer.Option(help="Interface [default 127.0.0.1]")] = None,
     port: Annotated[int | None, typer.Option(help="Port [default 8080]")] = None,
     data: DataOpt = None,
+    profile: ProfileOpt = None,
 ) -> None:
     """Run the service until SIGTERM or Ctrl-C (in-flight requests finish first)."""
-    settings = load_settings(host=host, port=port, data=data)
+    settings = checked_settings(host=host, port=port, data=data, profile=profile)
     run_server(settings)
+
+
+def checked_settings(**overrides: Any) -> Settings:
+    """Settings whose backends fit their profile; a mismatch exits with its reason."""
+    from hypemeter.backends.selection import check_profile
+    from hypemeter.errors import HypemeterError
+
+    settings = load_settings(**overrides)
+    try:
+        check_profile(settings)
+    except HypemeterError as exc:
+        fail(exc.message)
+    return settings
+
+
+@app.command()
+def worker(profile: ProfileOpt = None) -> None:
+    """Move events from the event log into the store until SIGTERM or Ctrl-C."""
+    from hypemeter.errors import HypemeterError
+    from hypemeter.logs import configure_logging
+
+    settings = checked_settings(profile=profile)
+    configure_logging(settings.log_level)
+    from hypemeter.worker import run_worker
+
+    try:
+        stats = asyncio.run(run_worker(settings))
+    except HypemeterError as exc:
+        fail(exc.message)
+        raise
+    typer.echo(
+        f"worker stopped: {stats.messages:,} messages, {stats.events:,} events committed, "
+        f"{stats.duplicates:,} duplicates dropped"
+    )
+
+
+@app.command()
+def migrate(data: DataOpt = None, profile: ProfileOpt = None) -> None:
+    """Create or update the schema of the store (and the event log's stream), then exit."""
+    from hypemeter.errors import HypemeterError
+
+    settings = checked_settings(data=data, profile=profile)
+    try:
+        for line in asyncio.run(migrate_backends(settings)):
+            typer.echo(line)
+    except HypemeterError as exc:
+        fail(exc.message)
+
+
+async def migrate_backends(settings: Settings) -> list[str]:
+    from hypemeter.backends.selection import open_backends, open_log
+    from hypemeter.clock import SystemClock
+
+    backends = open_backends(settings, SystemClock(), admin_only=True)
+    await backends.tenants.start()  # migrates the store
+    await backends.tenants.aclose()
+    done = [f"store {settings.store_dsn().split('?')[0].split('@')[-1]}: schema up to date"]
+    if settings.log:
+        event_log = open_log(settings)
+        await event_log.start()  # creates or updates the stream
+        await event_log.aclose()
+        done.append(f"log stream {event_log.stream}: ready")
+    return done
 
 
 def run_server(settings: Settings) -> None:
@@ -193,6 +267,88 @@ def rebuild(data: DataOpt = None) -> None:
             raise
     rate = folded / seconds if seconds else 0.0
     typer.echo(f"rebuilt the rollups from {folded:,} events in {seconds:.2f} s ({rate:,.0f}/s)")
+
+
+def progress_bar(description: str) -> Any:
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+    return Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=Console(stderr=True),
+    )
+
+
+@app.command("export")
+def export_command(
+    tenant: Annotated[str, typer.Option("--tenant", help="The tenant whose events to export")],
+    out: Annotated[
+        Path | None, typer.Option("--out", help="NDJSON file to write [default: stdout]")
+    ] = None,
+    data: DataOpt = None,
+) -> None:
+    """Write a tenant's raw events as NDJSON, in the format POST /v1/events takes."""
+    from hypemeter.errors import HypemeterError
+    from hypemeter.transfer import export_events
+
+    settings = load_settings(data=data)
+    with progress_bar("events") as bar:
+        task = bar.add_task("events exported", total=None)
+
+        def progress(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        try:
+            if out is None:
+                count = asyncio.run(export_events(settings, tenant, sys.stdout.buffer, progress))
+            else:
+                with out.open("wb") as sink:
+                    count = asyncio.run(export_events(settings, tenant, sink, progress))
+        except HypemeterError as exc:
+            bar.stop()
+            fail(exc.message)
+            raise
+    typer.echo(f"exported {count:,} events of {tenant}", err=True)
+
+
+@app.command("import")
+def import_command(
+    source: Annotated[Path, typer.Argument(help="NDJSON file, as written by export")],
+    tenant: Annotated[str, typer.Option("--tenant", help="Import into this tenant")],
+    data: DataOpt = None,
+) -> None:
+    """Ingest an NDJSON file of events into a tenant; event ids make it idempotent."""
+    from hypemeter.errors import HypemeterError
+    from hypemeter.transfer import import_events
+
+    if not source.is_file():
+        fail(f"no file {source}")
+    settings = load_settings(data=data)
+    with progress_bar("bytes") as bar, source.open("rb") as stream:
+        task = bar.add_task("bytes imported", total=source.stat().st_size)
+
+        def progress(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        try:
+            result = asyncio.run(
+                import_events(settings, tenant, stream, source.stat().st_size, progress)
+            )
+        except HypemeterError as exc:
+            bar.stop()
+            fail(exc.message)
+            raise
+    for rejection in result.examples:
+        typer.echo(f"line {rejection.index}: {rejection.field}: {rejection.error}", err=True)
+    typer.echo(
+        f"imported {result.lines:,} lines into {tenant}: {result.accepted:,} accepted, "
+        f"{result.duplicates:,} duplicates, {result.rejected:,} rejected"
+    )
+    if result.rejected:
+        raise typer.Exit(code=1)
 
 
 @app.command()

@@ -20,10 +20,11 @@ import msgspec
 
 from hypemeter.auth.model import ApiKey, parse_scopes
 from hypemeter.auth.service import AuthService
-from hypemeter.backends.selection import open_backends
+from hypemeter.backends.selection import open_backends, open_bus
 from hypemeter.clock import SystemClock
 from hypemeter.errors import HypemeterError, InvalidInput
 from hypemeter.settings import Settings
+from hypemeter.sync import SharedConfig
 
 log = logging.getLogger("hypemeter.control")
 MAX_REQUEST = 64 * 1024
@@ -128,13 +129,29 @@ async def call_server(path: Path, op: str, args: dict[str, Any]) -> dict[str, An
     return result
 
 
+CHANGES = frozenset({"tenants.create", "keys.create", "keys.revoke"})
+
+
 async def run_admin(settings: Settings, op: str, args: dict[str, Any]) -> dict[str, Any]:
     """Run a command through a running server, or on the store directly when none runs."""
     reply = await call_server(settings.control_socket(), op, args)
     if reply is not None:
         return reply
     async with offline_auth(settings) as auth:
-        return await dispatch(auth, op, args)
+        reply = await dispatch(auth, op, args)
+    if op in CHANGES and not settings.bus.startswith("memory:"):
+        await tell_servers(settings)
+    return reply
+
+
+async def tell_servers(settings: Settings) -> None:
+    """Tell the API processes of a deployment that keys or tenants changed."""
+    bus = open_bus(settings.bus)
+    await bus.start()
+    try:
+        await SharedConfig(bus, refresh_seconds=0).changed()
+    finally:
+        await bus.aclose()
 
 
 @contextlib.asynccontextmanager

@@ -109,6 +109,14 @@ class Overloaded(HypemeterError):
         super().__init__(message)
         self.retry_after = retry_after
 
+    @classmethod
+    def queue_full(cls, pending: int, limit: int) -> Overloaded:
+        """A store's write queue holds ``pending`` events, and one more batch would pass it."""
+        return cls(
+            f"ingest queue is full ({pending} events waiting; ingest_queue_events is {limit})",
+            retry_after=1,
+        )
+
 
 class StoreUnavailable(HypemeterError):
     code = "store_unavailable"

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+if TYPE_CHECKING:
+    from hypemeter.events.service import IngestLimits
 
 MAX_DEDUP_WINDOW_SECONDS = 7 * 24 * 3600
 
@@ -23,6 +27,28 @@ class Settings(BaseSettings):
         description="Store DSN; empty means duckdb:///<data>/hypemeter.duckdb",
     )
     bus: str = Field(default="memory://", description="Live bus DSN")
+    log: str = Field(
+        default="",
+        description="Event log DSN, nats://host:port[?stream=NAME]; empty: ingest commits "
+        "straight to the store",
+    )
+    profile: str = Field(
+        default="embedded",
+        description="embedded (any backends) or cluster (requires PostgreSQL, NATS and Redis)",
+    )
+    config_refresh_seconds: float = Field(
+        default=10.0,
+        ge=0.5,
+        le=3600.0,
+        description="With a shared store, how often each process reloads keys and custom "
+        "metrics besides the bus notices of changes",
+    )
+    log_partitions: int = Field(
+        default=16, ge=1, le=1024, description="Partitions of the event log (by influencer)"
+    )
+    log_duplicate_window_seconds: float = Field(
+        default=120.0, ge=1.0, le=86_400.0, description="JetStream's duplicate window"
+    )
 
     max_events_per_request: int = Field(default=10_000, ge=1)
     max_body_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
@@ -83,11 +109,23 @@ class Settings(BaseSettings):
     )
     rate_limit: str = Field(default="2000/second", description="Requests per API key")
     rate_limit_events: str = Field(default="2000000/minute", description="Events per API key")
+    rate_limit_storage: str = Field(
+        default="memory://",
+        description="Where rate limit counters live: memory:// (this process) or "
+        "redis://host:port/db, shared by every API process",
+    )
     metrics_token: SecretStr | None = Field(
         default=None, description="Bearer token that may scrape /metrics"
     )
     log_level: str = "info"
     access_log: bool = True
+
+    @field_validator("profile")
+    @classmethod
+    def _known_profile(cls, value: str) -> str:
+        if value not in {"embedded", "cluster"}:
+            raise ValueError("profile must be embedded or cluster")
+        return value
 
     @field_validator("log_level")
     @classmethod
@@ -96,6 +134,17 @@ class Settings(BaseSettings):
         if level not in {"debug", "info", "warning", "error"}:
             raise ValueError("log_level must be debug, info, warning or error")
         return level
+
+    def ingest_limits(self) -> IngestLimits:
+        from hypemeter.events.service import IngestLimits
+
+        return IngestLimits(
+            max_body_bytes=self.max_body_bytes,
+            max_events=self.max_events_per_request,
+            max_event_bytes=self.max_event_bytes,
+            retention_days=self.retention_days,
+            max_future_seconds=self.max_future_seconds,
+        )
 
     def store_dsn(self) -> str:
         """The store DSN, defaulting to a DuckDB file under the data directory."""

@@ -7,15 +7,20 @@ and append it to the matching ``*_BACKENDS`` list; the suites need no change.
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
+import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import duckdb
 import pytest
 
+from hypemeter.backends.cluster.postgres_database import PostgresConfig, PostgresDatabase
+from hypemeter.backends.cluster.postgres_store import PostgresEventStore, PostgresTenantStore
 from hypemeter.backends.embedded.duckdb_store import (
     DuckDBDatabase,
     DuckDBEventStore,
@@ -94,9 +99,92 @@ class DuckDBBackend:
             db.stop()
 
 
-StoreBackend = DuckDBBackend
-STORE_BACKENDS: list[Any] = [pytest.param(DuckDBBackend, id="duckdb")]
-BUS_BACKENDS: list[Any] = [pytest.param(MemoryLiveBus, id="memory")]
+POSTGRES_DSN = os.environ.get(
+    "HYPEMETER_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test"
+)
+
+
+class PostgresBackend:
+    """The cluster store on the real PostgreSQL server, in a schema of its own per test."""
+
+    def __init__(self, root: Path) -> None:
+        del root
+        self.schema = f"hm_test_{uuid.uuid4().hex[:12]}"
+        self.dsn = f"{POSTGRES_DSN}?schema={self.schema}"
+        self.clock = FixedClock(NOW_US)
+        self._opened: list[tuple[object, PostgresDatabase]] = []
+
+    def _database(self, queue_limit: int) -> PostgresDatabase:
+        config = PostgresConfig(queue_limit=queue_limit, commit_max_events=10_000, pool_size=4)
+        return PostgresDatabase(self.dsn, clock=self.clock, config=config)
+
+    async def open_event_store(self, *, queue_limit: int = 100_000) -> EventStore:
+        db = self._database(queue_limit)
+        store = PostgresEventStore(db)
+        await store.start()
+        self._opened.append((store, db))
+        return store
+
+    async def open_tenant_store(self) -> TenantStore:
+        db = self._database(100_000)
+        store = PostgresTenantStore(db)
+        await store.start()
+        self._opened.append((store, db))
+        return store
+
+    @asynccontextmanager
+    async def stalled(self, store: EventStore) -> AsyncIterator[None]:
+        """Hold the store's committer so that appends pile up in its queue."""
+        db = next(db for opened, db in self._opened if opened is store)
+        async with db.gate:
+            yield
+
+    async def stored_deltas(self, store: EventStore, tenant_id: str) -> dict[str, float]:
+        await store.aclose()
+        con = await asyncpg.connect(POSTGRES_DSN, server_settings={"search_path": self.schema})
+        try:
+            rows = await con.fetch(
+                "SELECT event_id, delta FROM events WHERE tenant_id = $1", tenant_id
+            )
+        finally:
+            await con.close()
+        return {str(r[0]): float(r[1]) for r in rows}
+
+    async def aclose(self) -> None:
+        for _, db in self._opened:
+            while db.open:
+                await db.stop()
+        con = await asyncpg.connect(POSTGRES_DSN)
+        try:
+            await con.execute(f'DROP SCHEMA IF EXISTS "{self.schema}" CASCADE')
+        finally:
+            await con.close()
+
+
+StoreBackend = DuckDBBackend | PostgresBackend
+STORE_BACKENDS: list[Any] = [
+    pytest.param(DuckDBBackend, id="duckdb"),
+    pytest.param(PostgresBackend, id="postgresql"),
+]
+REDIS_DSN = os.environ.get("HYPEMETER_TEST_REDIS", "redis://127.0.0.1:6379/0")
+
+
+def redis_prefix() -> str:
+    """A channel prefix of its own, so that parallel runs and tests never share a channel."""
+    return f"hypemeter-test:{uuid.uuid4().hex[:12]}:"
+
+
+def redis_live_bus() -> LiveBus:
+    """The cluster bus on the real Redis server; an unreachable one fails at ``start``."""
+    from hypemeter.backends.cluster.redis_bus import RedisLiveBus
+
+    return RedisLiveBus(REDIS_DSN, channel_prefix=redis_prefix())
+
+
+BUS_BACKENDS: list[Any] = [
+    pytest.param(MemoryLiveBus, id="memory"),
+    pytest.param(redis_live_bus, id="redis"),
+]
 
 
 @pytest.fixture(params=STORE_BACKENDS)
@@ -125,3 +213,13 @@ async def bus(request: pytest.FixtureRequest) -> AsyncIterator[LiveBus]:
     await started.start()
     yield started
     await started.aclose()
+
+
+@pytest.fixture
+def redis_dsn() -> str:
+    return REDIS_DSN
+
+
+@pytest.fixture
+def redis_channel_prefix() -> str:
+    return redis_prefix()

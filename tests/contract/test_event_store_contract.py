@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from hypemeter.backends.ports import AppendResult, EventStore
+from hypemeter.backends.ports import EXPORT_COLUMNS, AppendResult, EventStore
 from hypemeter.errors import Overloaded, StoreUnavailable
 from hypemeter.events.batch import EventBatch
 from hypemeter.events.model import EventIn, from_epoch_us, to_epoch_us
@@ -282,3 +282,34 @@ async def test_append_returns_the_kept_events_as_its_change_set(event_store: Eve
         ("snapshot", 130.0, 30.0),
     ]
     assert result.committed_us > 0
+
+
+async def test_export_gives_the_stored_events_in_order(event_store: EventStore) -> None:
+    await event_store.append("acme", batch(reading("r-1", 100, 5), event("l-1", value=2)))
+    await event_store.append("other", batch(event("o-1")))
+    await event_store.append(
+        "acme",
+        batch(
+            event("l-1", value=9),  # a duplicate: never stored
+            reading("r-2", 130, 4, content_id="post-1", tags=["a", "b"]),
+            event(None, user_id="u-1", text="hi", properties={"k": 1}),
+        ),
+    )
+    chunks = [chunk async for chunk in event_store.export("acme", chunk_rows=2)]
+    assert [chunk.num_rows for chunk in chunks] == [2, 2]
+    assert all(chunk.column_names == list(EXPORT_COLUMNS) for chunk in chunks)
+    rows = [row for chunk in chunks for row in chunk.to_pylist()]
+    assert [r["event_id"] for r in rows[:3]] == ["r-1", "l-1", "r-2"]
+    # Snapshots are exported as the readings sent, not as the deltas stored.
+    assert [(r["kind"], r["value"]) for r in rows] == [
+        ("snapshot", 100.0),
+        ("delta", 2.0),
+        ("snapshot", 130.0),
+        ("delta", 1.0),
+    ]
+    assert rows[0]["ts_us"] == NOW_US - 5 * MINUTE_US
+    assert (rows[2]["content_id"], rows[2]["tags"]) == ("post-1", ["a", "b"])
+    named = rows[3]
+    assert named["event_id"]  # the server named it
+    assert (named["user_id"], named["text"], named["properties"]) == ("u-1", "hi", '{"k":1}')
+    assert [chunk async for chunk in event_store.export("nobody")] == []

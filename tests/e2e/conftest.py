@@ -8,14 +8,23 @@ from typing import Any
 
 import pytest
 
+from . import cluster
 from .support import (
     SCRAPE_TOKEN,
     LiveServer,
     ServerFactory,
     ServerProcess,
     TenantKeys,
+    run_coroutine,
     start_server,
 )
+
+
+@pytest.fixture(scope="session", autouse=True)
+def drop_e2e_backends() -> Iterator[None]:
+    """On PostgreSQL or the cluster, drop the schemas and streams this session made."""
+    yield
+    run_coroutine(cluster.drop_all())
 
 
 @pytest.fixture
@@ -72,3 +81,4 @@ def spawn(tmp_path: Path) -> Iterator[Callable[[Path], ServerProcess]]:
     for proc in procs:
         if proc.proc.poll() is None:
             proc.kill()
+        proc.stop_workers()

@@ -36,6 +36,8 @@ from hypemeter.auth.model import parse_scopes
 from hypemeter.control import offline_auth
 from hypemeter.settings import Settings
 
+from . import cluster
+
 # duckdb 2.0 warns at every start of the embedded store (DuckDBDatabase._restore_index
 # calls to_arrow_reader on a DB-API result). The project turns warnings into errors,
 # which would make the store fail to open inside a test process; this one warning,
@@ -126,6 +128,33 @@ def run_coroutine(coro: Any) -> Any:
         return pool.submit(asyncio.run, coro).result()
 
 
+def stored_rows(data: Path, sql: str) -> list[tuple[Any, ...]]:
+    """Query the store of a stopped server's data directory: its DuckDB file, read-only,
+    or its PostgreSQL schema."""
+    if cluster.POSTGRES:
+        if cluster.CLUSTER:
+            cluster.settle(Settings(data=data, **cluster.backend_overrides(data)))
+        return run_coroutine(_postgres_rows(cluster.store_dsn(data), sql, []))
+    con = duckdb.connect(str(data / "hypemeter.duckdb"), read_only=True)
+    try:
+        return con.execute(sql).fetchall()
+    finally:
+        con.close()
+
+
+async def _postgres_rows(dsn: str, sql: str, params: list[Any]) -> list[tuple[Any, ...]]:
+    import asyncpg
+
+    base, _, schema = dsn.partition("?schema=")
+    numbered = iter(range(1, len(params) + 1))
+    sql = re.sub(r"\?", lambda _: f"${next(numbered)}", sql.replace("epoch_us(ts)", "ts_us"))
+    con = await asyncpg.connect(base, server_settings={"search_path": schema})
+    try:
+        return [tuple(row) for row in await con.fetch(sql, *params)]
+    finally:
+        await con.close()
+
+
 class LiveServer:
     """One app served by uvicorn in a background thread."""
 
@@ -154,6 +183,7 @@ class LiveServer:
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="e2e-uvicorn", daemon=True)
         self.running = False
+        self._workers: cluster.Workers | None = None
 
     @property
     def data(self) -> Path:
@@ -170,6 +200,8 @@ class LiveServer:
             self._error = exc
 
     def start(self) -> LiveServer:
+        if self.settings.log:
+            self._workers = cluster.Workers(self.settings).start()
         self._thread.start()
         deadline = time.monotonic() + STARTUP_TIMEOUT
         while not self._server.started:
@@ -190,6 +222,9 @@ class LiveServer:
         self._thread.join(timeout=60)
         self._sock.close()
         self.running = False
+        if self._workers is not None:
+            self._workers.stop()
+            self._workers = None
         assert not self._thread.is_alive(), "server thread did not stop"
         if self._error is not None:
             raise self._error
@@ -198,6 +233,7 @@ class LiveServer:
         headers = dict(kwargs.pop("headers", {}))
         if key is not None:
             headers.update(bearer(key))
+        kwargs.setdefault("event_hooks", cluster.settling_hooks(self.settings))
         return httpx.Client(base_url=self.url, headers=headers, timeout=30.0, **kwargs)
 
     def post_events(
@@ -212,8 +248,11 @@ class LiveServer:
             return client.post("/v1/events", json=events, headers=headers or {})
 
     def rows(self, sql: str, params: list[Any] | None = None) -> list[tuple[Any, ...]]:
-        """Stop the server, then query its DuckDB file read-only."""
+        """Stop the server, then query its store: the DuckDB file, read-only, or its
+        PostgreSQL schema (``?`` parameters and ``epoch_us(ts)`` translated)."""
         self.stop()
+        if self.settings.store.startswith("postgresql"):
+            return run_coroutine(_postgres_rows(self.settings.store, sql, params or []))
         con = duckdb.connect(str(self.db_path), read_only=True)
         try:
             return con.execute(sql, params or []).fetchall()
@@ -234,6 +273,8 @@ def start_server(
     """Provision (unless ``keys`` are given) and start a live server on ``data``."""
     overrides.setdefault("access_log", False)
     overrides.setdefault("log_level", "warning")
+    for name, value in cluster.backend_overrides(data).items():
+        overrides.setdefault(name, value)  # the PostgreSQL or cluster runs of the suites
     settings = Settings(data=data, **overrides)
     if keys is None:
         keys = run_coroutine(provision(settings))
@@ -271,11 +312,12 @@ def cli_env() -> dict[str, str]:
 
 def cli(*args: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     """Run ``hypemeter ARGS`` in a subprocess and capture its output."""
+    data = args[args.index("--data") + 1] if "--data" in args[:-1] else None
     done = subprocess.run(
         [*HYPEMETER, *args],
         capture_output=True,
         text=True,
-        env=cli_env(),
+        env={**cli_env(), **cluster.backend_env(None if data is None else Path(data))},
         timeout=timeout,
         check=False,
     )
@@ -305,9 +347,36 @@ class ServerProcess:
             [*HYPEMETER, "serve", "--port", str(self.port), "--data", str(data)],
             stdout=self._log,
             stderr=subprocess.STDOUT,
-            env={**cli_env(), "HYPEMETER_LOG_LEVEL": "info", **(env or {})},
+            env={
+                **cli_env(),
+                **cluster.backend_env(data),
+                "HYPEMETER_LOG_LEVEL": "info",
+                **(env or {}),
+            },
         )
         self.log_path = log
+        # On the cluster profile, the server's events reach the store through workers.
+        self.workers = [
+            subprocess.Popen(
+                [*HYPEMETER, "worker"],
+                stdout=self._log,
+                stderr=subprocess.STDOUT,
+                env={**cli_env(), **cluster.backend_env(data), **(env or {})},
+            )
+            for _ in range(2 if cluster.CLUSTER else 0)
+        ]
+
+    def stop_workers(self) -> None:
+        if self.workers:
+            cluster.settle(Settings(data=self.data, **cluster.backend_overrides(self.data)))
+        for worker in self.workers:
+            if worker.poll() is None:
+                worker.send_signal(signal.SIGTERM)
+        for worker in self.workers:
+            try:
+                worker.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                worker.kill()
 
     def wait_ready(self, timeout: float = STARTUP_TIMEOUT) -> ServerProcess:
         deadline = time.monotonic() + timeout
@@ -325,9 +394,11 @@ class ServerProcess:
         raise TimeoutError(f"server not ready:\n{self.log_path.read_text()}")
 
     def terminate(self, timeout: float = 30) -> int:
+        """SIGTERM the server, then its workers (which commit what it acknowledged)."""
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
         code = self.proc.wait(timeout=timeout)
+        self.stop_workers()
         self._log.close()
         return code
 
@@ -335,10 +406,11 @@ class ServerProcess:
         return self.log_path.read_text(errors="replace")
 
     def kill(self) -> int:
+        """SIGKILL the server alone: its workers go on (``stop_workers`` ends them)."""
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGKILL)
         code = self.proc.wait(timeout=30)
-        self._log.close()
+        self._log.close()  # the workers write through their own descriptors
         return code
 
 

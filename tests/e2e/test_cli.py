@@ -7,10 +7,9 @@ import signal
 from collections.abc import Callable
 from pathlib import Path
 
-import duckdb
 import httpx
 
-from .support import ServerProcess, bearer, cli, create_key, event, list_keys
+from .support import ServerProcess, bearer, cli, create_key, event, list_keys, stored_rows
 
 # The exit status after SIGTERM is checked on its own (test_sigterm_exits_with_code_0);
 # here either outcome of a completed graceful shutdown is accepted.
@@ -66,11 +65,7 @@ def test_cli_administration_without_a_server(tmp_path: Path) -> None:
     assert unknown.returncode == 2
     assert "ffffffffffff" in unknown.stderr
 
-    con = duckdb.connect(str(data / "hypemeter.duckdb"), read_only=True)
-    try:
-        hashes = con.execute("SELECT key_hash FROM api_keys").fetchall()
-    finally:
-        con.close()
+    hashes = stored_rows(data, "SELECT key_hash FROM api_keys")
     assert len(hashes) == 2
     assert all(admin_secret not in h[0] and sdk_secret not in h[0] for h in hashes)
 
@@ -133,11 +128,7 @@ def test_cli_while_serving_sigterm_and_restart(
     assert post(restarted.url, globex, [event()]).status_code == 200
     assert restarted.terminate() in CLEAN_SIGTERM_EXITS
 
-    con = duckdb.connect(str(data / "hypemeter.duckdb"), read_only=True)
-    try:
-        counts = dict(con.execute("SELECT tenant_id, count(*) FROM events GROUP BY 1").fetchall())
-    finally:
-        con.close()
+    counts = dict(stored_rows(data, "SELECT tenant_id, count(*) FROM events GROUP BY 1"))
     assert counts == {"acme": 2, "globex": 2}
 
 

@@ -15,10 +15,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import duckdb
 import httpx
 
-from .support import ServerProcess, bearer, cli, create_key, event
+from .support import ServerProcess, bearer, cli, create_key, event, stored_rows
 
 CLIENTS = 3
 BATCH = 100
@@ -68,11 +67,7 @@ def ids(batches: list[list[dict[str, object]]]) -> set[str]:
 
 
 def stored_ids(data: Path) -> list[str]:
-    con = duckdb.connect(str(data / "hypemeter.duckdb"), read_only=True)
-    try:
-        rows = con.execute("SELECT event_id FROM events WHERE tenant_id = 'acme'").fetchall()
-    finally:
-        con.close()
+    rows = stored_rows(data, "SELECT event_id FROM events WHERE tenant_id = 'acme'")
     return [str(r[0]) for r in rows]
 
 

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from . import cluster
 from .support import LiveServer, event, start_server
 
 SAMPLE = re.compile(r"^hypemeter_events_accepted_total\{tenant=\"(\w+)\"\} (\S+)$", re.M)
@@ -21,7 +22,8 @@ def test_healthz_and_readyz(shared_server: LiveServer) -> None:
     assert health.status_code == 200
     assert health.json() == {"status": "ok"}
     assert ready.status_code == 200
-    assert ready.json() == {"status": "ready", "store": "ok"}
+    backends = {"store": "ok", "bus": "ok", **({"log": "ok"} if cluster.CLUSTER else {})}
+    assert ready.json() == {"status": "ready", **backends}
 
 
 @pytest.fixture(scope="module")

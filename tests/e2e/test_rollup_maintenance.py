@@ -5,7 +5,15 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import pytest
+
+from . import cluster
 from .support import ServerFactory, event
+
+pytestmark = pytest.mark.skipif(
+    bool(cluster.POSTGRES),
+    reason="the embedded fold maintainer; PostgreSQL folds in-commit",
+)
 
 
 def _wait(condition: Any, seconds: float = 30.0) -> bool:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 from hypemeter.auth.model import (
     ApiKey,
     NewKey,
@@ -16,6 +18,12 @@ from hypemeter.backends.ports import TenantStore
 from hypemeter.clock import Clock
 from hypemeter.errors import Conflict, Forbidden, InvalidInput, NotFound, Unauthenticated
 
+Announce = Callable[[], Awaitable[None]]
+
+
+async def _nobody() -> None:
+    return None
+
 
 class AuthService:
     """Keys are checked against an in-memory map of hashes, kept in step with the store.
@@ -24,9 +32,13 @@ class AuthService:
     on the very next request.
     """
 
-    def __init__(self, store: TenantStore, clock: Clock) -> None:
+    def __init__(
+        self, store: TenantStore, clock: Clock, *, announce: Announce | None = None
+    ) -> None:
         self._store = store
         self._clock = clock
+        # Tells the other processes of the deployment that tenants or keys changed.
+        self._announce = announce or _nobody
         self._by_hash: dict[str, ApiKey] = {}
         self._tenants: set[str] = set()
 
@@ -44,6 +56,7 @@ class AuthService:
         if not await self._store.create_tenant(tenant):
             raise Conflict(f"tenant {tenant_id!r} already exists", field="name")
         self._tenants.add(tenant_id)
+        await self._announce()
         return tenant
 
     async def ensure_tenant(self, name: str) -> Tenant:
@@ -68,6 +81,7 @@ class AuthService:
         new = mint_key(tenant_id, scopes, name=name, created_at_us=self._clock.now_us())
         await self._store.add_key(new.record)
         self._by_hash[new.record.key_hash] = new.record
+        await self._announce()
         return new
 
     async def list_keys(self, tenant_id: str | None = None) -> list[ApiKey]:
@@ -82,6 +96,7 @@ class AuthService:
         if revoked is None:
             raise NotFound(f"no key {key_id!r}", field="key_id")
         self._by_hash.pop(revoked.key_hash, None)
+        await self._announce()
         return revoked
 
     def authenticate(self, secret: str | None) -> Principal:

@@ -23,6 +23,24 @@ from hypemeter.metrics.model import AccountReadings, Grain
 
 T = TypeVar("T")
 
+# The columns of an export: the wire fields of an event, its time as ``ts_us``.
+EXPORT_COLUMNS = (
+    "event_id",
+    "influencer_id",
+    "platform",
+    "content_id",
+    "campaign_id",
+    "metric",
+    "kind",
+    "value",
+    "ts_us",
+    "user_id",
+    "text",
+    "tags",
+    "variant",
+    "properties",
+)
+
 # The dimensions counters can be grouped by.
 DIMENSIONS = ("influencer_id", "platform", "campaign_id", "content_id")
 
@@ -57,6 +75,10 @@ class EventStore(Protocol):
 
     async def count_events(self, tenant_id: str) -> int:
         """Stored events of one tenant (duplicates never stored)."""
+
+    def export(self, tenant_id: str, *, chunk_rows: int = 50_000) -> AsyncIterator[pa.Table]:
+        """A tenant's stored events, in the order they were stored, as tables of
+        EXPORT_COLUMNS with at most ``chunk_rows`` rows each; snapshots as their readings."""
 
     async def check_writable(self) -> None:
         """Raise StoreUnavailable unless a write can commit now."""
@@ -281,6 +303,10 @@ class Subscription(Protocol):
     # Messages lost because the subscriber fell more than ``max_pending`` behind.
     dropped: int
 
+    async def ready(self) -> None:
+        """Return once every message published from now on will be delivered here
+        (a remote bus waits for its broker's confirmation)."""
+
     def __aiter__(self) -> AsyncIterator[bytes]: ...
 
     async def aclose(self) -> None: ...
@@ -297,7 +323,11 @@ class LiveBus(Protocol):
         """Deliver to current subscribers of ``topic``; never blocks on a slow one."""
 
     def interested(self, topic: str) -> bool:
-        """Whether a publish on ``topic`` may reach anyone (producers skip costly work if not)."""
+        """Whether a publish on ``topic`` may reach anyone (producers skip costly work if
+        not); true whenever the topic has a subscriber."""
+
+    async def check(self) -> None:
+        """Raise StoreUnavailable unless the bus can deliver now."""
 
     def subscribe(self, topic: str, *, max_pending: int = 1000) -> Subscription:
         """Subscribe; a subscriber more than ``max_pending`` behind loses the oldest."""

@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlparse
 
 from hypemeter.backends.ports import EventStore, LiveBus, MetricsStore, TenantStore
 from hypemeter.clock import Clock
 from hypemeter.errors import InvalidInput
 from hypemeter.settings import Settings
+
+if TYPE_CHECKING:
+    from hypemeter.backends.cluster.logged_store import LoggedEventStore
+    from hypemeter.backends.cluster.nats_log import JetStreamLog
+
+
+Check = Callable[[], Awaitable[None]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -18,6 +27,8 @@ class Backends:
     tenants: TenantStore
     metrics: MetricsStore
     bus: LiveBus
+    # Readiness, per backend: each raises StoreUnavailable when its backend cannot serve.
+    checks: dict[str, Check] = field(default_factory=dict)
 
 
 def duckdb_path(dsn: str) -> Path:
@@ -30,15 +41,77 @@ def duckdb_path(dsn: str) -> Path:
     return Path(path)
 
 
-def open_backends(settings: Settings, clock: Clock, *, admin_only: bool = False) -> Backends:
+def open_backends(
+    settings: Settings, clock: Clock, *, admin_only: bool = False, direct: bool = False
+) -> Backends:
     """Build (not start) the backends the settings name.
 
-    ``admin_only`` skips what only ingest needs (the dedup index), for CLI commands.
+    ``admin_only`` skips what only ingest needs (the dedup index, the event log), for
+    CLI commands. ``direct`` appends to the store even when an event log is set: the
+    worker, which moves events from the log into the store.
     """
-    return Backends(
-        *_open_store(settings, clock, admin_only=admin_only),
-        bus=_open_bus(settings.bus),
+    check_profile(settings)
+    store, tenants, metrics = _open_store(settings, clock, admin_only=admin_only)
+    bus = open_bus(settings.bus)
+    checks: dict[str, Check] = {"store": store.check_writable, "bus": bus.check}
+    if settings.log and not admin_only and not direct:
+        logged = _open_log(settings, store)
+        checks["log"] = logged.check_log
+        store = logged
+    return Backends(store, tenants, metrics, bus=bus, checks=checks)
+
+
+def check_profile(settings: Settings) -> None:
+    """The cluster profile runs on PostgreSQL, NATS JetStream and Redis, and nothing else."""
+    if settings.profile != "cluster":
+        return
+    wanted = (
+        ("store", settings.store, ("postgresql", "postgres"), "postgresql://host/db"),
+        ("log", settings.log, ("nats",), "nats://host:4222"),
+        ("bus", settings.bus, ("redis", "rediss"), "redis://host:6379/0"),
     )
+    for name, dsn, schemes, example in wanted:
+        if urlparse(dsn).scheme not in schemes:
+            raise InvalidInput(
+                f"the cluster profile needs HYPEMETER_{name.upper()}={example} "
+                f"(got {dsn or 'nothing'!r})",
+                field=name,
+            )
+
+
+def _open_log(settings: Settings, store: EventStore) -> LoggedEventStore:
+    if urlparse(settings.log).scheme != "nats":
+        raise InvalidInput(
+            f"unsupported log DSN {settings.log!r}; this build supports nats://host:port",
+            field="log",
+        )
+    try:
+        from hypemeter.backends.cluster.logged_store import LoggedEventStore
+    except ImportError as exc:
+        raise InvalidInput(
+            f"the event log needs its driver ({exc.name}): pip install 'hypemeter[cluster]'",
+            field="log",
+        ) from exc
+    from hypemeter.backends.cluster.postgres_store import PostgresEventStore
+
+    if not isinstance(store, PostgresEventStore):
+        raise InvalidInput(
+            "the event log feeds a PostgreSQL store: set HYPEMETER_STORE=postgresql://host/db",
+            field="log",
+        )
+    return LoggedEventStore(open_log(settings), store)
+
+
+def open_log(settings: Settings) -> JetStreamLog:
+    """The event log the settings name (the cluster extra must be installed)."""
+    from hypemeter.backends.cluster.nats_log import JetStreamLog, LogConfig
+
+    config = LogConfig(
+        partitions=settings.log_partitions,
+        duplicate_window_seconds=settings.log_duplicate_window_seconds,
+        queue_limit=max(settings.ingest_queue_events, settings.max_events_per_request),
+    )
+    return JetStreamLog(settings.log, config)
 
 
 def _open_store(
@@ -67,18 +140,58 @@ def _open_store(
         )
         db = DuckDBDatabase(duckdb_path(dsn), clock=clock, config=config)
         return DuckDBEventStore(db), DuckDBTenantStore(db), DuckDBMetricsStore(db)
+    if scheme in {"postgresql", "postgres"}:
+        return _open_postgres(settings, clock, dsn)
     raise InvalidInput(
-        f"unsupported store DSN scheme {scheme!r}; this build supports duckdb:///path",
+        f"unsupported store DSN scheme {scheme!r}; this build supports duckdb:///path "
+        "and postgresql://host/db",
         field="store",
     )
 
 
-def _open_bus(dsn: str) -> LiveBus:
+def _open_postgres(
+    settings: Settings, clock: Clock, dsn: str
+) -> tuple[EventStore, TenantStore, MetricsStore]:
+    try:
+        from hypemeter.backends.cluster.postgres_database import PostgresConfig, PostgresDatabase
+        from hypemeter.backends.cluster.postgres_store import (
+            PostgresEventStore,
+            PostgresMetricsStore,
+            PostgresTenantStore,
+        )
+    except ImportError as exc:
+        raise InvalidInput(
+            f"the PostgreSQL store needs its driver ({exc.name}): pip install 'hypemeter[cluster]'",
+            field="store",
+        ) from exc
+    config = PostgresConfig(
+        queue_limit=max(settings.ingest_queue_events, settings.max_events_per_request),
+        commit_max_events=settings.commit_max_events,
+        pool_size=settings.query_threads + 2,
+    )
+    db = PostgresDatabase(dsn, clock=clock, config=config)
+    return PostgresEventStore(db), PostgresTenantStore(db), PostgresMetricsStore(db)
+
+
+def open_bus(dsn: str) -> LiveBus:
     scheme = urlparse(dsn).scheme
     if scheme == "memory":
         from hypemeter.backends.embedded.memory_bus import MemoryLiveBus
 
         return MemoryLiveBus()
+    if scheme in ("redis", "rediss"):
+        try:
+            from hypemeter.backends.cluster.redis_bus import RedisLiveBus
+        except ModuleNotFoundError as exc:
+            if (exc.name or "").partition(".")[0] != "redis":
+                raise
+            raise InvalidInput(
+                f"bus DSN {scheme}:// needs the Redis driver: pip install 'hypemeter[cluster]'",
+                field="bus",
+            ) from exc
+        return RedisLiveBus(dsn)
     raise InvalidInput(
-        f"unsupported bus DSN scheme {scheme!r}; this build supports memory://", field="bus"
+        f"unsupported bus DSN scheme {scheme!r}; this build supports memory://, "
+        "redis://host:port/db and rediss://host:port/db",
+        field="bus",
     )

@@ -96,6 +96,23 @@ class EventBatch:
         return cls(table=pa.ipc.open_stream(data).read_all())
 
 
+def tables_in_order(batches: list[EventBatch]) -> list[pa.Table]:
+    """Arrow tables of the batches, in order; neighbouring row-form batches become one."""
+    tables: list[pa.Table] = []
+    pending: list[EventBatch] = []
+    for batch in batches:
+        if batch.rows is not None:
+            pending.append(batch)
+            continue
+        if pending:
+            tables.append(EventBatch.concat_rows(pending).arrow())
+            pending = []
+        tables.append(batch.arrow())
+    if pending:
+        tables.append(EventBatch.concat_rows(pending).arrow())
+    return tables
+
+
 def _table(events: list[EventIn], ts_us: list[int]) -> pa.Table:
     """The Arrow table of validated events (their required fields are set)."""
     n = len(events)

@@ -7,8 +7,6 @@ from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-import msgspec
-
 from hypemeter.backends.ports import EventStore, LiveBus, TenantStore
 from hypemeter.clock import Clock
 from hypemeter.errors import BatchRejected, Conflict, InvalidInput, Rejection
@@ -83,6 +81,7 @@ class IngestService:
         clock: Clock,
         limits: IngestLimits,
         preparer: Preparer | None = None,
+        announce: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self._store = store
         self._tenants = tenants
@@ -92,11 +91,16 @@ class IngestService:
         self._inline: Preparer = InlinePreparer()
         self._preparer: Preparer = preparer or self._inline
         self._catalogs: dict[str, MetricCatalog] = {}
+        self._announce = announce
         self.stats = IngestStats()
 
     async def start(self) -> None:
         """Start the preparer and load custom metrics; called once at start-up."""
         await self._preparer.start()
+        await self.reload_metrics()
+
+    async def reload_metrics(self) -> None:
+        """Learn the custom metrics registered in the store (by any process)."""
         for tenant_id, metric in await self._tenants.list_metrics():
             self.catalog(tenant_id).custom[metric.name] = metric.kind
 
@@ -127,6 +131,8 @@ class IngestService:
         if not await self._tenants.add_metric(tenant_id, definition):
             raise Conflict(f"metric {canon!r} is already registered", field="name")
         catalog.custom[canon] = metric_kind
+        if self._announce is not None:
+            await self._announce()
         return definition
 
     async def ingest(
@@ -203,14 +209,5 @@ class IngestService:
         appended = await self._store.append(tenant_id, batch)
         result = IngestResult(appended.accepted, appended.duplicates, rejected)
         self.stats.record(tenant_id, result)
-        if appended.accepted:
-            notice = msgspec.json.encode(
-                {"tenant_id": tenant_id, "seq": appended.seq, "accepted": appended.accepted}
-            )
-            await self._bus.publish(f"ingested.{tenant_id}", notice)
-            changed = changes.topic(tenant_id)
-            if appended.changes is not None and self._bus.interested(changed):
-                await self._bus.publish(
-                    changed, changes.encode(appended.changes, appended.seq, appended.committed_us)
-                )
+        await changes.announce(self._bus, tenant_id, appended)
         return result

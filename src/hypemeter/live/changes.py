@@ -9,7 +9,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import msgspec
 import pyarrow as pa
+
+from hypemeter.backends.ports import AppendResult, LiveBus
 
 COLUMNS = (
     "event_id",
@@ -54,3 +57,16 @@ def decode(message: bytes) -> ChangeSet:
         table = reader.read_all()
     meta = table.schema.metadata or {}
     return ChangeSet(int(meta[b"seq"]), int(meta[b"committed_us"]), table)
+
+
+async def announce(bus: LiveBus, tenant_id: str, appended: AppendResult) -> None:
+    """Tell the bus about a commit: a notice, and its change set when someone listens."""
+    if not appended.accepted:
+        return
+    notice = msgspec.json.encode(
+        {"tenant_id": tenant_id, "seq": appended.seq, "accepted": appended.accepted}
+    )
+    await bus.publish(f"ingested.{tenant_id}", notice)
+    changed = topic(tenant_id)
+    if appended.changes is not None and bus.interested(changed):
+        await bus.publish(changed, encode(appended.changes, appended.seq, appended.committed_us))

@@ -354,8 +354,11 @@ class LiveHub:
         if found is None:
             found = Channel(key, self, seq=time.time_ns() // 1000)
             self._channels[key] = found
-            self._feed(key.tenant_id).add(*key.filter.primary, found)
+            feed = self._feed(key.tenant_id)
+            feed.add(*key.filter.primary, found)
             try:
+                # Every change committed after the snapshot must reach the feed.
+                await feed.subscription.ready()
                 await self._snapshot(found)
             except HypemeterError as exc:
                 found.error = exc

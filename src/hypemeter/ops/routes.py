@@ -23,9 +23,13 @@ async def healthz(request: Request) -> Response:
 
 @router.get(
     "/readyz",
-    summary="Readiness: the store accepts writes",
+    summary="Readiness: every backend answers (store writable, event log, live bus)",
     responses={
-        200: {"content": {"application/json": {"example": {"status": "ready", "store": "ok"}}}},
+        200: {
+            "content": {
+                "application/json": {"example": {"status": "ready", "store": "ok", "bus": "ok"}}
+            }
+        },
         503: {
             "description": "The store cannot be written",
             "content": {
@@ -35,13 +39,19 @@ async def healthz(request: Request) -> Response:
     },
 )
 async def readyz(request: Request) -> Response:
-    try:
-        await request.app.state.services.store.check_writable()
-    except StoreUnavailable as exc:
-        response = json_response(request, {"status": "unavailable", "store": exc.message}, 503)
+    report: dict[str, str] = {}
+    for name, check in request.app.state.services.checks.items():
+        try:
+            await check()
+        except StoreUnavailable as exc:
+            report[name] = exc.message
+        else:
+            report[name] = "ok"
+    if any(state != "ok" for state in report.values()):
+        response = json_response(request, {"status": "unavailable", **report}, 503)
         response.headers["Retry-After"] = "5"
         return response
-    return json_response(request, {"status": "ready", "store": "ok"})
+    return json_response(request, {"status": "ready", **report})
 
 
 @router.get(

@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
 import duckdb
+import pyarrow as pa
 
 from hypemeter.auth.model import ApiKey, Scope, Tenant
 from hypemeter.backends.embedded.duckdb_store import queries, rollups
 from hypemeter.backends.embedded.duckdb_store.database import DuckDBDatabase
 from hypemeter.backends.embedded.duckdb_store.queries import Horizon
 from hypemeter.backends.ports import (
+    EXPORT_COLUMNS,
     Answer,
     AppendResult,
     CounterMatrix,
@@ -63,6 +66,25 @@ class DuckDBEventStore(_SharedFile):
 
         return await self._db.run(count)
 
+    async def export(self, tenant_id: str, *, chunk_rows: int = 50_000) -> AsyncIterator[pa.Table]:
+        columns = ", ".join(
+            "epoch_us(ts) AS ts_us" if name == "ts_us" else name for name in EXPORT_COLUMNS
+        )
+        # A cursor of its own: the export reads one snapshot for as long as it takes.
+        cursor = await self._db.run(lambda con: con.cursor())
+        try:
+            reader = await asyncio.to_thread(
+                lambda: cursor.sql(
+                    f"SELECT {columns} FROM events WHERE tenant_id = $tenant "  # noqa: S608
+                    "ORDER BY seq, rowid",
+                    params={"tenant": tenant_id},
+                ).to_arrow_reader(chunk_rows)
+            )
+            while (chunk := await asyncio.to_thread(_next_batch, reader)) is not None:
+                yield pa.Table.from_batches([chunk])
+        finally:
+            cursor.close()
+
     async def check_writable(self) -> None:
         def touch(con: duckdb.DuckDBPyConnection) -> None:
             con.execute(
@@ -81,6 +103,13 @@ class DuckDBEventStore(_SharedFile):
 
     def size_bytes(self) -> int:
         return self._db.size_bytes()
+
+
+def _next_batch(reader: pa.RecordBatchReader) -> pa.RecordBatch | None:
+    try:
+        return reader.read_next_batch()
+    except StopIteration:
+        return None
 
 
 def _key_from_row(row: tuple[Any, ...]) -> ApiKey:

@@ -38,7 +38,7 @@ from hypemeter.backends.embedded.fingerprints import FingerprintIndex, Fingerpri
 from hypemeter.backends.ports import AppendResult
 from hypemeter.clock import Clock
 from hypemeter.errors import StoreUnavailable
-from hypemeter.events.batch import EventBatch, id_digest
+from hypemeter.events.batch import EventBatch, id_digest, tables_in_order
 from hypemeter.events.model import Reading
 
 log = logging.getLogger("hypemeter.store")
@@ -391,23 +391,6 @@ def _first_occurrences(
     return np.sort(order[first])
 
 
-def _tables_in_order(batches: list[EventBatch]) -> list[pa.Table]:
-    """Arrow tables of the batches, in order; neighbouring row-form batches become one."""
-    tables: list[pa.Table] = []
-    pending: list[EventBatch] = []
-    for batch in batches:
-        if batch.rows is not None:
-            pending.append(batch)
-            continue
-        if pending:
-            tables.append(EventBatch.concat_rows(pending).arrow())
-            pending = []
-        tables.append(batch.arrow())
-    if pending:
-        tables.append(EventBatch.concat_rows(pending).arrow())
-    return tables
-
-
 def _words(table: pa.Table, name: str) -> npt.NDArray[np.uint64]:
     column = pc.fill_null(table.column(name), 0)
     return np.asarray(column.to_numpy(zero_copy_only=False), dtype=np.uint64)
@@ -420,7 +403,7 @@ def _incoming(jobs: list[Append]) -> pa.Table:
     Work is done once over the whole group, not per request: a group of many
     one-event requests (SDK traffic) must cost about what one batch costs.
     """
-    tables = _tables_in_order([job.batch for job in jobs])
+    tables = tables_in_order([job.batch for job in jobs])
     table = tables[0] if len(tables) == 1 else pa.concat_tables(tables).combine_chunks()
     sizes = [len(job.batch) for job in jobs]
     tenants = [job.tenant_id for job in jobs]

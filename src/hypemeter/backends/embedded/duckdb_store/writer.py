@@ -111,11 +111,7 @@ class WriterThread:
     async def append(self, tenant_id: str, batch: Any, size: int) -> Any:
         with self._lock:
             if self._pending and self._pending + size > self._queue_limit:
-                raise Overloaded(
-                    f"ingest queue is full ({self._pending} events waiting; "
-                    f"ingest_queue_events is {self._queue_limit})",
-                    retry_after=1,
-                )
+                raise Overloaded.queue_full(self._pending, self._queue_limit)
             self._pending += size
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._queue.put(Append(tenant_id, batch, future, size))

@@ -1,0 +1,359 @@
+"""The EventStore, TenantStore and MetricsStore ports on PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any, TypeVar
+
+import asyncpg
+import pyarrow as pa
+
+from hypemeter.auth.model import ApiKey, Scope, Tenant
+from hypemeter.backends.cluster import postgres_queries as queries
+from hypemeter.backends.cluster.postgres_database import PostgresDatabase
+from hypemeter.backends.cluster.postgres_schema import ROLLUP_TABLES
+from hypemeter.backends.cluster.rollup_sql import rollup_statements
+from hypemeter.backends.ports import (
+    EXPORT_COLUMNS,
+    Answer,
+    AppendResult,
+    CounterMatrix,
+    CounterQuery,
+    CounterRow,
+    Filters,
+    GaugeQuery,
+    GaugeRow,
+    TrendingQuery,
+    TrendingRow,
+    UserRow,
+)
+from hypemeter.errors import StoreUnavailable
+from hypemeter.events.batch import EventBatch
+from hypemeter.events.model import MetricDefinition, MetricKind
+from hypemeter.metrics.model import Grain
+
+T = TypeVar("T")
+_EXPORT_TYPES = {"value": pa.float64(), "ts_us": pa.int64(), "tags": pa.list_(pa.string())}
+Query = Callable[[asyncpg.Connection], Awaitable[T]]
+
+
+class _Shared:
+    """The adapters share one PostgresDatabase; it closes when the last one stops."""
+
+    def __init__(self, db: PostgresDatabase) -> None:
+        self._db = db
+
+    async def start(self) -> None:
+        await self._db.start()
+
+    async def aclose(self) -> None:
+        await self._db.stop()
+
+
+class PostgresEventStore(_Shared):
+    async def append(self, tenant_id: str, batch: EventBatch) -> AppendResult:
+        return await self._db.append(tenant_id, batch)
+
+    async def known_ids(self, tenant_id: str, event_ids: list[str]) -> set[str]:
+        """Which of these event ids the tenant already has stored."""
+        if not event_ids:
+            return set()
+        rows = await self._db.run(
+            lambda con: con.fetch(
+                "SELECT event_id FROM event_ids "
+                "WHERE tenant_id = $1 AND event_id = ANY($2::text[])",
+                tenant_id,
+                event_ids,
+            )
+        )
+        return {r[0] for r in rows}
+
+    async def export(self, tenant_id: str, *, chunk_rows: int = 50_000) -> AsyncIterator[pa.Table]:
+        sql = (
+            f"SELECT {', '.join(EXPORT_COLUMNS)} FROM events "  # noqa: S608
+            "WHERE tenant_id = $1 ORDER BY n"
+        )
+        async with self._db.pool().acquire() as con, con.transaction(readonly=True):
+            cursor = await con.cursor(sql, tenant_id)
+            while rows := await cursor.fetch(chunk_rows):
+                columns = list(zip(*rows, strict=True))
+                yield pa.table(
+                    {
+                        name: pa.array(values, _EXPORT_TYPES.get(name, pa.string()))
+                        for name, values in zip(EXPORT_COLUMNS, columns, strict=True)
+                    }
+                )
+
+    async def count_events(self, tenant_id: str) -> int:
+        return int(
+            await self._db.run(
+                lambda con: con.fetchval(
+                    "SELECT count(*) FROM events WHERE tenant_id = $1", tenant_id
+                )
+            )
+        )
+
+    async def check_writable(self) -> None:
+        try:
+            await self._db.run(
+                lambda con: con.execute(
+                    "INSERT INTO hm_meta VALUES ('ready_check', $1) "
+                    "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                    str(time.time_ns()),
+                )
+            )
+        except StoreUnavailable:
+            raise
+        except asyncpg.PostgresError as exc:
+            raise StoreUnavailable(f"the store is not writable: {exc}") from exc
+
+    def queue_depth(self) -> int:
+        return self._db.queue_depth()
+
+    def size_bytes(self) -> int:
+        return self._db.size_bytes()
+
+
+_KEY_COLUMNS = "key_id, tenant_id, key_hash, scopes, name, created_at_us, revoked_at_us"
+_REVOKE = (
+    "UPDATE api_keys SET revoked_at_us = coalesce(revoked_at_us, $1) "  # noqa: S608
+    f"WHERE key_id = $2 RETURNING {_KEY_COLUMNS}"
+)
+
+
+def _key(row: Any) -> ApiKey:
+    return ApiKey(
+        key_id=row[0],
+        tenant_id=row[1],
+        key_hash=row[2],
+        scopes=frozenset(Scope(s) for s in row[3]),
+        name=row[4],
+        created_at_us=row[5],
+        revoked_at_us=row[6],
+    )
+
+
+class PostgresTenantStore(_Shared):
+    async def create_tenant(self, tenant: Tenant) -> bool:
+        row = await self._db.run(
+            lambda con: con.fetchval(
+                "INSERT INTO tenants VALUES ($1, $2) ON CONFLICT DO NOTHING RETURNING tenant_id",
+                tenant.tenant_id,
+                tenant.created_at_us,
+            )
+        )
+        return row is not None
+
+    async def list_tenants(self) -> list[Tenant]:
+        rows = await self._db.run(
+            lambda con: con.fetch("SELECT tenant_id, created_at_us FROM tenants ORDER BY 1")
+        )
+        return [Tenant(r[0], r[1]) for r in rows]
+
+    async def add_key(self, key: ApiKey) -> None:
+        await self._db.run(
+            lambda con: con.execute(
+                f"INSERT INTO api_keys ({_KEY_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7)",  # noqa: S608
+                key.key_id,
+                key.tenant_id,
+                key.key_hash,
+                sorted(s.value for s in key.scopes),
+                key.name,
+                key.created_at_us,
+                key.revoked_at_us,
+            )
+        )
+
+    async def list_keys(self, tenant_id: str | None = None) -> list[ApiKey]:
+        sql = f"SELECT {_KEY_COLUMNS} FROM api_keys"  # noqa: S608
+        if tenant_id is None:
+            rows = await self._db.run(lambda con: con.fetch(sql + " ORDER BY created_at_us"))
+        else:
+            rows = await self._db.run(
+                lambda con: con.fetch(
+                    sql + " WHERE tenant_id = $1 ORDER BY created_at_us", tenant_id
+                )
+            )
+        return [_key(r) for r in rows]
+
+    async def revoke_key(self, key_id: str, revoked_at_us: int) -> ApiKey | None:
+        row = await self._db.run(
+            lambda con: con.fetchrow(
+                _REVOKE,
+                revoked_at_us,
+                key_id,
+            )
+        )
+        return None if row is None else _key(row)
+
+    async def add_metric(self, tenant_id: str, metric: MetricDefinition) -> bool:
+        row = await self._db.run(
+            lambda con: con.fetchval(
+                "INSERT INTO custom_metrics VALUES ($1, $2, $3) ON CONFLICT DO NOTHING "
+                "RETURNING name",
+                tenant_id,
+                metric.name,
+                metric.kind.value,
+            )
+        )
+        return row is not None
+
+    async def list_metrics(self) -> list[tuple[str, MetricDefinition]]:
+        rows = await self._db.run(
+            lambda con: con.fetch("SELECT tenant_id, name, kind FROM custom_metrics ORDER BY 1, 2")
+        )
+        return [(r[0], MetricDefinition(r[1], MetricKind(r[2]))) for r in rows]
+
+
+class _Reads:
+    """The queries a series needs, each run by ``_query``."""
+
+    async def _query(self, fn: Query[T]) -> T:
+        raise NotImplementedError
+
+    async def counters(self, tenant_id: str, query: CounterQuery) -> Answer[CounterRow]:
+        return await self._query(lambda con: queries.counters(con, tenant_id, query))
+
+    async def gauges(self, tenant_id: str, query: GaugeQuery) -> Answer[GaugeRow]:
+        return await self._query(lambda con: queries.gauges(con, tenant_id, query))
+
+    async def unique_users(
+        self,
+        tenant_id: str,
+        start_us: int,
+        end_us: int,
+        filters: Filters,
+        *,
+        grain: Grain | None,
+        by: str | None,
+        engagement_metrics: tuple[str, ...],
+    ) -> Answer[tuple[str | None, int | None, int]]:
+        return await self._query(
+            lambda con: queries.unique_users(
+                con, tenant_id, start_us, end_us, filters, grain, by, engagement_metrics
+            )
+        )
+
+    async def emv_rates(self, tenant_id: str) -> dict[tuple[str, str], float]:
+        rows = await self._query(
+            lambda con: con.fetch(
+                "SELECT platform, metric, value FROM emv_rates WHERE tenant_id = $1", tenant_id
+            )
+        )
+        return {(r[0], r[1]): float(r[2]) for r in rows}
+
+
+class PinnedPostgresView(_Reads):
+    """Queries in one repeatable-read transaction that sees exactly commits 1..seq."""
+
+    def __init__(self, con: asyncpg.Connection, seq: int) -> None:
+        self._con = con
+        self._lock = asyncio.Lock()  # one statement at a time on the connection
+        self.seq = seq
+
+    async def _query(self, fn: Query[T]) -> T:
+        async with self._lock:
+            return await fn(self._con)
+
+
+class PostgresMetricsStore(_Reads, _Shared):
+    """Rollups kept in the transaction of their events, and the queries over them."""
+
+    async def _query(self, fn: Query[T]) -> T:
+        return await self._db.run(fn)
+
+    @asynccontextmanager
+    async def pinned(self) -> AsyncIterator[PinnedPostgresView]:
+        async with self._db.pinned() as (con, seq):
+            yield PinnedPostgresView(con, seq)
+
+    async def counter_matrix(self, tenant_id: str, query: CounterQuery) -> CounterMatrix | None:
+        return None
+
+    def folded(self) -> bool:
+        """Always: rollups change in the transaction of their events."""
+        return True
+
+    def wait_folded(self, timeout: float = 30.0) -> bool:
+        del timeout
+        return True
+
+    async def trending(self, tenant_id: str, query: TrendingQuery) -> Answer[TrendingRow]:
+        return await self._query(lambda con: queries.trending(con, tenant_id, query))
+
+    async def user_activity(
+        self,
+        tenant_id: str,
+        since_us: int,
+        *,
+        min_engagement: float,
+        engagement_metrics: tuple[str, ...],
+        after: tuple[float, str] | None,
+        limit: int,
+    ) -> Answer[UserRow]:
+        return await self._query(
+            lambda con: queries.user_activity(
+                con, tenant_id, since_us, min_engagement, engagement_metrics, after, limit
+            )
+        )
+
+    async def set_emv_rates(
+        self, tenant_id: str, rates: dict[tuple[str, str], float | None]
+    ) -> None:
+        async def write(con: asyncpg.Connection) -> None:
+            async with con.transaction():
+                for (platform, metric), value in rates.items():
+                    if value is None:
+                        await con.execute(
+                            "DELETE FROM emv_rates WHERE tenant_id = $1 AND platform = $2 "
+                            "AND metric = $3",
+                            tenant_id,
+                            platform,
+                            metric,
+                        )
+                    else:
+                        await con.execute(
+                            "INSERT INTO emv_rates VALUES ($1, $2, $3, $4) ON CONFLICT "
+                            "(tenant_id, platform, metric) DO UPDATE SET value = excluded.value",
+                            tenant_id,
+                            platform,
+                            metric,
+                            value,
+                        )
+
+        await self._db.run(write)
+
+    async def rebuild(self, progress: Callable[[int, int], None]) -> int:
+        """Recompute every rollup from the raw events, one partition at a time.
+
+        Runs in one transaction that locks the rollups: commits wait for it, and
+        queries see the old rollups until it commits.
+        """
+
+        async def run(con: asyncpg.Connection) -> int:
+            partitions = await con.fetch(
+                "SELECT c.relname, c.reltuples FROM pg_inherits i "
+                "JOIN pg_class c ON c.oid = i.inhrelid "
+                "WHERE i.inhparent = 'events'::regclass ORDER BY c.relname"
+            )
+            async with con.transaction():
+                await con.execute(f"LOCK TABLE {', '.join(ROLLUP_TABLES)} IN EXCLUSIVE MODE")
+                await con.execute(f"TRUNCATE {', '.join(ROLLUP_TABLES)}")
+                counts = [
+                    int(await con.fetchval(f'SELECT count(*) FROM "{name}"'))  # noqa: S608
+                    for name, _ in partitions
+                ]
+                total = sum(counts)
+                done = 0
+                progress(0, total)
+                for (name, _), count in zip(partitions, counts, strict=True):
+                    for statement in rollup_statements(f'"{name}"'):
+                        await con.execute(statement)
+                    done += count
+                    progress(done, total)
+            return done
+
+        return await self._db.run(run)

@@ -1,0 +1,149 @@
+"""Moving a tenant's raw events between deployments: ``hypemeter export`` and ``import``.
+
+An export is NDJSON in the wire format of ``POST /v1/events``, one event per
+line, in the order the events were stored, each with its event id (the server
+named the events that came without one). Importing it goes through the same
+validation as ingest and keeps the ids, so importing a file twice stores its
+events once. Snapshots are exported as the readings sent, so the target store
+derives the same deltas.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import IO, Any
+
+import msgspec
+
+from hypemeter.auth.model import Tenant
+from hypemeter.backends.embedded.memory_bus import MemoryLiveBus
+from hypemeter.backends.selection import open_backends
+from hypemeter.clock import SystemClock
+from hypemeter.errors import BatchRejected, InvalidInput, Rejection
+from hypemeter.events.service import IngestService
+from hypemeter.metrics.model import format_instant
+from hypemeter.settings import Settings
+
+Progress = Callable[[int, int], None]
+MAX_REPORTED_REJECTIONS = 20
+_encode = msgspec.json.Encoder().encode
+_decode_object = msgspec.json.Decoder(dict[str, Any]).decode
+
+
+async def export_events(
+    settings: Settings, tenant_id: str, out: IO[bytes], progress: Progress
+) -> int:
+    """Write one tenant's events as NDJSON to ``out``; returns how many."""
+    backends = open_backends(settings, SystemClock(), admin_only=True)
+    store = backends.store
+    await store.start()
+    try:
+        if tenant_id not in {t.tenant_id for t in await backends.tenants.list_tenants()}:
+            raise InvalidInput(f"no tenant named {tenant_id!r}", field="tenant")
+        total = await store.count_events(tenant_id)
+        done = 0
+        progress(0, total)
+        async for chunk in store.export(tenant_id):
+            lines = [_line(row) for row in chunk.to_pylist()]
+            out.write(b"".join(lines))
+            done += len(lines)
+            progress(done, total)
+        return done
+    finally:
+        await store.aclose()
+
+
+def _line(row: dict[str, Any]) -> bytes:
+    event = {k: v for k, v in row.items() if v is not None and k != "ts_us"}
+    event["ts"] = format_instant(int(row["ts_us"]))
+    if "properties" in event:
+        event["properties"] = _decode_object(event["properties"])
+    return _encode(event) + b"\n"
+
+
+@dataclass(slots=True)
+class ImportResult:
+    lines: int = 0
+    accepted: int = 0
+    duplicates: int = 0
+    rejected: int = 0
+    # The first rejections, with their line numbers (1-based) in the file.
+    examples: list[Rejection] = field(default_factory=list)
+
+
+async def import_events(
+    settings: Settings, tenant_id: str, source: IO[bytes], size: int, progress: Progress
+) -> ImportResult:
+    """Ingest an NDJSON file into a tenant (created if missing), straight into the store.
+
+    ``size`` is the file's length in bytes, for ``progress(bytes read, size)``.
+    """
+    clock = SystemClock()
+    backends = open_backends(settings, clock, direct=True)
+    ingest = IngestService(
+        backends.store,
+        backends.tenants,
+        MemoryLiveBus(),  # imported history is not pushed live
+        clock,
+        settings.ingest_limits(),
+    )
+    await backends.store.start()
+    await backends.tenants.start()
+    try:
+        await backends.tenants.create_tenant(Tenant(tenant_id, clock.now_us()))
+        await ingest.start()
+        result = ImportResult()
+        read = 0
+        progress(0, size)
+        for first_line, body in _bodies(source, settings):
+            result.lines += body.count(b"\n")
+            try:
+                done = await ingest.ingest(
+                    tenant_id,
+                    body,
+                    content_type="application/x-ndjson",
+                    content_encoding=None,
+                    quota=_no_quota,
+                )
+            except BatchRejected as exc:
+                _rejected(result, exc.rejected, first_line)
+            else:
+                result.accepted += done.accepted
+                result.duplicates += done.duplicates
+                _rejected(result, done.rejected, first_line)
+            read += len(body)
+            progress(read, size)
+        return result
+    finally:
+        await ingest.aclose()
+        await backends.tenants.aclose()
+        await backends.store.aclose()
+
+
+async def _no_quota(_: int) -> None:
+    return None
+
+
+def _rejected(result: ImportResult, rejected: list[Rejection], first_line: int) -> None:
+    result.rejected += len(rejected)
+    room = MAX_REPORTED_REJECTIONS - len(result.examples)
+    result.examples += [Rejection(r.index + first_line, r.field, r.error) for r in rejected[:room]]
+
+
+def _bodies(source: IO[bytes], settings: Settings) -> Iterator[tuple[int, bytes]]:
+    """(number of the first line, body) of NDJSON requests no larger than ingest admits."""
+    lines: list[bytes] = []
+    size = 0
+    first = number = 1
+    for raw in source:
+        line = raw if raw.endswith(b"\n") else raw + b"\n"
+        full = len(lines) >= settings.max_events_per_request
+        if lines and (full or size + len(line) > settings.max_body_bytes):
+            yield first, b"".join(lines)
+            lines, size, first = [], 0, number
+        lines.append(line)
+        size += len(line)
+        number += 1
+    if lines:
+        yield first, b"".join(lines)
