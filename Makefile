@@ -27,8 +27,10 @@ lint: $(VENV)/.installed-dev
 	$(BIN)/mypy src
 	$(BIN)/lint-imports
 
+# The whole suite, then the e2e suites again on the cluster profile (PostgreSQL, NATS, Redis).
 test: lint
 	$(BIN)/pytest -q -p no:cacheprovider
+	HYPEMETER_E2E_CLUSTER=1 $(BIN)/pytest -q -p no:cacheprovider tests/e2e
 
 bench: $(VENV)/.installed-dev
 	$(BIN)/python -m bench

@@ -114,7 +114,7 @@ def build_services(settings: Settings, clock: Clock | None = None) -> Services:
                 token_s=settings.stream_token_seconds,
             ),
         ),
-        stream_tokens=StreamTokens(),
+        stream_tokens=StreamTokens(backends.tenants, backends.bus),
         rate_limiter=RateLimiter(
             requests=settings.rate_limit,
             events=settings.rate_limit_events,
@@ -139,11 +139,13 @@ async def start_services(services: Services) -> None:
     services.shared.on_change(services.auth.load)
     services.shared.on_change(services.ingest.reload_metrics)
     await services.shared.start()
+    await services.stream_tokens.start()
     await services.live.start()
 
 
 async def stop_services(services: Services) -> None:
     await services.live.aclose()
+    await services.stream_tokens.aclose()
     await services.shared.aclose()
     await services.ingest.aclose()
     await services.bus.aclose()

@@ -1,11 +1,11 @@
-"""TenantStore contract: tenants, API keys and custom metrics; run against every backend."""
+"""TenantStore contract: tenants, API keys, custom metrics and stream tokens; every backend."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from hypemeter.auth.model import ApiKey, Scope, Tenant, mint_key
-from hypemeter.backends.ports import TenantStore
+from hypemeter.backends.ports import StreamTokenRecord, TenantStore
 from hypemeter.events.model import MetricDefinition, MetricKind
 
 NOW_US = 1_795_183_200_000_000
@@ -109,3 +109,45 @@ async def test_everything_survives_reopen(store_backend: Any) -> None:
         (record.key_id, record.key_hash, NOW_US + 5)
     ]
     assert await reopened.list_metrics() == [("acme", metric)]
+
+
+def token(n: int, *, key_id: str = "k1", tenant_id: str = "acme", expires_us: int = 2_000) -> Any:
+    return StreamTokenRecord(
+        f"sub_{n}",
+        tenant_id,
+        key_id,
+        f"hash-{n}",
+        '{"influencer_id": "inf-1"}',
+        ("likes", "engagement_rate"),
+        expires_us,
+    )
+
+
+async def test_stream_tokens_are_found_by_hash_until_they_expire(tenant_store: TenantStore) -> None:
+    assert await tenant_store.add_stream_token(token(1), limit=5, now_us=1_000)
+    found = await tenant_store.find_stream_token("hash-1", 1_999)
+    assert found == token(1)
+    assert await tenant_store.find_stream_token("hash-1", 2_000) is None
+    assert await tenant_store.find_stream_token("hash-2", 1_000) is None
+
+
+async def test_stream_tokens_per_key_are_limited_counting_only_unexpired(
+    tenant_store: TenantStore,
+) -> None:
+    assert await tenant_store.add_stream_token(token(1, expires_us=1_500), limit=2, now_us=1_000)
+    assert await tenant_store.add_stream_token(token(2), limit=2, now_us=1_000)
+    assert not await tenant_store.add_stream_token(token(3), limit=2, now_us=1_000)
+    assert await tenant_store.add_stream_token(token(4, key_id="k2"), limit=2, now_us=1_000)
+    # Once the first has expired, the key has room for one more.
+    assert await tenant_store.add_stream_token(token(5), limit=2, now_us=1_600)
+    assert await tenant_store.find_stream_token("hash-3", 1_600) is None
+    assert await tenant_store.find_stream_token("hash-5", 1_600) == token(5)
+
+
+async def test_revoking_a_stream_token_needs_its_tenant(tenant_store: TenantStore) -> None:
+    await tenant_store.add_stream_token(token(1), limit=5, now_us=1_000)
+    assert await tenant_store.revoke_stream_token("globex", "sub_1") is None
+    assert await tenant_store.find_stream_token("hash-1", 1_000) == token(1)
+    assert await tenant_store.revoke_stream_token("acme", "sub_1") == token(1)
+    assert await tenant_store.find_stream_token("hash-1", 1_000) is None
+    assert await tenant_store.revoke_stream_token("acme", "sub_1") is None

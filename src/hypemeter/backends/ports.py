@@ -270,8 +270,24 @@ class MetricsStore(MetricsReader, Protocol):
         """Recompute every rollup from the raw events; ``progress(done, total)``; events read."""
 
 
+@dataclass(frozen=True, slots=True)
+class StreamTokenRecord:
+    """A stream token as stored: its hash (never the token), owner, scope and expiry.
+
+    ``filter`` is the live filter as JSON; ``metrics`` the metric names it may read.
+    """
+
+    subscription_id: str
+    tenant_id: str
+    key_id: str
+    token_hash: str
+    filter: str
+    metrics: tuple[str, ...]
+    expires_us: int
+
+
 class TenantStore(Protocol):
-    """Tenants, their API keys and their custom metrics."""
+    """Tenants, their API keys, their custom metrics and their stream tokens."""
 
     async def start(self) -> None: ...
 
@@ -295,6 +311,18 @@ class TenantStore(Protocol):
 
     async def list_metrics(self) -> list[tuple[str, MetricDefinition]]:
         """Every custom metric as (tenant_id, definition)."""
+
+    async def add_stream_token(self, token: StreamTokenRecord, *, limit: int, now_us: int) -> bool:
+        """Store a token unless its key already has ``limit`` unexpired ones (False then);
+        expired tokens are forgotten on the way."""
+
+    async def find_stream_token(self, token_hash: str, now_us: int) -> StreamTokenRecord | None:
+        """The unexpired token of that hash."""
+
+    async def revoke_stream_token(
+        self, tenant_id: str, subscription_id: str
+    ) -> StreamTokenRecord | None:
+        """Forget a tenant's token; None when it has none of that id."""
 
 
 class Subscription(Protocol):

@@ -86,11 +86,11 @@ def _live(request_app: Any) -> tuple[LiveHub, StreamTokens]:
     return services.live, services.stream_tokens
 
 
-def authenticate(app: Any, secret: str | None) -> Caller:
+async def authenticate(app: Any, secret: str | None) -> Caller:
     services = app.state.services
     tokens: StreamTokens = services.stream_tokens
     if secret and tokens.is_token(secret):
-        token = tokens.resolve(secret, services.live.clock.now_us())
+        token = await tokens.resolve(secret, services.live.clock.now_us())
         if token is None:
             raise Unauthenticated("unknown, expired or revoked stream token", field="token")
         return Caller(
@@ -339,7 +339,7 @@ async def stream(websocket: WebSocket) -> None:
     await websocket.accept()
     secret = _ws_secret(websocket)
     try:
-        caller = authenticate(websocket.app, secret)
+        caller = await authenticate(websocket.app, secret)
         with _counted(hub, caller):
             await _serve(websocket, hub, caller)
     except HypemeterError as exc:
@@ -450,7 +450,7 @@ async def stream_sse(
     token: Annotated[str | None, Query(description="A stream token instead of a key")] = None,
 ) -> StreamingResponse:
     hub, _ = _live(request.app)
-    caller = authenticate(request.app, bearer_secret(request) or token)
+    caller = await authenticate(request.app, bearer_secret(request) or token)
     message = {
         "filter": {
             n: v
@@ -568,7 +568,7 @@ async def create_stream_token(request: Request, body: SubscribeBody, principal: 
     names = hub.metric_names(principal.tenant_id, parse_metrics(body.metrics))
     grain = parse_grain(body.granularity)
     now = hub.clock.now_us()
-    secret, token = tokens.issue(
+    secret, token = await tokens.issue(
         tenant_id=principal.tenant_id,
         key_id=principal.key_id,
         live_filter=live_filter,
@@ -612,7 +612,7 @@ async def revoke_stream_token(
     request: Request, subscription_id: str, principal: Reader
 ) -> Response:
     _, tokens = _live(request.app)
-    token, closed = tokens.revoke(principal.tenant_id, subscription_id)
+    token, closed = await tokens.revoke(principal.tenant_id, subscription_id)
     return json_response(
         request, {"subscription_id": token.subscription_id, "closed_streams": closed}
     )

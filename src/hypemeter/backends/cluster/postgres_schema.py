@@ -108,6 +108,11 @@ DDL = [
         key_id {T} PRIMARY KEY, tenant_id {T} NOT NULL, key_hash text NOT NULL UNIQUE,
         scopes text[] NOT NULL, name text NOT NULL, created_at_us bigint NOT NULL,
         revoked_at_us bigint)""",
+    f"""CREATE TABLE IF NOT EXISTS stream_tokens (
+        subscription_id {T} PRIMARY KEY, tenant_id {T} NOT NULL, key_id {T} NOT NULL,
+        token_hash text NOT NULL UNIQUE, filter text NOT NULL, metrics text[] NOT NULL,
+        expires_us bigint NOT NULL)""",
+    "CREATE INDEX IF NOT EXISTS stream_tokens_key ON stream_tokens (key_id)",
     f"""CREATE TABLE IF NOT EXISTS custom_metrics (
         tenant_id {T} NOT NULL, name {T} NOT NULL, kind text NOT NULL,
         PRIMARY KEY (tenant_id, name))""",

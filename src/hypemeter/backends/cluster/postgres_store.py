@@ -26,6 +26,7 @@ from hypemeter.backends.ports import (
     Filters,
     GaugeQuery,
     GaugeRow,
+    StreamTokenRecord,
     TrendingQuery,
     TrendingRow,
     UserRow,
@@ -206,6 +207,63 @@ class PostgresTenantStore(_Shared):
             lambda con: con.fetch("SELECT tenant_id, name, kind FROM custom_metrics ORDER BY 1, 2")
         )
         return [(r[0], MetricDefinition(r[1], MetricKind(r[2]))) for r in rows]
+
+    async def add_stream_token(self, token: StreamTokenRecord, *, limit: int, now_us: int) -> bool:
+        async def insert(con: asyncpg.Connection) -> bool:
+            async with con.transaction():
+                # One issuer per key at a time, so that the count holds across processes.
+                await con.execute("SELECT pg_advisory_xact_lock(hashtext($1))", token.key_id)
+                await con.execute("DELETE FROM stream_tokens WHERE expires_us <= $1", now_us)
+                live = await con.fetchval(
+                    "SELECT count(*) FROM stream_tokens WHERE key_id = $1", token.key_id
+                )
+                if live >= limit:
+                    return False
+                await con.execute(
+                    f"INSERT INTO stream_tokens ({_TOKEN_COLUMNS}) "  # noqa: S608
+                    "VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                    token.subscription_id,
+                    token.tenant_id,
+                    token.key_id,
+                    token.token_hash,
+                    token.filter,
+                    list(token.metrics),
+                    token.expires_us,
+                )
+                return True
+
+        return bool(await self._db.run(insert))
+
+    async def find_stream_token(self, token_hash: str, now_us: int) -> StreamTokenRecord | None:
+        row = await self._db.run(
+            lambda con: con.fetchrow(
+                f"SELECT {_TOKEN_COLUMNS} FROM stream_tokens "  # noqa: S608
+                "WHERE token_hash = $1 AND expires_us > $2",
+                token_hash,
+                now_us,
+            )
+        )
+        return None if row is None else _stream_token(row)
+
+    async def revoke_stream_token(
+        self, tenant_id: str, subscription_id: str
+    ) -> StreamTokenRecord | None:
+        row = await self._db.run(
+            lambda con: con.fetchrow(
+                "DELETE FROM stream_tokens WHERE tenant_id = $1 AND subscription_id = $2 "  # noqa: S608
+                f"RETURNING {_TOKEN_COLUMNS}",
+                tenant_id,
+                subscription_id,
+            )
+        )
+        return None if row is None else _stream_token(row)
+
+
+_TOKEN_COLUMNS = "subscription_id, tenant_id, key_id, token_hash, filter, metrics, expires_us"  # noqa: S105
+
+
+def _stream_token(row: Any) -> StreamTokenRecord:
+    return StreamTokenRecord(row[0], row[1], row[2], row[3], row[4], tuple(row[5]), row[6])
 
 
 class _Reads:

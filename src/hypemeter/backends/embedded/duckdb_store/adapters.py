@@ -25,6 +25,7 @@ from hypemeter.backends.ports import (
     Filters,
     GaugeQuery,
     GaugeRow,
+    StreamTokenRecord,
     TrendingQuery,
     TrendingRow,
     UserRow,
@@ -209,6 +210,67 @@ class DuckDBTenantStore(_SharedFile):
             return [(r[0], MetricDefinition(r[1], MetricKind(r[2]))) for r in rows]
 
         return await self._db.run(select)
+
+    async def add_stream_token(self, token: StreamTokenRecord, *, limit: int, now_us: int) -> bool:
+        def insert(con: duckdb.DuckDBPyConnection) -> bool:
+            con.execute("BEGIN TRANSACTION")
+            try:
+                con.execute("DELETE FROM stream_tokens WHERE expires_us <= ?", [now_us])
+                live = con.execute(
+                    "SELECT count(*) FROM stream_tokens WHERE key_id = ?", [token.key_id]
+                ).fetchall()[0][0]
+                if live < limit:
+                    con.execute(
+                        f"INSERT INTO stream_tokens ({_TOKEN_COLUMNS}) "  # noqa: S608
+                        "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                        [
+                            token.subscription_id,
+                            token.tenant_id,
+                            token.key_id,
+                            token.token_hash,
+                            token.filter,
+                            list(token.metrics),
+                            token.expires_us,
+                        ],
+                    )
+                con.execute("COMMIT")
+            except Exception:
+                con.execute("ROLLBACK")
+                raise
+            return bool(live < limit)
+
+        return await self._db.run(insert)
+
+    async def find_stream_token(self, token_hash: str, now_us: int) -> StreamTokenRecord | None:
+        def select(con: duckdb.DuckDBPyConnection) -> StreamTokenRecord | None:
+            rows = con.execute(
+                f"SELECT {_TOKEN_COLUMNS} FROM stream_tokens "  # noqa: S608
+                "WHERE token_hash = ? AND expires_us > ?",
+                [token_hash, now_us],
+            ).fetchall()
+            return _token(rows[0]) if rows else None
+
+        return await self._db.read(select)
+
+    async def revoke_stream_token(
+        self, tenant_id: str, subscription_id: str
+    ) -> StreamTokenRecord | None:
+        def delete(con: duckdb.DuckDBPyConnection) -> StreamTokenRecord | None:
+            rows = con.execute(
+                "DELETE FROM stream_tokens WHERE tenant_id = ? AND subscription_id = ? "  # noqa: S608
+                f"RETURNING {_TOKEN_COLUMNS}",
+                [tenant_id, subscription_id],
+            ).fetchall()
+            return _token(rows[0]) if rows else None
+
+        return await self._db.run(delete)
+
+
+_TOKEN_COLUMNS = "subscription_id, tenant_id, key_id, token_hash, filter, metrics, expires_us"  # noqa: S105
+
+
+def _token(row: tuple[Any, ...]) -> StreamTokenRecord:
+    return StreamTokenRecord(row[0], row[1], row[2], row[3], row[4], tuple(row[5]), row[6])
 
 
 class _Reads:

@@ -15,6 +15,10 @@ CREATE TABLE IF NOT EXISTS api_keys (
     key_id VARCHAR PRIMARY KEY, tenant_id VARCHAR NOT NULL, key_hash VARCHAR NOT NULL UNIQUE,
     scopes VARCHAR[] NOT NULL, name VARCHAR NOT NULL, created_at_us BIGINT NOT NULL,
     revoked_at_us BIGINT);
+CREATE TABLE IF NOT EXISTS stream_tokens (
+    subscription_id VARCHAR PRIMARY KEY, tenant_id VARCHAR NOT NULL, key_id VARCHAR NOT NULL,
+    token_hash VARCHAR NOT NULL UNIQUE, filter VARCHAR NOT NULL, metrics VARCHAR[] NOT NULL,
+    expires_us BIGINT NOT NULL);
 CREATE TABLE IF NOT EXISTS custom_metrics (
     tenant_id VARCHAR NOT NULL, name VARCHAR NOT NULL, kind VARCHAR NOT NULL,
     PRIMARY KEY (tenant_id, name));
