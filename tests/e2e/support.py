@@ -109,7 +109,7 @@ async def provision(settings: Settings) -> dict[str, TenantKeys]:
     out: dict[str, TenantKeys] = {}
     async with offline_auth(settings) as auth:
         for tenant in TENANTS:
-            await auth.create_tenant(tenant)
+            await auth.ensure_tenant(tenant)  # an import may have made it
             keys = TenantKeys()
             for scope in SCOPES:
                 new = await auth.create_key(tenant, parse_scopes(scope), name=f"{tenant}-{scope}")
@@ -310,14 +310,20 @@ def cli_env() -> dict[str, str]:
     return env
 
 
-def cli(*args: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+def cli(
+    *args: str, check: bool = True, timeout: float = 60, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     """Run ``hypemeter ARGS`` in a subprocess and capture its output."""
     data = args[args.index("--data") + 1] if "--data" in args[:-1] else None
     done = subprocess.run(
         [*HYPEMETER, *args],
         capture_output=True,
         text=True,
-        env={**cli_env(), **cluster.backend_env(None if data is None else Path(data))},
+        env={
+            **cli_env(),
+            **cluster.backend_env(None if data is None else Path(data)),
+            **(env or {}),
+        },
         timeout=timeout,
         check=False,
     )

@@ -2,11 +2,12 @@
 
 A process holds one pub/sub connection, named ``client_name``, and one reader task
 that hands each message to the local subscriptions of its topic; the Redis channel
-``channel_prefix + topic`` is subscribed while the topic has a local subscriber.
-``publish`` hands a message to this process's own subscribers at once, as the memory
-bus does, then sends it through a separate command connection to the other processes
-one message at a time in call order; each
-message carries its bus's origin id so that the reader skips what came from itself.
+``channel_prefix + topic`` is subscribed while the topic has a local subscriber (the
+prefix names the DSN's database: pub/sub itself ignores databases). ``publish`` hands
+a message to this process's own subscribers at once, as the memory bus does, then
+sends it through a separate command connection to the other processes, one message
+at a time in call order; each message carries its bus's origin id so that the reader
+skips what came from itself.
 Per publisher, every subscriber sees the messages of a topic in the order published.
 
 Pub/sub is at-most-once. A subscription's ``ready`` waits until Redis confirmed its
@@ -66,12 +67,12 @@ class RedisLiveBus:
         self,
         dsn: str,
         *,
-        channel_prefix: str = CHANNEL_PREFIX,
+        channel_prefix: str | None = None,
         client_name: str | None = None,
         backoff: AbstractBackoff | None = None,
     ) -> None:
         self._dsn = dsn
-        self._prefix = channel_prefix
+        self._prefix = channel_prefix or channel_prefix_of(dsn)
         self.client_name = client_name or f"hypemeter-live-{os.getpid()}-{secrets.token_hex(4)}"
         self._origin = secrets.token_bytes(ORIGIN_BYTES)
         self._backoff = backoff or ExponentialWithJitterBackoff(cap=5.0, base=0.05)
@@ -315,6 +316,13 @@ async def _stop(task: asyncio.Task[None]) -> None:
         await asyncio.wait({task}, timeout=1.0)
     if not task.cancelled() and task.exception() is not None:
         log.error("live bus task %s failed", task.get_name(), exc_info=task.exception())
+
+
+def channel_prefix_of(dsn: str) -> str:
+    """Channels of one deployment: pub/sub ignores Redis databases, so the prefix names
+    the database of the DSN (deployments on ``/0`` and ``/1`` stay apart)."""
+    database = urlparse(dsn).path.strip("/") or "0"
+    return f"{CHANNEL_PREFIX}{database}:"
 
 
 def _redacted(dsn: str) -> str:
