@@ -20,15 +20,20 @@ import duckdb
 import pytest
 
 from hypemeter.backends.cluster.postgres_database import PostgresConfig, PostgresDatabase
-from hypemeter.backends.cluster.postgres_store import PostgresEventStore, PostgresTenantStore
+from hypemeter.backends.cluster.postgres_store import (
+    PostgresEventStore,
+    PostgresMetricsStore,
+    PostgresTenantStore,
+)
 from hypemeter.backends.embedded.duckdb_store import (
     DuckDBDatabase,
     DuckDBEventStore,
+    DuckDBMetricsStore,
     DuckDBTenantStore,
     StoreConfig,
 )
 from hypemeter.backends.embedded.memory_bus import MemoryLiveBus
-from hypemeter.backends.ports import EventStore, LiveBus, TenantStore
+from hypemeter.backends.ports import EventStore, LiveBus, MetricsStore, TenantStore
 from hypemeter.clock import FixedClock
 
 NOW_US = 1_795_183_200_000_000  # 2026-11-20T14:00:00Z
@@ -67,10 +72,28 @@ class DuckDBBackend:
         self._opened.append((store, db))
         return store
 
+    async def open_metrics_store(self, events: EventStore) -> MetricsStore:
+        """A started metrics store on the database of ``events``, an opened event store,
+        as ``selection.open_backends`` builds them: what one appends the other reads."""
+        db = self._database_of(events)
+        store = DuckDBMetricsStore(db)
+        await store.start()
+        self._opened.append((store, db))
+        return store
+
+    async def fold_rollups(self, store: MetricsStore) -> None:
+        """Fold every committed event into the rollups now (the maintainer thread
+        otherwise folds in the background, whenever it gets to it)."""
+        assert isinstance(store, DuckDBMetricsStore)
+        assert await asyncio.to_thread(store.wait_folded, 30.0)
+
+    def _database_of(self, store: object) -> DuckDBDatabase:
+        return next(db for opened, db in self._opened if opened is store)
+
     @asynccontextmanager
     async def stalled(self, store: EventStore) -> AsyncIterator[None]:
         """Hold the store's writer busy so that appends pile up in its queue."""
-        db = next(db for opened, db in self._opened if opened is store)
+        db = self._database_of(store)
         release, holding = threading.Event(), threading.Event()
 
         def hold(_: Any) -> bool:
@@ -132,10 +155,25 @@ class PostgresBackend:
         self._opened.append((store, db))
         return store
 
+    async def open_metrics_store(self, events: EventStore) -> MetricsStore:
+        """A started metrics store on the database of ``events``, an opened event store."""
+        db = self._database_of(events)
+        store = PostgresMetricsStore(db)
+        await store.start()
+        self._opened.append((store, db))
+        return store
+
+    async def fold_rollups(self, store: MetricsStore) -> None:
+        """Nothing to do: the rollups change in the transaction of their events."""
+        assert isinstance(store, PostgresMetricsStore)
+
+    def _database_of(self, store: object) -> PostgresDatabase:
+        return next(db for opened, db in self._opened if opened is store)
+
     @asynccontextmanager
     async def stalled(self, store: EventStore) -> AsyncIterator[None]:
         """Hold the store's committer so that appends pile up in its queue."""
-        db = next(db for opened, db in self._opened if opened is store)
+        db = self._database_of(store)
         async with db.gate:
             yield
 
@@ -204,6 +242,12 @@ async def event_store(store_backend: StoreBackend) -> EventStore:
 @pytest.fixture
 async def tenant_store(store_backend: StoreBackend) -> TenantStore:
     return await store_backend.open_tenant_store()
+
+
+@pytest.fixture
+async def metrics_store(store_backend: StoreBackend, event_store: EventStore) -> MetricsStore:
+    """Reads what ``event_store`` appends: both adapters share one database."""
+    return await store_backend.open_metrics_store(event_store)
 
 
 @pytest.fixture(params=BUS_BACKENDS)
