@@ -46,6 +46,13 @@ class Settings(BaseSettings):
     log_partitions: int = Field(
         default=16, ge=1, le=1024, description="Partitions of the event log (by influencer)"
     )
+    log_ack_wait_seconds: float = Field(
+        default=30.0,
+        ge=1.0,
+        le=3600.0,
+        description="How long a worker may hold a message before JetStream redelivers it "
+        "(a dead worker's partition waits this long)",
+    )
     log_duplicate_window_seconds: float = Field(
         default=120.0, ge=1.0, le=86_400.0, description="JetStream's duplicate window"
     )

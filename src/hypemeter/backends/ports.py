@@ -326,7 +326,11 @@ class TenantStore(Protocol):
 
 
 class Subscription(Protocol):
-    """Messages published on one topic since subscribing, in order."""
+    """Messages published on one topic since subscribing, in order.
+
+    Messages are never empty: an empty one marks a gap (the bus lost its connection,
+    say), where messages may be missing; ``dropped`` counts gaps and lost messages.
+    """
 
     # Messages lost because the subscriber fell more than ``max_pending`` behind.
     dropped: int

@@ -109,6 +109,7 @@ def open_log(settings: Settings) -> JetStreamLog:
     config = LogConfig(
         partitions=settings.log_partitions,
         duplicate_window_seconds=settings.log_duplicate_window_seconds,
+        ack_wait_seconds=settings.log_ack_wait_seconds,
         queue_limit=max(settings.ingest_queue_events, settings.max_events_per_request),
     )
     return JetStreamLog(settings.log, config)

@@ -6,6 +6,8 @@ import asyncio
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 
+GAP = b""  # what a reader receives where messages may have been lost
+
 
 class BufferedSubscription:
     """Messages of one topic in a deque of ``max_pending``; a full one loses its oldest.
@@ -44,6 +46,11 @@ class BufferedSubscription:
     def lost(self) -> None:
         """Messages may have been missed that never reached this buffer: count one."""
         self.dropped += 1
+
+    def gap(self) -> None:
+        """Wake the reader with an empty message where messages may be missing, so that it
+        repairs the gap now (once it can) rather than at the next message."""
+        self.deliver(GAP)
 
     def end(self) -> None:
         """Stop the iteration once the pending messages are read."""

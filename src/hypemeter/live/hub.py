@@ -28,7 +28,7 @@ import pyarrow.compute as pc
 
 from hypemeter.backends.ports import LiveBus, MetricsStore, Subscription
 from hypemeter.clock import Clock
-from hypemeter.errors import HypemeterError, InvalidInput
+from hypemeter.errors import HypemeterError, InvalidInput, StoreUnavailable
 from hypemeter.live import changes
 from hypemeter.live.model import LiveFilter, iso
 from hypemeter.metrics.model import DAY_US, Frame, Grain, TimeRange, floor_to, metric_value
@@ -363,6 +363,10 @@ class LiveHub:
             except HypemeterError as exc:
                 found.error = exc
                 self._drop(found)
+            except Exception as exc:  # a backend fault the store did not translate
+                log.exception("live snapshot failed", extra={"tenant": key.tenant_id})
+                found.error = StoreUnavailable(f"the live snapshot could not be read: {exc}")
+                self._drop(found)
             finally:
                 found.ready.set()
         else:
@@ -500,11 +504,11 @@ class LiveHub:
 
     async def _consume(self, tenant_id: str, feed: Feed) -> None:
         async for message in feed.subscription:
-            try:
-                change = changes.decode(message)
-                self.route(feed, change)
-            except Exception:
-                log.exception("live change set not applied", extra={"tenant": tenant_id})
+            if message:  # an empty message marks a gap: the drop count below says so
+                try:
+                    self.route(feed, changes.decode(message))
+                except Exception:
+                    log.exception("live change set not applied", extra={"tenant": tenant_id})
             if feed.subscription.dropped != feed.dropped:
                 feed.dropped = feed.subscription.dropped
                 self._resync(tenant_id, feed)

@@ -47,7 +47,7 @@ PAYLOAD_MARGIN = 0.85
 class LogConfig:
     partitions: int = 16
     duplicate_window_seconds: float = 120.0
-    ack_wait_seconds: float = 60.0
+    ack_wait_seconds: float = 30.0
     publish_timeout_seconds: float = 10.0
     queue_limit: int = 200_000
 

@@ -15,7 +15,7 @@ import logging
 import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlparse, urlunparse
@@ -191,14 +191,20 @@ class PostgresDatabase:
     @asynccontextmanager
     async def pinned(self) -> AsyncIterator[tuple[asyncpg.Connection, int]]:
         """A connection in a read-only snapshot that sees exactly commits 1..seq."""
-        async with self.pool().acquire() as con:
-            transaction = con.transaction(isolation="repeatable_read", readonly=True)
-            await transaction.start()
-            try:
-                seq = await con.fetchval("SELECT seq FROM hm_seq WHERE id = 1")
-                yield con, int(seq)
-            finally:
-                await transaction.rollback()
+        try:
+            async with self.pool().acquire() as con:
+                transaction = con.transaction(isolation="repeatable_read", readonly=True)
+                await transaction.start()
+                try:
+                    seq = await con.fetchval("SELECT seq FROM hm_seq WHERE id = 1")
+                    yield con, int(seq)
+                finally:
+                    with suppress(*_UNAVAILABLE):
+                        await transaction.rollback()
+        except _UNAVAILABLE as exc:
+            if isinstance(exc, asyncpg.PostgresError) and not _is_connection_error(exc):
+                raise
+            raise StoreUnavailable(f"the store is unavailable: {exc}") from exc
 
     def now_us(self) -> int:
         return self._clock.now_us()

@@ -17,7 +17,9 @@ missed by raising ``dropped``:
 - by one for each message its full buffer lost, as on the memory bus;
 - by one when the connection to Redis is lost: the reader reconnects with redis-py's
   exponential backoff with jitter and subscribes again to every topic that still has
-  local subscribers; what was published meanwhile is gone;
+  local subscribers; what was published meanwhile is gone, and once Redis confirmed the
+  channel again the subscription receives an empty message (the gap) so that its
+  reader repairs what it missed then, not at the next message;
 - by one when Redis does not confirm a subscription within ``READY_WAIT_S``.
 
 Publishers cannot know of subscribers in other processes without asking Redis, so
@@ -88,6 +90,8 @@ class RedisLiveBus:
         self._inflight: dict[str, int] = {}  # (UN)SUBSCRIBEs awaiting their confirmation
         # Set once Redis confirmed the channel of a topic on the current connection.
         self._subscribed: dict[str, asyncio.Event] = {}
+        # Topics whose subscribers missed messages; told (``gap``) once subscribed again.
+        self._gaps: set[str] = set()
         self._wake = asyncio.Event()
         self._publish_lock = asyncio.Lock()
         self._paused_until = 0.0
@@ -178,6 +182,7 @@ class RedisLiveBus:
         if not subs:
             del self._topics[sub.topic]
             self._subscribed.pop(sub.topic, None)
+            self._gaps.discard(sub.topic)
             self._wake.set()
 
     async def _wait_subscribed(self, topic: str) -> None:
@@ -190,6 +195,7 @@ class RedisLiveBus:
         except TimeoutError:
             for sub in self._topics.get(topic, ()):
                 sub.lost()
+            self._gaps.add(topic)
 
     # -- the pub/sub connection ------------------------------------------------------------
 
@@ -257,6 +263,7 @@ class RedisLiveBus:
         self._inflight.clear()
         for event in self._subscribed.values():
             event.clear()
+        self._gaps.update(self._topics)
         for subs in self._topics.values():
             for sub in subs:
                 sub.lost()
@@ -281,6 +288,11 @@ class RedisLiveBus:
         self._inflight.pop(topic, None)
         if topic in self._requested and topic in self._topics:
             self._subscribed.setdefault(topic, asyncio.Event()).set()
+            if topic in self._gaps:
+                # Subscribed again: from now on nothing is missed, so repairs can start.
+                self._gaps.discard(topic)
+                for sub in self._topics[topic]:
+                    sub.gap()
 
     async def _sync_forever(self) -> None:
         while True:
@@ -288,7 +300,9 @@ class RedisLiveBus:
             self._wake.clear()
             conn = self._conn
             if conn is not None:
-                with suppress(*DRIVER_ERRORS):  # the reader sees the failure too
+                # The reader sees a failure too. A connection closed under a command (at
+                # shutdown, or by the reader) makes redis-py raise AttributeError.
+                with suppress(*DRIVER_ERRORS, AttributeError):
                     await self._sync(conn)
 
     async def _sync(self, conn: AbstractConnection) -> None:
