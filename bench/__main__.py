@@ -12,7 +12,7 @@ import os
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -86,6 +86,19 @@ def ratios(figures: list[Figure]) -> list[Figure]:
     return out
 
 
+def attempt(
+    name: str, figures: list[Figure], notes: dict[str, Any], bench: Callable[[], Any]
+) -> None:
+    """Run one benchmark; a failure is reported and noted, and the others still run."""
+    try:
+        found, notes[name] = bench()
+    except Exception as exc:  # one broken benchmark must not hide the rest
+        say(f"  {name} FAILED: {exc!r}")
+        notes[name] = {"failed": repr(exc)}
+        return
+    figures.extend(found)
+
+
 def run(args: argparse.Namespace, pool: Pool) -> tuple[list[Figure], dict[str, Any]]:
     chosen = args.only or list(BENCHES)
     figures: list[Figure] = []
@@ -98,17 +111,29 @@ def run(args: argparse.Namespace, pool: Pool) -> tuple[list[Figure], dict[str, A
         for shape in (*shapes, shapes[0].on_cluster()):
             if shape.bench in chosen:
                 say(f"{shape.bench}: {args.runs} runs of {shape.duration_s:g} s")
-                found, notes[shape.bench] = run_ingest(client, shape, pool, args.runs)
-                figures.extend(found)
+                attempt(
+                    shape.bench,
+                    figures,
+                    notes,
+                    lambda s=shape: run_ingest(client, s, pool, args.runs),
+                )
         for name, runner in (("B2", run_b2), ("B4", run_b4)):
             if name in chosen:
                 say(f"{name}: {args.runs} runs")
-                found, notes[name] = runner(client, pool, args.runs, say)
-                figures.extend(found)
+                attempt(
+                    name,
+                    figures,
+                    notes,
+                    lambda r=runner: r(client, pool, args.runs, say),
+                )
         if "B2-cluster" in chosen:
             say(f"B2 on the cluster topology: {args.runs} runs")
-            found, notes["B2-cluster"] = run_b2(client, pool, args.runs, say, cluster=True)
-            figures.extend(found)
+            attempt(
+                "B2-cluster",
+                figures,
+                notes,
+                lambda: run_b2(client, pool, args.runs, say, cluster=True),
+            )
         stores = [(b, b == "B3-cluster") for b in ("B3", "B3-cluster") if b in chosen]
         if stores:
             with tempfile.TemporaryDirectory(prefix="hypemeter-bench-store-") as tmp:
@@ -117,10 +142,14 @@ def run(args: argparse.Namespace, pool: Pool) -> tuple[list[Figure], dict[str, A
                 say(f"  {store_pool.seconds:.0f} s")
                 for name, on_cluster in stores:
                     say(f"{name}{'' if on_cluster else ' and B6'}")
-                    found, notes[name] = run_queries(
-                        client, store_pool, args.runs, args.b3_seconds, say, cluster=on_cluster
+                    attempt(
+                        name,
+                        figures,
+                        notes,
+                        lambda c=on_cluster: run_queries(
+                            client, store_pool, args.runs, args.b3_seconds, say, cluster=c
+                        ),
                     )
-                    figures.extend(found)
     if "yardsticks" in chosen:
         say(f"yardsticks: {args.runs} runs each over the same {pool.events:,} events")
         figures.extend(yardsticks(pool, args.runs))

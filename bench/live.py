@@ -39,6 +39,7 @@ from bench.stats import percentile
 from bench.workload import INFLUENCERS, Pool
 
 B2_RATE = 20_000.0
+B2_CLUSTER_RATE = 5_000.0
 B2_PROBES_S = 12.0
 B2_PROBE_EVERY_S = 0.25  # above the 100 ms coalescing: each probe's update goes out at once
 B4_SUBSCRIBERS = 5_000
@@ -147,10 +148,14 @@ def run_b2(
     """B2; on the cluster topology as ``B2-cluster`` (through the log, a worker and Redis)."""
     store = _store(cluster)
     bench = "B2-cluster" if cluster else "B2"
+    # The cluster's workers commit about 20k events/s on this machine beside everything
+    # else: at 20k the backlog would grow without end, so its background load is lower.
+    rate = B2_CLUSTER_RATE if cluster else B2_RATE
+    around = f"{rate / 1000:g}k events/s around"
     notes: dict[str, Any] = {}
     try:
         seconds = runs * (B2_PROBES_S + 2) + 6
-        load = executor.submit(run_load, _background(store, pool, B2_RATE, seconds, "b2"))
+        load = executor.submit(run_load, _background(store, pool, rate, seconds, "b2"))
         time.sleep(4)  # the background load reaches its pace
         p50: list[float] = []
         p99: list[float] = []
@@ -169,16 +174,16 @@ def run_b2(
                 f"p99 {percentile(acks, 0.99) * 1000:.1f} ms)"
             )
         background = load.result()
-        rate = background.acked / background.wall_s
-        notes = {"background_events_per_s": round(rate), "background_errors": background.errors}
-        say(f"  {bench} background load: {rate:,.0f} events/s acknowledged")
+        achieved = background.acked / background.wall_s
+        notes = {"background_events_per_s": round(achieved), "background_errors": background.errors}
+        say(f"  {bench} background load: {achieved:,.0f} events/s acknowledged")
     finally:
         _remove(store)
     return [
-        Figure.of_runs(bench, "ingest_to_update_p50_ms", p50, "<= 20", "20k events/s around"),
-        Figure.of_runs(bench, "ingest_to_update_p99_ms", p99, "<= 100", "20k events/s around"),
+        Figure.of_runs(bench, "ingest_to_update_p50_ms", p50, "<= 20", around),
+        Figure.of_runs(bench, "ingest_to_update_p99_ms", p99, "<= 100", around),
         Figure.of_runs(bench, "probe_ingest_ack_p50_ms", ack50),
-        Figure.of_runs(bench, "background_events_per_s", [rate]),
+        Figure.of_runs(bench, "background_events_per_s", [achieved]),
     ], notes
 
 

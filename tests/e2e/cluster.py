@@ -1,10 +1,12 @@
 """The e2e suites on the cluster profile: PostgreSQL, NATS JetStream and Redis.
 
 With ``HYPEMETER_E2E_CLUSTER=1`` every live server of the suites runs with
-``profile=cluster``: ingest goes to a JetStream stream of its own, two workers
-(each in a thread with its own loop and connections) move the events into a
-PostgreSQL schema of its own, and live updates travel over Redis. A restart on
-the same data directory finds the same schema and stream.
+``profile=cluster`` as two API instances (the second, the twin, answers every other
+query) and two workers, each in a thread with its own loop and connections: ingest
+goes to a JetStream stream of its own, the workers move the events into a PostgreSQL
+schema of its own, and live updates travel over Redis. A restart on the same data
+directory finds the same schema and stream. ``tests/cluster`` runs the same topology
+as separate processes.
 
 Ingest acknowledges once JetStream holds the events; the workers commit them
 shortly after. Clients made by ``LiveServer.client`` wait after each accepted
@@ -157,6 +159,55 @@ def settling_hooks(settings: Settings) -> dict[str, list[Any]]:
             settle(settings)
 
     return {"response": [after]}
+
+
+class Alternating(httpx.HTTPTransport):
+    """Sends every other query (``GET /v1/...``) to the twin API instance.
+
+    Ingest, administration and live streams stay on the primary: per-process counters
+    (/metrics) and answers that count this process's streams stay meaningful.
+    """
+
+    def __init__(self, twin_port: int) -> None:
+        super().__init__()
+        self._twin_port = twin_port
+        self._queries = 0
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        path = request.url.path
+        if request.method == "GET" and path.startswith("/v1/") and "/stream" not in path:
+            self._queries += 1
+            if self._queries % 2 == 0:
+                request.url = request.url.copy_with(port=self._twin_port)
+        return super().handle_request(request)
+
+
+def config_hooks(twin: Any) -> dict[str, list[Any]]:
+    """httpx event hooks that, after a change of keys or custom metrics through the
+    primary, wait until the twin has reloaded them (it hears of it over the bus)."""
+
+    def before(request: httpx.Request) -> None:
+        request.extensions["twin_reloads"] = twin.reloads
+
+    def after(response: httpx.Response) -> None:
+        request = response.request
+        changes = request.method != "GET" and request.url.path.startswith("/v1/admin/")
+        if changes and response.status_code < 300:
+            deadline = time.monotonic() + SETTLE_SECONDS
+            while twin.reloads <= request.extensions["twin_reloads"]:
+                if time.monotonic() > deadline:
+                    raise TimeoutError("the twin API instance did not reload its keys")
+                time.sleep(0.005)
+
+    return {"request": [before], "response": [after]}
+
+
+def merge_hooks(*hooks: dict[str, list[Any]]) -> dict[str, list[Any]]:
+    merged: dict[str, list[Any]] = {}
+    for found in hooks:
+        for name, functions in found.items():
+            merged.setdefault(name, []).extend(functions)
+    return merged
 
 
 async def drop_all() -> None:

@@ -156,10 +156,21 @@ async def _postgres_rows(dsn: str, sql: str, params: list[Any]) -> list[tuple[An
 
 
 class LiveServer:
-    """One app served by uvicorn in a background thread."""
+    """One app served by uvicorn in a background thread.
 
-    def __init__(self, settings: Settings, keys: dict[str, TenantKeys]) -> None:
+    On the cluster profile a second app (the twin) serves beside it on its own port,
+    with its own connections and bus: clients send half of their queries to it.
+    """
+
+    def __init__(
+        self, settings: Settings, keys: dict[str, TenantKeys], *, primary: bool = True
+    ) -> None:
         self.settings = settings
+        self.primary = primary
+        self.twin: LiveServer | None = None
+        if primary and settings.log:
+            twin_settings = settings.model_copy(update={"data": settings.data / "twin"})
+            self.twin = LiveServer(twin_settings, keys, primary=False)
         self.keys = keys
         self.app = create_app(settings)
         # proto=IPPROTO_TCP lets the event loop set TCP_NODELAY on accepted connections.
@@ -200,8 +211,10 @@ class LiveServer:
             self._error = exc
 
     def start(self) -> LiveServer:
-        if self.settings.log:
+        if self.settings.log and self.primary:
             self._workers = cluster.Workers(self.settings).start()
+        if self.twin is not None:
+            self.twin.start()
         self._thread.start()
         deadline = time.monotonic() + STARTUP_TIMEOUT
         while not self._server.started:
@@ -214,6 +227,8 @@ class LiveServer:
         return self
 
     def stop(self) -> None:
+        if self.twin is not None:
+            self.twin.stop()
         if not self._thread.is_alive():
             self._sock.close()
             self.running = False
@@ -233,7 +248,12 @@ class LiveServer:
         headers = dict(kwargs.pop("headers", {}))
         if key is not None:
             headers.update(bearer(key))
-        kwargs.setdefault("event_hooks", cluster.settling_hooks(self.settings))
+        hooks = cluster.settling_hooks(self.settings)
+        if self.twin is not None:
+            twin = self.twin.app.state.services.shared
+            hooks = cluster.merge_hooks(hooks, cluster.config_hooks(twin))
+            kwargs.setdefault("transport", cluster.Alternating(self.twin.port))
+        kwargs.setdefault("event_hooks", hooks)
         return httpx.Client(base_url=self.url, headers=headers, timeout=30.0, **kwargs)
 
     def post_events(
