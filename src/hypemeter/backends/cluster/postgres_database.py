@@ -38,7 +38,13 @@ COMMIT_ATTEMPTS = 6
 SIZE_REFRESH_SECONDS = 10.0
 _STAGED = "hm_staged"
 _RETRYABLE = (asyncpg.DeadlockDetectedError, asyncpg.SerializationError)
-_UNAVAILABLE = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, asyncio.TimeoutError)
+_UNAVAILABLE = (
+    OSError,
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,  # a connection cut in the middle of a statement, say
+    asyncio.TimeoutError,
+)
 # The columns of ``events``, in table order.
 _EVENT_COLUMNS = (
     "tenant_id",
@@ -182,7 +188,11 @@ class PostgresDatabase:
         """Run ``fn`` on a pooled connection; connection failures become StoreUnavailable."""
         try:
             async with self.pool().acquire() as con:
-                return await fn(con)
+                try:
+                    return await fn(con)
+                except asyncpg.InternalClientError:
+                    con.terminate()  # its protocol state is unknown: the pool replaces it
+                    raise
         except _UNAVAILABLE as exc:
             if isinstance(exc, asyncpg.PostgresError) and not _is_connection_error(exc):
                 raise
