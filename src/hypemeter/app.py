@@ -23,6 +23,7 @@ from hypemeter.api import (
 from hypemeter.auth.ratelimit import RateLimiter
 from hypemeter.auth.routes import router as keys_router
 from hypemeter.auth.service import AuthService
+from hypemeter.backends.dsn import redacted
 from hypemeter.backends.ports import EventStore, LiveBus, MetricsStore, TenantStore
 from hypemeter.backends.selection import Check, open_backends
 from hypemeter.clock import Clock, SystemClock
@@ -178,7 +179,10 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
         await start_services(services)
         control = ControlServer(settings.control_socket(), services.auth)
         await control.start()
-        log.info("hypemeter ready", extra={"store": settings.store_dsn(), "bus": settings.bus})
+        log.info(
+            "hypemeter ready",
+            extra={"store": redacted(settings.store_dsn()), "bus": redacted(settings.bus)},
+        )
         try:
             yield
         finally:

@@ -106,13 +106,14 @@ def migrate(data: DataOpt = None, profile: ProfileOpt = None) -> None:
 
 
 async def migrate_backends(settings: Settings) -> list[str]:
+    from hypemeter.backends.dsn import redacted
     from hypemeter.backends.selection import open_backends, open_log
     from hypemeter.clock import SystemClock
 
     backends = open_backends(settings, SystemClock(), admin_only=True)
     await backends.tenants.start()  # migrates the store
     await backends.tenants.aclose()
-    done = [f"store {settings.store_dsn().split('?')[0].split('@')[-1]}: schema up to date"]
+    done = [f"store {redacted(settings.store_dsn())}: schema up to date"]
     if settings.log:
         event_log = open_log(settings)
         await event_log.start()  # creates or updates the stream

@@ -7,16 +7,16 @@ ones implement the same Protocols and pass the same contract tests.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
-from typing import Generic, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
 
-from hypemeter.auth.model import ApiKey, Tenant
+from hypemeter.auth.model import ApiKey, Scope, Tenant
 from hypemeter.events.batch import EventBatch
 from hypemeter.events.model import MetricDefinition
 from hypemeter.metrics.model import AccountReadings, Grain
@@ -270,6 +270,40 @@ class MetricsStore(MetricsReader, Protocol):
         """Recompute every rollup from the raw events; ``progress(done, total)``; events read."""
 
 
+# How the stores lay out a key and a stream token as a row (SQL column lists, in order).
+KEY_COLUMNS = "key_id, tenant_id, key_hash, scopes, name, created_at_us, revoked_at_us"
+TOKEN_COLUMNS = "subscription_id, tenant_id, key_id, token_hash, filter, metrics, expires_us"  # noqa: S105
+
+
+def key_from_row(row: Sequence[Any]) -> ApiKey:
+    """An API key from a row of KEY_COLUMNS."""
+    return ApiKey(
+        key_id=row[0],
+        tenant_id=row[1],
+        key_hash=row[2],
+        scopes=frozenset(Scope(s) for s in row[3]),
+        name=row[4],
+        created_at_us=row[5],
+        revoked_at_us=row[6],
+    )
+
+
+def counter_answer(rows: Sequence[Sequence[Any]], width: int) -> Answer[CounterRow]:
+    """Counter rows from rows of (``width`` dimensions, bucket, metric, total, events,
+    rows read)."""
+    out = [
+        CounterRow(
+            tuple(r[:width]),
+            None if r[width] is None else int(r[width]),
+            r[width + 1],
+            float(r[width + 2]),
+            int(r[width + 3]),
+        )
+        for r in rows
+    ]
+    return Answer(out, sum(int(r[width + 4]) for r in rows))
+
+
 @dataclass(frozen=True, slots=True)
 class StreamTokenRecord:
     """A stream token as stored: its hash (never the token), owner, scope and expiry.
@@ -284,6 +318,11 @@ class StreamTokenRecord:
     filter: str
     metrics: tuple[str, ...]
     expires_us: int
+
+    @classmethod
+    def from_row(cls, row: Sequence[Any]) -> StreamTokenRecord:
+        """A token from a row of TOKEN_COLUMNS."""
+        return cls(row[0], row[1], row[2], row[3], row[4], tuple(row[5]), row[6])
 
 
 class TenantStore(Protocol):

@@ -22,7 +22,6 @@ import logging
 import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from urllib.parse import parse_qsl, urlparse, urlunparse
 
 import nats
 import numpy as np
@@ -33,6 +32,7 @@ from nats.js import JetStreamContext
 from nats.js import api as js_api
 from nats.js.errors import NotFoundError
 
+from hypemeter.backends.dsn import split_param
 from hypemeter.errors import InvalidInput, Overloaded, StoreUnavailable
 from hypemeter.events.batch import EventBatch
 
@@ -87,15 +87,14 @@ class JetStreamLog:
     """Publishing to, and consuming from, the event stream."""
 
     def __init__(self, dsn: str, config: LogConfig) -> None:
-        parsed = urlparse(dsn)
-        params = dict(parse_qsl(parsed.query))
-        self.stream = params.pop("stream", DEFAULT_STREAM)
+        servers, stream = split_param(dsn, "stream")
+        self.stream = stream or DEFAULT_STREAM
         if not self.stream.replace("_", "").replace("-", "").isalnum():
             raise InvalidInput(
                 f"the log DSN's stream {self.stream!r} must be letters, digits, _ and -",
                 field="log",
             )
-        self.servers = urlunparse(parsed._replace(query=""))
+        self.servers = servers
         self.subject_prefix = f"hm.{self.stream.lower()}"
         self._config = config
         self._nc: NATSClient | None = None

@@ -18,7 +18,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
 from typing import Any, TypeVar
-from urllib.parse import parse_qsl, urlencode, urlparse, urlunparse
 
 import asyncpg
 import numpy as np
@@ -26,6 +25,7 @@ import pyarrow as pa
 
 from hypemeter.backends.cluster import postgres_schema as schema
 from hypemeter.backends.cluster.rollup_sql import rollup_statements
+from hypemeter.backends.dsn import redacted, split_param
 from hypemeter.backends.ports import EXPORT_COLUMNS, AppendResult
 from hypemeter.clock import Clock
 from hypemeter.errors import InvalidInput, Overloaded, StoreUnavailable
@@ -77,25 +77,13 @@ class Target:
     @classmethod
     def parse(cls, dsn: str) -> Target:
         """Split off the ``schema`` query parameter, which asyncpg does not know."""
-        parsed = urlparse(dsn)
-        params = parse_qsl(parsed.query, keep_blank_values=True)
-        found = [value for key, value in params if key == "schema"]
-        rest = [(key, value) for key, value in params if key != "schema"]
-        schema_name = found[-1] if found else None
+        rest, schema_name = split_param(dsn, "schema")
         if schema_name is not None and not schema_name.replace("_", "").isalnum():
             raise InvalidInput(
                 f"the store DSN's schema {schema_name!r} must be letters, digits and _",
                 field="store",
             )
-        return cls(urlunparse(parsed._replace(query=urlencode(rest))), schema_name)
-
-    def safe(self) -> str:
-        """The DSN without its password, for messages."""
-        parsed = urlparse(self.dsn)
-        if parsed.password is None:
-            return self.dsn
-        netloc = parsed.netloc.replace(f":{parsed.password}@", ":***@")
-        return urlunparse(parsed._replace(netloc=netloc))
+        return cls(rest, schema_name)
 
 
 @dataclass(slots=True)
@@ -157,7 +145,9 @@ class PostgresDatabase:
                 init=_prepare_connection,
             )
         except _UNAVAILABLE as exc:
-            raise StoreUnavailable(f"cannot open the store {self.target.safe()}: {exc}") from exc
+            raise StoreUnavailable(
+                f"cannot open the store {redacted(self.target.dsn)}: {exc}"
+            ) from exc
         await self._refresh_size(force=True)
         self._committer = asyncio.create_task(self._commit_loop(), name="hypemeter-pg-commit")
 

@@ -21,6 +21,7 @@ from hypemeter.backends.ports import (
     TrendingQuery,
     TrendingRow,
     UserRow,
+    counter_answer,
 )
 from hypemeter.metrics.model import ENGAGEMENT, AccountReadings, Grain, cover, grains_up_to
 
@@ -125,18 +126,7 @@ async def counters(con: asyncpg.Connection, tenant_id: str, q: CounterQuery) -> 
         + f") AS pieces GROUP BY {head}b, metric"
     )
     rows = await con.fetch(sql, *params)
-    width = len(dims)
-    out = [
-        CounterRow(
-            tuple(r[:width]),
-            None if r[width] is None else int(r[width]),
-            r[width + 1],
-            float(r[width + 2]),
-            int(r[width + 3]),
-        )
-        for r in rows
-    ]
-    return Answer(out, sum(int(r[width + 4]) for r in rows))
+    return counter_answer(rows, len(dims))
 
 
 async def gauges(con: asyncpg.Connection, tenant_id: str, q: GaugeQuery) -> Answer[GaugeRow]:

@@ -6,18 +6,20 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import asyncpg
 import pyarrow as pa
 
-from hypemeter.auth.model import ApiKey, Scope, Tenant
+from hypemeter.auth.model import ApiKey, Tenant
 from hypemeter.backends.cluster import postgres_queries as queries
 from hypemeter.backends.cluster.postgres_database import PostgresDatabase
 from hypemeter.backends.cluster.postgres_schema import ROLLUP_TABLES
 from hypemeter.backends.cluster.rollup_sql import rollup_statements
 from hypemeter.backends.ports import (
     EXPORT_COLUMNS,
+    KEY_COLUMNS,
+    TOKEN_COLUMNS,
     Answer,
     AppendResult,
     CounterMatrix,
@@ -30,6 +32,7 @@ from hypemeter.backends.ports import (
     TrendingQuery,
     TrendingRow,
     UserRow,
+    key_from_row,
 )
 from hypemeter.errors import StoreUnavailable
 from hypemeter.events.batch import EventBatch
@@ -118,23 +121,10 @@ class PostgresEventStore(_Shared):
         return self._db.size_bytes()
 
 
-_KEY_COLUMNS = "key_id, tenant_id, key_hash, scopes, name, created_at_us, revoked_at_us"
 _REVOKE = (
     "UPDATE api_keys SET revoked_at_us = coalesce(revoked_at_us, $1) "  # noqa: S608
-    f"WHERE key_id = $2 RETURNING {_KEY_COLUMNS}"
+    f"WHERE key_id = $2 RETURNING {KEY_COLUMNS}"
 )
-
-
-def _key(row: Any) -> ApiKey:
-    return ApiKey(
-        key_id=row[0],
-        tenant_id=row[1],
-        key_hash=row[2],
-        scopes=frozenset(Scope(s) for s in row[3]),
-        name=row[4],
-        created_at_us=row[5],
-        revoked_at_us=row[6],
-    )
 
 
 class PostgresTenantStore(_Shared):
@@ -157,7 +147,7 @@ class PostgresTenantStore(_Shared):
     async def add_key(self, key: ApiKey) -> None:
         await self._db.run(
             lambda con: con.execute(
-                f"INSERT INTO api_keys ({_KEY_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7)",  # noqa: S608
+                f"INSERT INTO api_keys ({KEY_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7)",  # noqa: S608
                 key.key_id,
                 key.tenant_id,
                 key.key_hash,
@@ -169,7 +159,7 @@ class PostgresTenantStore(_Shared):
         )
 
     async def list_keys(self, tenant_id: str | None = None) -> list[ApiKey]:
-        sql = f"SELECT {_KEY_COLUMNS} FROM api_keys"  # noqa: S608
+        sql = f"SELECT {KEY_COLUMNS} FROM api_keys"  # noqa: S608
         if tenant_id is None:
             rows = await self._db.run(lambda con: con.fetch(sql + " ORDER BY created_at_us"))
         else:
@@ -178,7 +168,7 @@ class PostgresTenantStore(_Shared):
                     sql + " WHERE tenant_id = $1 ORDER BY created_at_us", tenant_id
                 )
             )
-        return [_key(r) for r in rows]
+        return [key_from_row(r) for r in rows]
 
     async def revoke_key(self, key_id: str, revoked_at_us: int) -> ApiKey | None:
         row = await self._db.run(
@@ -188,7 +178,7 @@ class PostgresTenantStore(_Shared):
                 key_id,
             )
         )
-        return None if row is None else _key(row)
+        return None if row is None else key_from_row(row)
 
     async def add_metric(self, tenant_id: str, metric: MetricDefinition) -> bool:
         row = await self._db.run(
@@ -220,7 +210,7 @@ class PostgresTenantStore(_Shared):
                 if live >= limit:
                     return False
                 await con.execute(
-                    f"INSERT INTO stream_tokens ({_TOKEN_COLUMNS}) "  # noqa: S608
+                    f"INSERT INTO stream_tokens ({TOKEN_COLUMNS}) "  # noqa: S608
                     "VALUES ($1, $2, $3, $4, $5, $6, $7)",
                     token.subscription_id,
                     token.tenant_id,
@@ -237,13 +227,13 @@ class PostgresTenantStore(_Shared):
     async def find_stream_token(self, token_hash: str, now_us: int) -> StreamTokenRecord | None:
         row = await self._db.run(
             lambda con: con.fetchrow(
-                f"SELECT {_TOKEN_COLUMNS} FROM stream_tokens "  # noqa: S608
+                f"SELECT {TOKEN_COLUMNS} FROM stream_tokens "  # noqa: S608
                 "WHERE token_hash = $1 AND expires_us > $2",
                 token_hash,
                 now_us,
             )
         )
-        return None if row is None else _stream_token(row)
+        return None if row is None else StreamTokenRecord.from_row(row)
 
     async def revoke_stream_token(
         self, tenant_id: str, subscription_id: str
@@ -251,19 +241,12 @@ class PostgresTenantStore(_Shared):
         row = await self._db.run(
             lambda con: con.fetchrow(
                 "DELETE FROM stream_tokens WHERE tenant_id = $1 AND subscription_id = $2 "  # noqa: S608
-                f"RETURNING {_TOKEN_COLUMNS}",
+                f"RETURNING {TOKEN_COLUMNS}",
                 tenant_id,
                 subscription_id,
             )
         )
-        return None if row is None else _stream_token(row)
-
-
-_TOKEN_COLUMNS = "subscription_id, tenant_id, key_id, token_hash, filter, metrics, expires_us"  # noqa: S105
-
-
-def _stream_token(row: Any) -> StreamTokenRecord:
-    return StreamTokenRecord(row[0], row[1], row[2], row[3], row[4], tuple(row[5]), row[6])
+        return None if row is None else StreamTokenRecord.from_row(row)
 
 
 class _Reads:

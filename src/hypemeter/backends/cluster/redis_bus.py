@@ -49,6 +49,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import AbstractBackoff, ExponentialWithJitterBackoff, NoBackoff
 from redis.exceptions import RedisError
 
+from hypemeter.backends.dsn import redacted
 from hypemeter.backends.subscription import BufferedSubscription
 from hypemeter.errors import StoreUnavailable
 
@@ -109,7 +110,7 @@ class RedisLiveBus:
         except DRIVER_ERRORS as exc:
             await self._client.aclose()
             raise StoreUnavailable(
-                f"live bus {_redacted(self._dsn)} is unreachable: {exc}", field="bus"
+                f"live bus {redacted(self._dsn)} is unreachable: {exc}", field="bus"
             ) from exc
         self._tasks = [
             asyncio.create_task(self._read_forever(), name="hypemeter-bus-reader"),
@@ -337,12 +338,3 @@ def channel_prefix_of(dsn: str) -> str:
     the database of the DSN (deployments on ``/0`` and ``/1`` stay apart)."""
     database = urlparse(dsn).path.strip("/") or "0"
     return f"{CHANNEL_PREFIX}{database}:"
-
-
-def _redacted(dsn: str) -> str:
-    """The DSN without its password, for messages."""
-    parsed = urlparse(dsn)
-    if not parsed.password:
-        return dsn
-    netloc = parsed.netloc.replace(f":{parsed.password}@", ":***@", 1)
-    return parsed._replace(netloc=netloc).geturl()

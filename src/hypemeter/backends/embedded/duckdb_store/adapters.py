@@ -6,17 +6,19 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import duckdb
 import pyarrow as pa
 
-from hypemeter.auth.model import ApiKey, Scope, Tenant
+from hypemeter.auth.model import ApiKey, Tenant
 from hypemeter.backends.embedded.duckdb_store import queries, rollups
 from hypemeter.backends.embedded.duckdb_store.database import DuckDBDatabase
 from hypemeter.backends.embedded.duckdb_store.queries import Horizon
 from hypemeter.backends.ports import (
     EXPORT_COLUMNS,
+    KEY_COLUMNS,
+    TOKEN_COLUMNS,
     Answer,
     AppendResult,
     CounterMatrix,
@@ -29,6 +31,7 @@ from hypemeter.backends.ports import (
     TrendingQuery,
     TrendingRow,
     UserRow,
+    key_from_row,
 )
 from hypemeter.errors import StoreUnavailable
 from hypemeter.events.batch import EventBatch
@@ -113,21 +116,6 @@ def _next_batch(reader: pa.RecordBatchReader) -> pa.RecordBatch | None:
         return None
 
 
-def _key_from_row(row: tuple[Any, ...]) -> ApiKey:
-    return ApiKey(
-        key_id=row[0],
-        tenant_id=row[1],
-        key_hash=row[2],
-        scopes=frozenset(Scope(s) for s in row[3]),
-        name=row[4],
-        created_at_us=row[5],
-        revoked_at_us=row[6],
-    )
-
-
-_KEY_COLUMNS = "key_id, tenant_id, key_hash, scopes, name, created_at_us, revoked_at_us"
-
-
 class DuckDBTenantStore(_SharedFile):
     """TenantStore port on the embedded DuckDB file."""
 
@@ -151,7 +139,7 @@ class DuckDBTenantStore(_SharedFile):
     async def add_key(self, key: ApiKey) -> None:
         def insert(con: duckdb.DuckDBPyConnection) -> None:
             con.execute(
-                f"INSERT INTO api_keys ({_KEY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",  # noqa: S608
+                f"INSERT INTO api_keys ({KEY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",  # noqa: S608
                 [
                     key.key_id,
                     key.tenant_id,
@@ -167,14 +155,14 @@ class DuckDBTenantStore(_SharedFile):
 
     async def list_keys(self, tenant_id: str | None = None) -> list[ApiKey]:
         def select(con: duckdb.DuckDBPyConnection) -> list[ApiKey]:
-            sql = f"SELECT {_KEY_COLUMNS} FROM api_keys"  # noqa: S608
+            sql = f"SELECT {KEY_COLUMNS} FROM api_keys"  # noqa: S608
             if tenant_id is None:
                 rows = con.execute(sql + " ORDER BY created_at_us").fetchall()
             else:
                 rows = con.execute(
                     sql + " WHERE tenant_id = ? ORDER BY created_at_us", [tenant_id]
                 ).fetchall()
-            return [_key_from_row(r) for r in rows]
+            return [key_from_row(r) for r in rows]
 
         return await self._db.run(select)
 
@@ -185,10 +173,10 @@ class DuckDBTenantStore(_SharedFile):
                 [revoked_at_us, key_id],
             )
             row = con.execute(
-                f"SELECT {_KEY_COLUMNS} FROM api_keys WHERE key_id = ?",  # noqa: S608
+                f"SELECT {KEY_COLUMNS} FROM api_keys WHERE key_id = ?",  # noqa: S608
                 [key_id],
             ).fetchall()
-            return _key_from_row(row[0]) if row else None
+            return key_from_row(row[0]) if row else None
 
         return await self._db.run(update)
 
@@ -221,7 +209,7 @@ class DuckDBTenantStore(_SharedFile):
                 ).fetchall()[0][0]
                 if live < limit:
                     con.execute(
-                        f"INSERT INTO stream_tokens ({_TOKEN_COLUMNS}) "  # noqa: S608
+                        f"INSERT INTO stream_tokens ({TOKEN_COLUMNS}) "  # noqa: S608
                         "VALUES (?, ?, ?, ?, ?, ?, ?)",
                         [
                             token.subscription_id,
@@ -244,11 +232,11 @@ class DuckDBTenantStore(_SharedFile):
     async def find_stream_token(self, token_hash: str, now_us: int) -> StreamTokenRecord | None:
         def select(con: duckdb.DuckDBPyConnection) -> StreamTokenRecord | None:
             rows = con.execute(
-                f"SELECT {_TOKEN_COLUMNS} FROM stream_tokens "  # noqa: S608
+                f"SELECT {TOKEN_COLUMNS} FROM stream_tokens "  # noqa: S608
                 "WHERE token_hash = ? AND expires_us > ?",
                 [token_hash, now_us],
             ).fetchall()
-            return _token(rows[0]) if rows else None
+            return StreamTokenRecord.from_row(rows[0]) if rows else None
 
         return await self._db.read(select)
 
@@ -258,19 +246,12 @@ class DuckDBTenantStore(_SharedFile):
         def delete(con: duckdb.DuckDBPyConnection) -> StreamTokenRecord | None:
             rows = con.execute(
                 "DELETE FROM stream_tokens WHERE tenant_id = ? AND subscription_id = ? "  # noqa: S608
-                f"RETURNING {_TOKEN_COLUMNS}",
+                f"RETURNING {TOKEN_COLUMNS}",
                 [tenant_id, subscription_id],
             ).fetchall()
-            return _token(rows[0]) if rows else None
+            return StreamTokenRecord.from_row(rows[0]) if rows else None
 
         return await self._db.run(delete)
-
-
-_TOKEN_COLUMNS = "subscription_id, tenant_id, key_id, token_hash, filter, metrics, expires_us"  # noqa: S105
-
-
-def _token(row: tuple[Any, ...]) -> StreamTokenRecord:
-    return StreamTokenRecord(row[0], row[1], row[2], row[3], row[4], tuple(row[5]), row[6])
 
 
 class _Reads:

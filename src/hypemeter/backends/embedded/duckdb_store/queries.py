@@ -34,6 +34,7 @@ from hypemeter.backends.ports import (
     TrendingQuery,
     TrendingRow,
     UserRow,
+    counter_answer,
 )
 from hypemeter.metrics.model import (
     ENGAGEMENT,
@@ -325,18 +326,7 @@ def counters(
         + f") GROUP BY {group}"
     )
     rows = _run(con, sql, params)
-    width = len(dims)
-    out = [
-        CounterRow(
-            tuple(r[:width]),
-            None if r[width] is None else int(r[width]),
-            r[width + 1],
-            float(r[width + 2]),
-            int(r[width + 3]),
-        )
-        for r in rows
-    ]
-    return Answer(out, sum(int(r[width + 4]) for r in rows))
+    return counter_answer(rows, len(dims))
 
 
 def gauges(
