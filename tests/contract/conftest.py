@@ -33,7 +33,7 @@ from hypemeter.backends.embedded.duckdb_store import (
     StoreConfig,
 )
 from hypemeter.backends.embedded.memory_bus import MemoryLiveBus
-from hypemeter.backends.ports import EventStore, LiveBus, MetricsStore, TenantStore
+from hypemeter.backends.ports import AppendResult, EventStore, LiveBus, MetricsStore, TenantStore
 from hypemeter.clock import FixedClock
 
 NOW_US = 1_795_183_200_000_000  # 2026-11-20T14:00:00Z
@@ -42,6 +42,9 @@ DEDUP_WINDOW_US = 24 * 3600 * 1_000_000
 
 class DuckDBBackend:
     """The embedded store: one DuckDB file in a temporary directory."""
+
+    # Appends answer exactly even for copies of events not yet committed.
+    exact_in_flight = True
 
     def __init__(self, root: Path) -> None:
         self.path = root / "hypemeter.duckdb"
@@ -130,6 +133,8 @@ POSTGRES_DSN = os.environ.get(
 class PostgresBackend:
     """The cluster store on the real PostgreSQL server, in a schema of its own per test."""
 
+    exact_in_flight = True
+
     def __init__(self, root: Path) -> None:
         del root
         self.schema = f"hm_test_{uuid.uuid4().hex[:12]}"
@@ -199,10 +204,156 @@ class PostgresBackend:
             await con.close()
 
 
+NATS_DSN = os.environ.get("HYPEMETER_TEST_NATS", "nats://127.0.0.1:4222")
+SETTLE_SECONDS = 30.0
+
+
+class _HeldPublishes:
+    """Stands in front of a JetStream context and holds its publishes while ``held``
+    (a slow JetStream, as the stalled writer of the other backends)."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+        self.released = asyncio.Event()
+        self.released.set()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    async def publish(self, *args: Any, **kwargs: Any) -> Any:
+        await self.released.wait()
+        return await self._inner.publish(*args, **kwargs)
+
+
+class SettledStore:
+    """The EventStore an API process of the cluster profile uses (publish to JetStream),
+    seen by a client that waits until the workers committed its events before going on:
+    ``append`` returns what the logged store answered, once the stream is empty."""
+
+    def __init__(self, logged: Any, backend: LoggedBackend) -> None:
+        self.logged = logged
+        self._backend = backend
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.logged, name)
+
+    async def append(self, tenant_id: str, batch: Any) -> AppendResult:
+        result: AppendResult = await self.logged.append(tenant_id, batch)
+        await self._backend.settle()
+        return result
+
+
+class LoggedBackend(PostgresBackend):
+    """The cluster profile's ingest path: appends are published to a JetStream stream of
+    its own on the real NATS server, and a worker (``hypemeter.worker.Worker``, on the
+    test's loop) commits them to a PostgreSQL schema of its own.
+
+    Its answers differ from a direct store's in one documented way: a copy of an event
+    that is still in the log (published, not yet committed) is answered as accepted,
+    and the worker drops it (``exact_in_flight`` is False); the counts stay exact.
+    """
+
+    exact_in_flight = False
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self.stream = f"HM_TEST_{uuid.uuid4().hex[:12].upper()}"
+        self.log_dsn = f"{NATS_DSN}?stream={self.stream}"
+        self._worker: tuple[asyncio.Task[None], asyncio.Event, Any, Any] | None = None
+        self._held: list[_HeldPublishes] = []
+
+    def _log(self) -> Any:
+        from hypemeter.backends.cluster.nats_log import JetStreamLog, LogConfig
+
+        return JetStreamLog(self.log_dsn, LogConfig(partitions=4))
+
+    async def open_event_store(self, *, queue_limit: int = 100_000) -> EventStore:
+        from hypemeter.backends.cluster.logged_store import LoggedEventStore
+
+        await self._start_worker()
+        db = self._database(queue_limit)
+        log = self._log()
+        logged = LoggedEventStore(log, PostgresEventStore(db), queue_limit=queue_limit)
+        await logged.start()
+        held = _HeldPublishes(log._js)
+        log._js = held
+        self._held.append(held)
+        store = SettledStore(logged, self)
+        self._opened.append((store, db))
+        return store
+
+    async def _start_worker(self) -> None:
+        if self._worker is not None:
+            return
+        from hypemeter.worker import Worker
+
+        db = self._database(100_000)
+        store = PostgresEventStore(db)
+        await store.start()
+        log = self._log()
+        await log.start()
+        stopping = asyncio.Event()
+        task = asyncio.create_task(Worker(log, store, MemoryLiveBus()).run(stopping))
+        self._worker = (task, stopping, log, store)
+        self._opened.append((store, db))
+
+    async def settle(self) -> None:
+        """Wait until the worker has committed (and acknowledged) every message."""
+        import nats
+
+        nc = await nats.connect(NATS_DSN)
+        try:
+            js = nc.jetstream()
+            deadline = asyncio.get_running_loop().time() + SETTLE_SECONDS
+            while (await js.stream_info(self.stream)).state.messages:
+                assert asyncio.get_running_loop().time() < deadline, "the worker is stuck"
+                await asyncio.sleep(0.005)
+        finally:
+            await nc.close()
+
+    @asynccontextmanager
+    async def stalled(self, store: EventStore) -> AsyncIterator[None]:
+        """Hold the store's publishes so that appends pile up in its queue."""
+        held = self._held[-1]
+        held.released.clear()
+        try:
+            yield
+        finally:
+            held.released.set()
+
+    async def stored_deltas(self, store: EventStore, tenant_id: str) -> dict[str, float]:
+        await self.settle()
+        return await super().stored_deltas(store, tenant_id)
+
+    async def aclose(self) -> None:
+        import nats
+
+        if self._worker is not None:
+            task, stopping, log, _ = self._worker
+            stopping.set()
+            await asyncio.wait_for(task, SETTLE_SECONDS)
+            await log.aclose()
+        for store, _ in self._opened:
+            if isinstance(store, SettledStore):
+                await store.logged.aclose()
+        await super().aclose()
+        nc = await nats.connect(NATS_DSN)
+        try:
+            await nc.jetstream().delete_stream(self.stream)
+        except nats.js.errors.NotFoundError:
+            pass
+        finally:
+            await nc.close()
+
+
 StoreBackend = DuckDBBackend | PostgresBackend
 STORE_BACKENDS: list[Any] = [
     pytest.param(DuckDBBackend, id="duckdb"),
     pytest.param(PostgresBackend, id="postgresql"),
+]
+EVENT_STORE_BACKENDS: list[Any] = [
+    *STORE_BACKENDS,
+    pytest.param(LoggedBackend, id="jetstream-postgresql"),
 ]
 REDIS_DSN = os.environ.get("HYPEMETER_TEST_REDIS", "redis://127.0.0.1:6379/0")
 

@@ -99,7 +99,8 @@ def _open_log(settings: Settings, store: EventStore) -> LoggedEventStore:
             "the event log feeds a PostgreSQL store: set HYPEMETER_STORE=postgresql://host/db",
             field="log",
         )
-    return LoggedEventStore(open_log(settings), store)
+    limit = max(settings.ingest_queue_events, settings.max_events_per_request)
+    return LoggedEventStore(open_log(settings), store, queue_limit=limit)
 
 
 def open_log(settings: Settings) -> JetStreamLog:
@@ -110,7 +111,6 @@ def open_log(settings: Settings) -> JetStreamLog:
         partitions=settings.log_partitions,
         duplicate_window_seconds=settings.log_duplicate_window_seconds,
         ack_wait_seconds=settings.log_ack_wait_seconds,
-        queue_limit=max(settings.ingest_queue_events, settings.max_events_per_request),
     )
     return JetStreamLog(settings.log, config)
 

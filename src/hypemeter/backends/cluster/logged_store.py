@@ -24,13 +24,16 @@ import pyarrow as pa
 from hypemeter.backends.cluster.nats_log import JetStreamLog
 from hypemeter.backends.cluster.postgres_store import PostgresEventStore
 from hypemeter.backends.ports import AppendResult
+from hypemeter.errors import Overloaded
 from hypemeter.events.batch import EventBatch
 
 
 class LoggedEventStore:
-    def __init__(self, log: JetStreamLog, store: PostgresEventStore) -> None:
+    def __init__(self, log: JetStreamLog, store: PostgresEventStore, *, queue_limit: int) -> None:
         self._log = log
         self._store = store
+        self._queue_limit = queue_limit
+        self._pending = 0  # events of requests between arrival and JetStream's ack
 
     async def start(self) -> None:
         await self._store.start()
@@ -41,7 +44,22 @@ class LoggedEventStore:
         await self._store.aclose()
 
     async def append(self, tenant_id: str, batch: EventBatch) -> AppendResult:
-        """Publish the request's new events; no change set (the committing worker sends it)."""
+        """Publish the request's new events; no change set (the committing worker sends it).
+
+        A request counts against ``queue_limit`` from its arrival (the id check is part
+        of its wait) until JetStream has persisted it; one that would pass the limit is
+        shed with Overloaded, unless nothing else is waiting.
+        """
+        size = len(batch)
+        if self._pending and self._pending + size > self._queue_limit:
+            raise Overloaded.queue_full(self._pending, self._queue_limit)
+        self._pending += size
+        try:
+            return await self._append(tenant_id, batch)
+        finally:
+            self._pending -= size
+
+    async def _append(self, tenant_id: str, batch: EventBatch) -> AppendResult:
         table = batch.arrow()
         keep = await self._fresh(tenant_id, table)
         kept = int(keep.sum())
@@ -82,7 +100,7 @@ class LoggedEventStore:
         await self._log.check()
 
     def queue_depth(self) -> int:
-        return self._log.queue_depth()
+        return self._pending
 
     def size_bytes(self) -> int:
         return self._store.size_bytes()

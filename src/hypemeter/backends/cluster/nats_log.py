@@ -33,7 +33,7 @@ from nats.js import api as js_api
 from nats.js.errors import NotFoundError
 
 from hypemeter.backends.dsn import split_param
-from hypemeter.errors import InvalidInput, Overloaded, StoreUnavailable
+from hypemeter.errors import InvalidInput, StoreUnavailable
 from hypemeter.events.batch import EventBatch
 
 log = logging.getLogger("hypemeter.log")
@@ -49,7 +49,6 @@ class LogConfig:
     duplicate_window_seconds: float = 120.0
     ack_wait_seconds: float = 30.0
     publish_timeout_seconds: float = 10.0
-    queue_limit: int = 200_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,7 +98,6 @@ class JetStreamLog:
         self._config = config
         self._nc: NATSClient | None = None
         self._js: JetStreamContext | None = None
-        self._pending = 0
 
     @property
     def partitions(self) -> int:
@@ -153,9 +151,6 @@ class JetStreamLog:
             raise StoreUnavailable("the event log is closed")
         return self._js
 
-    def queue_depth(self) -> int:
-        return self._pending
-
     async def check(self) -> None:
         """Raise StoreUnavailable unless the stream answers now."""
         try:
@@ -167,9 +162,6 @@ class JetStreamLog:
         """Persist a request's events in the stream; returns once JetStream has them all."""
         js = self._jetstream()
         size = len(batch)
-        if self._pending and self._pending + size > self._config.queue_limit:
-            raise Overloaded.queue_full(self._pending, self._config.queue_limit)
-        self._pending += size
         try:
             chunks = self._chunks(tenant_id, batch)
             acks = await asyncio.gather(
@@ -184,8 +176,6 @@ class JetStreamLog:
             )
         except (TimeoutError, nats.errors.Error) as exc:
             raise StoreUnavailable(f"the event log did not persist the events: {exc}") from exc
-        finally:
-            self._pending -= size
         duplicates = sum(n for (_, _, _, n), ack in zip(chunks, acks, strict=True) if ack.duplicate)
         return Published(size - duplicates, duplicates, max((a.seq for a in acks), default=0))
 

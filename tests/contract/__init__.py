@@ -1,0 +1,1 @@
+"""Contract suites: each port against every backend."""
