@@ -121,7 +121,7 @@ def build_services(settings: Settings, clock: Clock | None = None) -> Services:
             events=settings.rate_limit_events,
             storage=settings.rate_limit_storage,
         ),
-        telemetry=Telemetry(ingest.stats, backends.store),
+        telemetry=Telemetry(ingest.stats, backends.store, lambda: shared.reloads),
     )
 
 

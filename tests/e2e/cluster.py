@@ -1,12 +1,13 @@
 """The e2e suites on the cluster profile: PostgreSQL, NATS JetStream and Redis.
 
 With ``HYPEMETER_E2E_CLUSTER=1`` every live server of the suites runs with
-``profile=cluster`` as two API instances (the second, the twin, answers every other
-query) and two workers, each in a thread with its own loop and connections: ingest
-goes to a JetStream stream of its own, the workers move the events into a PostgreSQL
-schema of its own, and live updates travel over Redis. A restart on the same data
-directory finds the same schema and stream. ``tests/cluster`` runs the same topology
-as separate processes.
+``profile=cluster`` as two API processes and two worker processes: the test process
+serves the primary (uvicorn in a thread), and a ``hypemeter serve`` subprocess, the
+twin, answers every other query; two ``hypemeter worker`` subprocesses move the
+events from a JetStream stream of the server's own into a PostgreSQL schema of its
+own, and live updates travel over Redis. A restart on the same data directory finds
+the same schema and stream. ``tests/cluster`` adds the faults (killed workers,
+restarted NATS, Redis and PostgreSQL) on private instances.
 
 Ingest acknowledges once JetStream holds the events; the workers commit them
 shortly after. Clients made by ``LiveServer.client`` wait after each accepted
@@ -18,15 +19,21 @@ read their own writes as on the embedded profile.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import concurrent.futures
 import hashlib
+import json
 import os
-import threading
+import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import httpx
+from pydantic import SecretStr
+from pydantic_core import to_jsonable_python
 
 from hypemeter.settings import Settings
 
@@ -71,48 +78,178 @@ def backend_overrides(data: Path) -> dict[str, Any]:
     return {k.removeprefix("HYPEMETER_").lower(): v for k, v in backend_env(data).items()}
 
 
-class Workers:
-    """Two ``hypemeter worker`` loops of one server, each in a thread of its own."""
+class WarmPool:
+    """``hypemeter`` processes started ahead of need: each has paid its imports (about a
+    second of CPU) by the time a test hands it a command line, so starting the twin
+    API process and the two workers of a server costs the test almost nothing."""
 
-    def __init__(self, settings: Settings, count: int = 2) -> None:
-        self._settings = settings
-        self._threads: list[tuple[threading.Thread, list[Any]]] = []
-        for n in range(count):
-            holder: list[Any] = []
-            thread = threading.Thread(
-                target=self._run, args=(holder,), name=f"e2e-worker-{n}", daemon=True
-            )
-            self._threads.append((thread, holder))
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._ready: list[subprocess.Popen[bytes]] = []
+        atexit.register(self.close)
 
-    def _run(self, holder: list[Any]) -> None:
-        from hypemeter.worker import run_worker
+    def _spawn(self) -> subprocess.Popen[bytes]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("HYPEMETER_")}
+        env["PYTHONUNBUFFERED"] = "1"
+        return subprocess.Popen(
+            [sys.executable, str(Path(__file__).with_name("warm_process.py"))],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            env=env,
+        )
 
-        async def main() -> None:
-            stopping = asyncio.Event()
-            holder.append((asyncio.get_running_loop(), stopping))
-            await run_worker(self._settings, stopping, signals=False)
+    def run(self, args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+        """Run ``hypemeter ARGS`` with ``env`` as its environment, output to ``log``."""
+        while len(self._ready) < self._size + 1:
+            self._ready.append(self._spawn())
+        proc = self._ready.pop(0)
+        assert proc.stdin is not None
+        spec = {"args": args, "env": env, "log": str(log)}
+        proc.stdin.write(json.dumps(spec).encode() + b"\n")
+        proc.stdin.close()
+        return proc
 
-        try:
-            asyncio.run(main())
-        except BaseException as exc:
-            holder.append(exc)
+    def close(self) -> None:
+        for proc in self._ready:
+            if proc.stdin is not None and not proc.stdin.closed:
+                proc.stdin.close()
+        for proc in self._ready:
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        self._ready.clear()
 
-    def start(self) -> Workers:
-        for thread, _ in self._threads:
-            thread.start()
-        return self
+
+POOL = WarmPool(size=3)
+TWIN_SCRAPE_TOKEN = "e2e-twin-scrape-token"
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """The environment that gives another process exactly ``settings``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HYPEMETER_")}
+    env["PYTHONUNBUFFERED"] = "1"
+    for name, spec in type(settings).model_fields.items():
+        value = getattr(settings, name)
+        if value == spec.default:
+            continue
+        if isinstance(value, SecretStr):
+            value = value.get_secret_value()
+        if isinstance(value, bool):
+            text = "true" if value else "false"
+        elif isinstance(value, str | int | float | Path):
+            text = str(value)
+        else:
+            text = json.dumps(to_jsonable_python(value))
+        env[f"HYPEMETER_{name.upper()}"] = text
+    return env
+
+
+class Processes:
+    """The other processes of one server's cluster topology: the twin API process
+    (``hypemeter serve``) and two ``hypemeter worker`` processes, on the server's
+    schema and stream, started from the warm pool."""
+
+    def __init__(self, settings: Settings, logs: Path) -> None:
+        from .support import free_port
+
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        env = settings_env(settings)
+        twin_env = {
+            **env,
+            "HYPEMETER_DATA": str(settings.data / "twin"),
+            "HYPEMETER_METRICS_TOKEN": self.scrape_token(settings),
+            # Clients send the twin queries only (see Alternating): it decodes no ingest
+            # bodies, and its start does not wait for a pool of decoding processes.
+            "HYPEMETER_DECODE_WORKERS": "0",
+        }
+        self._scrape = twin_env["HYPEMETER_METRICS_TOKEN"]
+        self.logs = logs
+        self.workers = [POOL.run(["worker"], env, logs / f"worker-{n}.log") for n in range(2)]
+        self.twin = POOL.run(
+            ["serve", "--host", "127.0.0.1", "--port", str(self.port)], twin_env, logs / "twin.log"
+        )
+
+    @staticmethod
+    def scrape_token(settings: Settings) -> str:
+        token = settings.metrics_token
+        return token.get_secret_value() if token is not None else TWIN_SCRAPE_TOKEN
+
+    def wait_ready(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for proc in (self.twin, *self.workers):
+                if proc.poll() is not None:
+                    raise RuntimeError(f"a cluster process exited early:\n{self.output()}")
+            try:
+                if httpx.get(f"{self.url}/readyz", timeout=1.0).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.02)
+        raise TimeoutError(f"the twin API process is not ready:\n{self.output()}")
+
+    def reloads(self) -> int:
+        """How often the twin reloaded keys and custom metrics (from its /metrics)."""
+        response = httpx.get(
+            f"{self.url}/metrics", headers={"Authorization": f"Bearer {self._scrape}"}, timeout=10
+        )
+        response.raise_for_status()
+        for line in response.text.splitlines():
+            if line.startswith("hypemeter_config_reloads_total "):
+                return int(float(line.split()[1]))
+        raise AssertionError("the twin's /metrics has no hypemeter_config_reloads_total")
+
+    def output(self) -> str:
+        return "\n".join(
+            f"--- {log.name}\n{log.read_text(errors='replace')[-4000:]}"
+            for log in sorted(self.logs.glob("*.log"))
+        )
+
+    def terminate(self) -> None:
+        """SIGTERM all three: the workers finish their in-flight message and exit."""
+        for proc in (self.twin, *self.workers):
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
 
     def stop(self) -> None:
-        for _, holder in self._threads:
-            if holder and isinstance(holder[0], tuple):
-                loop, stopping = holder[0]
-                loop.call_soon_threadsafe(stopping.set)
-        for thread, holder in self._threads:
-            thread.join(timeout=30)
-            assert not thread.is_alive(), "worker thread did not stop"
-            errors = [h for h in holder if isinstance(h, BaseException)]
-            if errors:
-                raise errors[0]
+        """Terminate all three; ``reap`` checks later that they exited cleanly (a worker
+        takes up to its fetch wait to notice, which the next test need not wait for)."""
+        self.terminate()
+        STOPPED.append(self)
+        reap(finished_only=True)
+
+    def check_exits(self) -> None:
+        codes = []
+        for proc in (self.twin, *self.workers):
+            try:
+                codes.append(proc.wait(timeout=30))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                codes.append(proc.wait())
+        # uvicorn may end a graceful shutdown by raising the captured SIGTERM again.
+        if any(code not in (0, -signal.SIGTERM) for code in codes):
+            raise AssertionError(f"cluster processes exited with {codes}:\n{self.output()}")
+
+
+STOPPED: list[Processes] = []
+
+
+def reap(*, finished_only: bool = False) -> None:
+    """Wait for the stopped cluster processes (or check those that have all exited);
+    fail if one did not exit cleanly."""
+    failures = []
+    for stopped in list(STOPPED):
+        if finished_only and any(p.poll() is None for p in (stopped.twin, *stopped.workers)):
+            continue
+        STOPPED.remove(stopped)
+        try:
+            stopped.check_exits()
+        except AssertionError as exc:
+            failures.append(str(exc))
+    if failures:
+        raise AssertionError("\n\n".join(failures))
 
 
 async def _stream_messages(settings: Settings) -> int:
@@ -182,21 +319,23 @@ class Alternating(httpx.HTTPTransport):
         return super().handle_request(request)
 
 
-def config_hooks(twin: Any) -> dict[str, list[Any]]:
+def config_hooks(twin: Processes) -> dict[str, list[Any]]:
     """httpx event hooks that, after a change of keys or custom metrics through the
-    primary, wait until the twin has reloaded them (it hears of it over the bus)."""
+    primary, wait until the twin process has reloaded them (it hears of it over the bus
+    and counts its reloads in /metrics)."""
 
     def before(request: httpx.Request) -> None:
-        request.extensions["twin_reloads"] = twin.reloads
+        if request.method != "GET" and request.url.path.startswith("/v1/admin/"):
+            request.extensions["twin_reloads"] = twin.reloads()
 
     def after(response: httpx.Response) -> None:
         request = response.request
-        changes = request.method != "GET" and request.url.path.startswith("/v1/admin/")
-        if changes and response.status_code < 300:
+        before_change = request.extensions.get("twin_reloads")
+        if before_change is not None and response.status_code < 300:
             deadline = time.monotonic() + SETTLE_SECONDS
-            while twin.reloads <= request.extensions["twin_reloads"]:
+            while twin.reloads() <= before_change:
                 if time.monotonic() > deadline:
-                    raise TimeoutError("the twin API instance did not reload its keys")
+                    raise TimeoutError("the twin API process did not reload its keys")
                 time.sleep(0.005)
 
     return {"request": [before], "response": [after]}

@@ -24,6 +24,7 @@ from .support import (
 def drop_e2e_backends() -> Iterator[None]:
     """On PostgreSQL or the cluster, drop the schemas and streams this session made."""
     yield
+    cluster.reap()
     run_coroutine(cluster.drop_all())
 
 

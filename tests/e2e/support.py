@@ -158,19 +158,14 @@ async def _postgres_rows(dsn: str, sql: str, params: list[Any]) -> list[tuple[An
 class LiveServer:
     """One app served by uvicorn in a background thread.
 
-    On the cluster profile a second app (the twin) serves beside it on its own port,
-    with its own connections and bus: clients send half of their queries to it.
+    On the cluster profile the rest of the topology runs beside it as subprocesses
+    (``cluster.Processes``): a second API process (the twin), to which clients send
+    half of their queries, and two workers.
     """
 
-    def __init__(
-        self, settings: Settings, keys: dict[str, TenantKeys], *, primary: bool = True
-    ) -> None:
+    def __init__(self, settings: Settings, keys: dict[str, TenantKeys]) -> None:
         self.settings = settings
-        self.primary = primary
-        self.twin: LiveServer | None = None
-        if primary and settings.log:
-            twin_settings = settings.model_copy(update={"data": settings.data / "twin"})
-            self.twin = LiveServer(twin_settings, keys, primary=False)
+        self.twin: cluster.Processes | None = None
         self.keys = keys
         self.app = create_app(settings)
         # proto=IPPROTO_TCP lets the event loop set TCP_NODELAY on accepted connections.
@@ -194,7 +189,6 @@ class LiveServer:
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="e2e-uvicorn", daemon=True)
         self.running = False
-        self._workers: cluster.Workers | None = None
 
     @property
     def data(self) -> Path:
@@ -211,10 +205,10 @@ class LiveServer:
             self._error = exc
 
     def start(self) -> LiveServer:
-        if self.settings.log and self.primary:
-            self._workers = cluster.Workers(self.settings).start()
-        if self.twin is not None:
-            self.twin.start()
+        if self.settings.log:
+            logs = self.settings.data.parent / f"{self.settings.data.name}-processes"
+            logs.mkdir(parents=True, exist_ok=True)
+            self.twin = cluster.Processes(self.settings, logs)
         self._thread.start()
         deadline = time.monotonic() + STARTUP_TIMEOUT
         while not self._server.started:
@@ -223,23 +217,22 @@ class LiveServer:
             if time.monotonic() > deadline:
                 raise TimeoutError("server did not start")
             time.sleep(0.01)
+        if self.twin is not None:
+            self.twin.wait_ready(STARTUP_TIMEOUT)
         self.running = True
         return self
 
     def stop(self) -> None:
-        if self.twin is not None:
-            self.twin.stop()
-        if not self._thread.is_alive():
-            self._sock.close()
-            self.running = False
-            return
-        self._server.should_exit = True
-        self._thread.join(timeout=60)
+        twin, self.twin = self.twin, None
+        if twin is not None:
+            twin.terminate()  # they stop while the primary does
+        if self._thread.is_alive():
+            self._server.should_exit = True
+            self._thread.join(timeout=60)
         self._sock.close()
         self.running = False
-        if self._workers is not None:
-            self._workers.stop()
-            self._workers = None
+        if twin is not None:
+            twin.stop()
         assert not self._thread.is_alive(), "server thread did not stop"
         if self._error is not None:
             raise self._error
@@ -250,8 +243,7 @@ class LiveServer:
             headers.update(bearer(key))
         hooks = cluster.settling_hooks(self.settings)
         if self.twin is not None:
-            twin = self.twin.app.state.services.shared
-            hooks = cluster.merge_hooks(hooks, cluster.config_hooks(twin))
+            hooks = cluster.merge_hooks(hooks, cluster.config_hooks(self.twin))
             kwargs.setdefault("transport", cluster.Alternating(self.twin.port))
         kwargs.setdefault("event_hooks", hooks)
         return httpx.Client(base_url=self.url, headers=headers, timeout=30.0, **kwargs)
@@ -269,7 +261,10 @@ class LiveServer:
 
     def rows(self, sql: str, params: list[Any] | None = None) -> list[tuple[Any, ...]]:
         """Stop the server, then query its store: the DuckDB file, read-only, or its
-        PostgreSQL schema (``?`` parameters and ``epoch_us(ts)`` translated)."""
+        PostgreSQL schema (``?`` parameters and ``epoch_us(ts)`` translated). On the
+        cluster, the workers first commit what the log holds."""
+        if self.settings.log and self.running:
+            cluster.settle(self.settings)
         self.stop()
         if self.settings.store.startswith("postgresql"):
             return run_coroutine(_postgres_rows(self.settings.store, sql, params or []))

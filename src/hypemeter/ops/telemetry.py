@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -47,16 +47,23 @@ class _IngestCollector(Collector):
 
 
 class _StoreCollector(Collector):
-    def __init__(self, store: EventStore) -> None:
+    def __init__(self, store: EventStore, reloads: Callable[[], int]) -> None:
         self._store = store
+        self._reloads = reloads
 
     def collect(self) -> Iterator[Metric]:
         depth = GaugeMetricFamily("hypemeter_ingest_queue_depth", "Events waiting for their commit")
         depth.add_metric([], self._store.queue_depth())
         size = GaugeMetricFamily("hypemeter_store_size_bytes", "Bytes of the store on disk")
         size.add_metric([], self._store.size_bytes())
+        reloads = CounterMetricFamily(
+            "hypemeter_config_reloads",
+            "Reloads of keys and custom metrics from the store (notices and periodic)",
+        )
+        reloads.add_metric([], self._reloads())
         yield depth
         yield size
+        yield reloads
 
 
 class _TenantView(Collector):
@@ -76,9 +83,9 @@ class _TenantView(Collector):
 class Telemetry:
     """Owns the process's metrics; ``render`` builds one scrape."""
 
-    def __init__(self, stats: IngestStats, store: EventStore) -> None:
+    def __init__(self, stats: IngestStats, store: EventStore, reloads: Callable[[], int]) -> None:
         self._stats = stats
-        self._store_collector = _StoreCollector(store)
+        self._store_collector = _StoreCollector(store, reloads)
         self.latency = Histogram(
             "hypemeter_request_duration_seconds",
             "HTTP request latency by tenant and route",
