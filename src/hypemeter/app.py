@@ -24,7 +24,7 @@ from hypemeter.auth.ratelimit import RateLimiter
 from hypemeter.auth.routes import router as keys_router
 from hypemeter.auth.service import AuthService
 from hypemeter.backends.dsn import redacted
-from hypemeter.backends.ports import EventStore, LiveBus, MetricsStore, TenantStore
+from hypemeter.backends.ports import EventStore, LiveBus, MetricsStore, RegistryStore, TenantStore
 from hypemeter.backends.selection import Check, open_backends
 from hypemeter.clock import Clock, SystemClock
 from hypemeter.control import ControlServer
@@ -40,6 +40,8 @@ from hypemeter.metrics.routes import router as metrics_router
 from hypemeter.metrics.service import MetricsService
 from hypemeter.ops.routes import router as ops_router
 from hypemeter.ops.telemetry import Telemetry
+from hypemeter.registry.routes import router as registry_router
+from hypemeter.registry.service import RegistryService
 from hypemeter.settings import Settings
 from hypemeter.sync import SharedConfig
 
@@ -69,6 +71,8 @@ class Services:
     rate_limiter: RateLimiter
     telemetry: Telemetry
     shared: SharedConfig
+    registry_store: RegistryStore
+    registry: RegistryService
     checks: dict[str, Check]
 
 
@@ -76,6 +80,12 @@ def build_services(settings: Settings, clock: Clock | None = None) -> Services:
     clock = clock or SystemClock()
     backends = open_backends(settings, clock)
     shared = SharedConfig(backends.bus, refresh_seconds=config_refresh_seconds(settings))
+    registry = RegistryService(
+        backends.registry,
+        clock,
+        announce=shared.changed,
+        eraser=backends.store.erase_influencer,
+    )
     ingest = IngestService(
         backends.store,
         backends.tenants,
@@ -84,6 +94,7 @@ def build_services(settings: Settings, clock: Clock | None = None) -> Services:
         settings.ingest_limits(),
         preparer=ProcessPreparer(settings.decode_workers) if settings.decode_workers else None,
         announce=shared.changed,
+        directory=registry.directory,
     )
     metrics = MetricsService(
         backends.metrics, ingest.catalog, clock, retention_days=settings.retention_days
@@ -96,6 +107,8 @@ def build_services(settings: Settings, clock: Clock | None = None) -> Services:
         bus=backends.bus,
         auth=AuthService(backends.tenants, clock, announce=shared.changed),
         shared=shared,
+        registry_store=backends.registry,
+        registry=registry,
         checks=backends.checks,
         ingest=ingest,
         metrics=metrics,
@@ -134,11 +147,14 @@ async def start_services(services: Services) -> None:
     await services.store.start()
     await services.tenants.start()
     await services.rollups.start()
+    await services.registry_store.start()
     await services.bus.start()
     await services.auth.load()
     await services.ingest.start()
+    await services.registry.start()
     services.shared.on_change(services.auth.load)
     services.shared.on_change(services.ingest.reload_metrics)
+    services.shared.on_change(services.registry.reload)
     await services.shared.start()
     await services.stream_tokens.start()
     await services.live.start()
@@ -152,6 +168,7 @@ async def stop_services(services: Services) -> None:
     await services.bus.aclose()
     await services.rate_limiter.aclose()
     await services.rollups.aclose()
+    await services.registry_store.aclose()
     await services.tenants.aclose()
     await services.store.aclose()
 
@@ -207,6 +224,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
     app.include_router(events_router)
     app.include_router(keys_router)
     app.include_router(metrics_router)
+    app.include_router(registry_router)  # after the queries: /v1/content/trending first
     app.include_router(live_router)
     app.add_middleware(
         RequestContextMiddleware,

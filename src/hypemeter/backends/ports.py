@@ -20,6 +20,7 @@ from hypemeter.auth.model import ApiKey, Scope, Tenant
 from hypemeter.events.batch import EventBatch
 from hypemeter.events.model import MetricDefinition
 from hypemeter.metrics.model import AccountReadings, Grain
+from hypemeter.registry.model import RegistryRecord
 
 T = TypeVar("T")
 
@@ -79,6 +80,10 @@ class EventStore(Protocol):
     def export(self, tenant_id: str, *, chunk_rows: int = 50_000) -> AsyncIterator[pa.Table]:
         """A tenant's stored events, in the order they were stored, as tables of
         EXPORT_COLUMNS with at most ``chunk_rows`` rows each; snapshots as their readings."""
+
+    async def erase_influencer(self, tenant_id: str, influencer_id: str) -> int:
+        """Delete one influencer's events and everything derived from them (rollups,
+        snapshot state), atomically; returns how many events were erased."""
 
     async def check_writable(self) -> None:
         """Raise StoreUnavailable unless a write can commit now."""
@@ -362,6 +367,108 @@ class TenantStore(Protocol):
         self, tenant_id: str, subscription_id: str
     ) -> StreamTokenRecord | None:
         """Forget a tenant's token; None when it has none of that id."""
+
+
+REGISTRY_COLUMNS = "kind, entity_id, doc, keys, search, updated_us"
+
+
+def registry_list_sql(
+    tokens: int, *, search: bool, after: bool, param: Callable[[int], str]
+) -> str:
+    """The page query of ``RegistryStore.list_entities``; ``param(n)`` spells the n-th
+    (1-based) placeholder. Parameters: tenant, kind, then [after], tokens, [search], limit."""
+    where = [f"tenant_id = {param(1)}", f"kind = {param(2)}"]
+    n = 3
+    if after:
+        where.append(f"entity_id > {param(n)}")
+        n += 1
+    for _ in range(tokens):
+        where.append(f"strpos(keys, {param(n)}) > 0")
+        n += 1
+    if search:
+        where.append(f"strpos(search, {param(n)}) > 0")
+        n += 1
+    clauses = " AND ".join(where)
+    return (
+        f"SELECT {REGISTRY_COLUMNS} FROM registry WHERE {clauses} "  # noqa: S608
+        f"ORDER BY entity_id LIMIT {param(n)}"
+    )
+
+
+def registry_params(
+    tenant_id: str,
+    kind: str,
+    *,
+    tokens: Sequence[str],
+    search: str | None,
+    after: str | None,
+    limit: int,
+) -> list[Any]:
+    out: list[Any] = [tenant_id, kind]
+    if after is not None:
+        out.append(after)
+    out.extend(tokens)
+    if search is not None:
+        out.append(search)
+    out.append(limit)
+    return out
+
+
+def registry_values(record: RegistryRecord) -> tuple[Any, ...]:
+    """A record in REGISTRY_COLUMNS order."""
+    return (
+        record.kind,
+        record.entity_id,
+        record.doc,
+        record.keys,
+        record.search,
+        record.updated_us,
+    )
+
+
+def record_from_row(row: Sequence[Any]) -> RegistryRecord:
+    return RegistryRecord(
+        str(row[0]), str(row[1]), str(row[2]), str(row[3]), str(row[4]), int(row[5])
+    )
+
+
+class RegistryStore(Protocol):
+    """Each tenant's influencers, campaigns and content, kept as documents
+    (``registry.model``) with the strings lists filter on."""
+
+    async def start(self) -> None: ...
+
+    async def aclose(self) -> None: ...
+
+    async def insert_entity(self, tenant_id: str, record: RegistryRecord) -> bool:
+        """Store a new entity; False (nothing changed) if one of its kind and id exists."""
+
+    async def update_entity(self, tenant_id: str, record: RegistryRecord) -> bool:
+        """Replace an entity; False if there is none of its kind and id."""
+
+    async def get_entity(
+        self, tenant_id: str, kind: str, entity_id: str
+    ) -> RegistryRecord | None: ...
+
+    async def delete_entity(self, tenant_id: str, kind: str, entity_id: str) -> bool:
+        """Remove an entity; False if there was none."""
+
+    async def list_entities(
+        self,
+        tenant_id: str,
+        kind: str,
+        *,
+        tokens: Sequence[str],
+        search: str | None,
+        after: str | None,
+        limit: int,
+    ) -> list[RegistryRecord]:
+        """Entities of one kind by id, after ``after``, whose ``keys`` hold every token
+        and whose ``search`` holds ``search``."""
+
+    async def all_entities(self, tenant_id: str | None = None) -> list[tuple[str, RegistryRecord]]:
+        """Every entity of one tenant, or of every tenant, as (tenant, record): what
+        ingest's directories are built of."""
 
 
 class Subscription(Protocol):

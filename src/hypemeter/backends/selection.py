@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlparse
 
-from hypemeter.backends.ports import EventStore, LiveBus, MetricsStore, TenantStore
+from hypemeter.backends.ports import EventStore, LiveBus, MetricsStore, RegistryStore, TenantStore
 from hypemeter.clock import Clock
 from hypemeter.errors import InvalidInput
 from hypemeter.settings import Settings
@@ -27,6 +27,7 @@ class Backends:
     tenants: TenantStore
     metrics: MetricsStore
     bus: LiveBus
+    registry: RegistryStore
     # Readiness, per backend: each raises StoreUnavailable when its backend cannot serve.
     checks: dict[str, Check] = field(default_factory=dict)
 
@@ -51,14 +52,14 @@ def open_backends(
     worker, which moves events from the log into the store.
     """
     check_profile(settings)
-    store, tenants, metrics = _open_store(settings, clock, admin_only=admin_only)
+    store, tenants, metrics, registry = _open_store(settings, clock, admin_only=admin_only)
     bus = open_bus(settings.bus)
     checks: dict[str, Check] = {"store": store.check_writable, "bus": bus.check}
     if settings.log and not admin_only and not direct:
         logged = _open_log(settings, store)
         checks["log"] = logged.check_log
         store = logged
-    return Backends(store, tenants, metrics, bus=bus, checks=checks)
+    return Backends(store, tenants, metrics, bus=bus, registry=registry, checks=checks)
 
 
 def check_profile(settings: Settings) -> None:
@@ -115,9 +116,10 @@ def open_log(settings: Settings) -> JetStreamLog:
     return JetStreamLog(settings.log, config)
 
 
-def _open_store(
-    settings: Settings, clock: Clock, *, admin_only: bool
-) -> tuple[EventStore, TenantStore, MetricsStore]:
+Stores = tuple[EventStore, TenantStore, MetricsStore, RegistryStore]
+
+
+def _open_store(settings: Settings, clock: Clock, *, admin_only: bool) -> Stores:
     dsn = settings.store_dsn()
     scheme = urlparse(dsn).scheme
     if scheme == "duckdb":
@@ -128,6 +130,7 @@ def _open_store(
             DuckDBTenantStore,
             StoreConfig,
         )
+        from hypemeter.backends.embedded.duckdb_store.registry import DuckDBRegistryStore
 
         config = StoreConfig(
             dedup_window_us=settings.dedup_window_seconds * 1_000_000,
@@ -140,7 +143,12 @@ def _open_store(
             fold_interval=settings.rollup_fold_interval,
         )
         db = DuckDBDatabase(duckdb_path(dsn), clock=clock, config=config)
-        return DuckDBEventStore(db), DuckDBTenantStore(db), DuckDBMetricsStore(db)
+        return (
+            DuckDBEventStore(db),
+            DuckDBTenantStore(db),
+            DuckDBMetricsStore(db),
+            DuckDBRegistryStore(db),
+        )
     if scheme in {"postgresql", "postgres"}:
         return _open_postgres(settings, clock, dsn)
     raise InvalidInput(
@@ -150,11 +158,10 @@ def _open_store(
     )
 
 
-def _open_postgres(
-    settings: Settings, clock: Clock, dsn: str
-) -> tuple[EventStore, TenantStore, MetricsStore]:
+def _open_postgres(settings: Settings, clock: Clock, dsn: str) -> Stores:
     try:
         from hypemeter.backends.cluster.postgres_database import PostgresConfig, PostgresDatabase
+        from hypemeter.backends.cluster.postgres_registry import PostgresRegistryStore
         from hypemeter.backends.cluster.postgres_store import (
             PostgresEventStore,
             PostgresMetricsStore,
@@ -171,7 +178,12 @@ def _open_postgres(
         pool_size=settings.query_threads + 2,
     )
     db = PostgresDatabase(dsn, clock=clock, config=config)
-    return PostgresEventStore(db), PostgresTenantStore(db), PostgresMetricsStore(db)
+    return (
+        PostgresEventStore(db),
+        PostgresTenantStore(db),
+        PostgresMetricsStore(db),
+        PostgresRegistryStore(db),
+    )
 
 
 def open_bus(dsn: str) -> LiveBus:

@@ -170,7 +170,11 @@ def check_custom_metric_name(name: str) -> str:
 
 
 class EventIn(msgspec.Struct, forbid_unknown_fields=True):
-    """One event as it arrives on the wire (POST /v1/events)."""
+    """One event as it arrives on the wire (POST /v1/events).
+
+    ``account_id`` (the platform's account id) is not stored: with ``content_id``,
+    it lets the tenant's registry name the influencer (see ``Directory``).
+    """
 
     # Required fields default to None so that a missing one is reported by
     # validate_event without forcing the batch off the one-call decode path.
@@ -181,6 +185,7 @@ class EventIn(msgspec.Struct, forbid_unknown_fields=True):
     event_id: Id | None = None
     content_id: Id | None = None
     campaign_id: Id | None = None
+    account_id: Id | None = None
     value: float = 1.0
     kind: str = "delta"
     user_id: Id | None = None
@@ -202,6 +207,7 @@ class TrackIn(msgspec.Struct, forbid_unknown_fields=True):
     event_id: Id | None = None
     content_id: Id | None = None
     campaign_id: Id | None = None
+    account_id: Id | None = None
     value: float = 1.0
     kind: str = "delta"
     user_id: Id | None = None
@@ -219,6 +225,7 @@ class TrackIn(msgspec.Struct, forbid_unknown_fields=True):
             event_id=self.event_id,
             content_id=self.content_id,
             campaign_id=self.campaign_id,
+            account_id=self.account_id,
             value=self.value,
             kind=self.kind,
             user_id=self.user_id,
@@ -267,12 +274,47 @@ class ValidationRules:
         return self.now_us + self.max_future_us
 
 
-def validate_event(event: EventIn, catalog: MetricCatalog, rules: ValidationRules) -> int:
-    """Normalise ``event`` in place and return its timestamp in epoch microseconds.
+@dataclass(frozen=True, slots=True)
+class Directory:
+    """What one tenant's registry says about content and accounts, for ingest.
+
+    ``content``: content id -> (influencer id, campaign id), either may be unknown;
+    ``accounts``: (platform, platform account id) -> influencer id.
+    """
+
+    content: Mapping[str, tuple[str | None, str | None]]
+    accounts: Mapping[tuple[str, str], str]
+
+    def fill(self, event: EventIn) -> None:
+        """Fill in the influencer and campaign an event leaves out, where known."""
+        known = self.content.get(event.content_id) if event.content_id is not None else None
+        if known is not None:
+            if event.influencer_id is None:
+                event.influencer_id = known[0]
+            if event.campaign_id is None:
+                event.campaign_id = known[1]
+        if event.influencer_id is None and event.account_id is not None:
+            event.influencer_id = self.accounts.get((str(event.platform), event.account_id))
+
+
+_UNRESOLVED = (
+    "influencer_id is required, unless content_id or account_id is registered "
+    "(/v1/content, /v1/influencers)"
+)
+
+
+def validate_event(
+    event: EventIn,
+    catalog: MetricCatalog,
+    rules: ValidationRules,
+    directory: Directory | None = None,
+) -> int:
+    """Normalise ``event`` in place (the influencer and campaign filled in from the
+    tenant's ``directory``) and return its timestamp in epoch microseconds.
 
     Raises EventInvalid naming the first offending field.
     """
-    if event.influencer_id is None:
+    if event.influencer_id is None and directory is None:
         raise EventInvalid("influencer_id", "influencer_id is required")
     if event.platform is None:
         raise EventInvalid("platform", "platform is required")
@@ -282,6 +324,10 @@ def validate_event(event: EventIn, catalog: MetricCatalog, rules: ValidationRule
             "platform", f"unknown platform {event.platform!r}; allowed: {', '.join(PLATFORMS)}"
         )
     event.platform = platform
+    if directory is not None:
+        directory.fill(event)
+        if event.influencer_id is None:
+            raise EventInvalid("influencer_id", _UNRESOLVED)
     if event.metric is None:
         raise EventInvalid("metric", "metric is required")
     metric = catalog.normalize(event.metric)

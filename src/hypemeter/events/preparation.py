@@ -33,6 +33,7 @@ from hypemeter.events.codec import (
     split_items,
 )
 from hypemeter.events.model import (
+    Directory,
     EventIn,
     EventInvalid,
     MetricCatalog,
@@ -61,6 +62,7 @@ class PrepareJob:
     retention_us: int
     custom_metrics: dict[str, str] = field(default_factory=dict)
     track_metric: str | None = None
+    directory: Directory | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,7 +129,7 @@ def _prepare(job: PrepareJob, *, local: bool) -> Prepared:
     stamps: list[int] = []
     for index, event in decoded:
         try:
-            stamps.append(validate_event(event, catalog, rules))
+            stamps.append(validate_event(event, catalog, rules, job.directory))
         except EventInvalid as exc:
             rejected.append(Rejection(index, exc.field, exc.message))
             continue

@@ -13,6 +13,7 @@ from hypemeter.errors import BatchRejected, Conflict, InvalidInput, Rejection
 from hypemeter.events.codec import BodyLimits, media_type
 from hypemeter.events.model import (
     MAX_CUSTOM_METRICS,
+    Directory,
     EventIn,
     MetricCatalog,
     MetricDefinition,
@@ -82,7 +83,11 @@ class IngestService:
         limits: IngestLimits,
         preparer: Preparer | None = None,
         announce: Callable[[], Awaitable[None]] | None = None,
+        directory: Callable[[str], Directory | None] | None = None,
     ) -> None:
+        """``directory`` gives a tenant's registry (or None): events that name only a
+        registered content or account get their influencer and campaign from it."""
+        self._directory = directory
         self._store = store
         self._tenants = tenants
         self._bus = bus
@@ -196,6 +201,7 @@ class IngestService:
             retention_us=retention_us(self._limits.retention_days),
             custom_metrics={name: k.value for name, k in custom.items()},
             track_metric=track_metric,
+            directory=self._directory(tenant_id) if self._directory is not None else None,
         )
 
     async def _admit(self, tenant_id: str, prepared: Prepared, quota: EventQuota) -> IngestResult:

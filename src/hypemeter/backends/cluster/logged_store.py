@@ -92,6 +92,10 @@ class LoggedEventStore:
         """Events committed to the store so far (the log may hold more)."""
         return await self._store.count_events(tenant_id)
 
+    async def erase_influencer(self, tenant_id: str, influencer_id: str) -> int:
+        """Erase what the store holds; events still in the log are committed later."""
+        return await self._store.erase_influencer(tenant_id, influencer_id)
+
     async def check_writable(self) -> None:
         await self._log.check()
         await self._store.check_writable()

@@ -287,9 +287,14 @@ class PostgresDatabase:
         if months - self._months:
             await self.run(lambda con: schema.ensure_partitions(con, months))
             self._months |= months
+        return await self.run_retrying(lambda con: self._commit(con, staged))
+
+    async def run_retrying(self, fn: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
+        """``run`` a transaction again (after a short random pause) when PostgreSQL
+        aborted it for a deadlock or a serialization failure."""
         for attempt in range(COMMIT_ATTEMPTS):
             try:
-                return await self.run(lambda con: self._commit(con, staged))
+                return await self.run(fn)
             except _RETRYABLE:
                 if attempt == COMMIT_ATTEMPTS - 1:
                     raise

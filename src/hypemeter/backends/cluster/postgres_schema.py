@@ -116,6 +116,10 @@ DDL = [
     f"""CREATE TABLE IF NOT EXISTS custom_metrics (
         tenant_id {T} NOT NULL, name {T} NOT NULL, kind text NOT NULL,
         PRIMARY KEY (tenant_id, name))""",
+    f"""CREATE TABLE IF NOT EXISTS registry (
+        tenant_id {T} NOT NULL, kind {T} NOT NULL, entity_id {T} NOT NULL,
+        doc text NOT NULL, keys text NOT NULL, search text NOT NULL,
+        updated_us bigint NOT NULL, PRIMARY KEY (tenant_id, kind, entity_id))""",
     f"""CREATE TABLE IF NOT EXISTS emv_rates (
         tenant_id {T} NOT NULL, platform {T} NOT NULL, metric {T} NOT NULL,
         value double precision NOT NULL, PRIMARY KEY (tenant_id, platform, metric))""",

@@ -14,6 +14,7 @@ import pyarrow as pa
 from hypemeter.auth.model import ApiKey, Tenant
 from hypemeter.backends.cluster import postgres_queries as queries
 from hypemeter.backends.cluster.postgres_database import PostgresDatabase
+from hypemeter.backends.cluster.postgres_erasure import erase_influencer
 from hypemeter.backends.cluster.postgres_schema import ROLLUP_TABLES
 from hypemeter.backends.cluster.rollup_sql import rollup_statements
 from hypemeter.backends.ports import (
@@ -98,6 +99,11 @@ class PostgresEventStore(_Shared):
                     "SELECT count(*) FROM events WHERE tenant_id = $1", tenant_id
                 )
             )
+        )
+
+    async def erase_influencer(self, tenant_id: str, influencer_id: str) -> int:
+        return await self._db.run_retrying(
+            lambda con: erase_influencer(con, tenant_id, influencer_id)
         )
 
     async def check_writable(self) -> None:

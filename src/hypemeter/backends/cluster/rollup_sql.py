@@ -33,19 +33,30 @@ def _upsert(
     )
 
 
+def _named(
+    table: str, select: dict[str, str], merges: dict[str, str], source: str, where: str
+) -> tuple[str, str]:
+    return table, _upsert(table, select, merges, source, where)
+
+
 def _summed(table: str, *columns: str) -> dict[str, str]:
     return {c: f"{table}.{c} + excluded.{c}" for c in columns}
 
 
-def rollup_statements(source: str) -> list[str]:
-    statements = []
+def rollup_statements(source: str, *, only: frozenset[str] | None = None) -> list[str]:
+    """The upserts that fold the events of ``source`` into every rollup (or those named)."""
+    return [sql for table, sql in _statements(source) if only is None or table in only]
+
+
+def _statements(source: str) -> list[tuple[str, str]]:
+    statements: list[tuple[str, str]] = []
     for table, width in (
         ("rollup_minute", MINUTE_US),
         ("rollup_hour", HOUR_US),
         ("rollup_day", DAY_US),
     ):
         statements.append(
-            _upsert(
+            _named(
                 table,
                 {
                     "tenant_id": "tenant_id",
@@ -63,7 +74,7 @@ def rollup_statements(source: str) -> list[str]:
             )
         )
     statements.append(
-        _upsert(
+        _named(
             "rollup_tenant_hour",
             {
                 "tenant_id": "tenant_id",
@@ -80,7 +91,7 @@ def rollup_statements(source: str) -> list[str]:
         )
     )
     statements.append(
-        _upsert(
+        _named(
             "rollup_content_hour",
             {
                 "tenant_id": "tenant_id",
@@ -105,7 +116,7 @@ def rollup_statements(source: str) -> list[str]:
         "(rollup_engagement_hour.sample_t, rollup_engagement_hour.sample_text))"
     )
     statements.append(
-        _upsert(
+        _named(
             "rollup_engagement_hour",
             {
                 "tenant_id": "tenant_id",
@@ -133,7 +144,7 @@ def rollup_statements(source: str) -> list[str]:
         )
     )
     statements.append(
-        _upsert(
+        _named(
             "rollup_engagement_tags_hour",
             {
                 "tenant_id": "tenant_id",

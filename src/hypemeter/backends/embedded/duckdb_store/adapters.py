@@ -89,6 +89,9 @@ class DuckDBEventStore(_SharedFile):
         finally:
             cursor.close()
 
+    async def erase_influencer(self, tenant_id: str, influencer_id: str) -> int:
+        return await self._db.erase_influencer(tenant_id, influencer_id)
+
     async def check_writable(self) -> None:
         def touch(con: duckdb.DuckDBPyConnection) -> None:
             con.execute(

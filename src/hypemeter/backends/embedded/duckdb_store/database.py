@@ -28,6 +28,7 @@ import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from hypemeter.backends.embedded.duckdb_store.erasure import erase_influencer
 from hypemeter.backends.embedded.duckdb_store.hot import HotHours
 from hypemeter.backends.embedded.duckdb_store.queries import Horizon
 from hypemeter.backends.embedded.duckdb_store.rollups import RollupMaintainer
@@ -213,6 +214,21 @@ class DuckDBDatabase:
             raise StoreUnavailable("the store is closed")
         result: AppendResult = await self._writer.append(tenant_id, batch, len(batch))
         return result
+
+    async def erase_influencer(self, tenant_id: str, influencer_id: str) -> int:
+        """Delete one influencer's events, rollups and snapshot state; events erased."""
+        return await self.run(lambda con: self._erase(con, tenant_id, influencer_id))
+
+    def _erase(self, con: duckdb.DuckDBPyConnection, tenant_id: str, influencer_id: str) -> int:
+        lock = self.maintainer.lock if self.maintainer is not None else contextlib.nullcontext()
+        with lock:
+            erased = erase_influencer(con, tenant_id, influencer_id)
+            self._snapshots.forget(tenant_id, influencer_id)
+            if self.hot is not None:
+                self.hot.clear()  # read back whole by the maintainer's next step
+        if self.maintainer is not None:
+            self.maintainer.notify()
+        return erased
 
     def queue_depth(self) -> int:
         return self._writer.pending_events

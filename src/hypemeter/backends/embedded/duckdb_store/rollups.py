@@ -189,7 +189,6 @@ def _fold_range(
 ) -> tuple[int, int, set[tuple[str, str]]]:
     """(events folded, partial rows written, (tenant, influencer) pairs touched)."""
     where = f"seq > {int(low)} AND seq <= {int(high)}"
-    engagement = f"metric IN ({', '.join(repr(m) for m in ENGAGEMENT)})"
     reading = "{'t': epoch_us(ts), 'v': value}"
     # Counted values by minute, and separately the (few) snapshot readings.
     con.execute(
@@ -236,7 +235,19 @@ def _fold_range(
                sum(delta), count(*)
         FROM events WHERE {where} AND content_id IS NOT NULL GROUP BY ALL""",
     )
-    written += _insert(
+    written += fold_engagement(con, where)
+    pairs = con.execute("SELECT DISTINCT tenant_id, influencer_id FROM fold_hour").fetchall()
+    # Counter rows count every event once (reading rows carry events = 0).
+    counted = con.execute("SELECT coalesce(sum(events), 0) FROM fold_minute").fetchall()
+    for temp in ("fold_minute", "fold_hour", "fold_day"):
+        con.execute(f"DROP TABLE {temp}")
+    return int(counted[0][0]), written, {(str(t), str(i)) for t, i in pairs}
+
+
+def fold_engagement(con: duckdb.DuckDBPyConnection, where: str) -> int:
+    """Fold the events ``where`` selects into the two engagement rollups; rows written."""
+    engagement = f"metric IN ({', '.join(repr(m) for m in ENGAGEMENT)})"
+    written = _insert(
         con,
         ENGAGEMENT_HOUR,
         f"""SELECT tenant_id, content_id, platform, {_bucket(HOUR_US)} AS bucket,
@@ -244,7 +255,7 @@ def _fold_range(
                max({{'t': epoch_us(ts), 'text': text}}) FILTER (WHERE text IS NOT NULL)
         FROM events WHERE {where} AND content_id IS NOT NULL AND {engagement} GROUP BY ALL""",
     )
-    written += _insert(
+    return written + _insert(
         con,
         ENGAGEMENT_TAGS_HOUR,
         f"""SELECT tenant_id, content_id, platform, bucket, tag, count(*)
@@ -254,12 +265,6 @@ def _fold_range(
                     AND len(tags) > 0)
         GROUP BY ALL""",
     )
-    pairs = con.execute("SELECT DISTINCT tenant_id, influencer_id FROM fold_hour").fetchall()
-    # Counter rows count every event once (reading rows carry events = 0).
-    counted = con.execute("SELECT coalesce(sum(events), 0) FROM fold_minute").fetchall()
-    for temp in ("fold_minute", "fold_hour", "fold_day"):
-        con.execute(f"DROP TABLE {temp}")
-    return int(counted[0][0]), written, {(str(t), str(i)) for t, i in pairs}
 
 
 def fold_bound(
@@ -369,6 +374,9 @@ class RollupMaintainer:
         self._sizes: dict[str, int] = {}
         self._partials: dict[str, int] = {}
         self.folded_seq = 0
+        # Held by every fold and compaction; whoever rewrites rollups elsewhere (an
+        # erasure, on the writer thread) holds it too.
+        self.lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, name="hypemeter-rollups", daemon=True)
 
     def start(self) -> None:
@@ -416,7 +424,8 @@ class RollupMaintainer:
                 self._wake.clear()
             folded = 0
             try:
-                folded = self._step()
+                with self.lock:
+                    folded = self._step()
             except Exception:
                 # Answers stay exact without folding (queries read unfolded events raw).
                 log.exception("folding events into the rollups failed; will retry")
@@ -433,13 +442,14 @@ class RollupMaintainer:
         with self._idle:
             self._busy = True
         try:
-            for table in TABLES:
-                if self._partials.get(table.name):
-                    self._sizes[table.name] = compact(self._con, table)
-                    self._partials[table.name] = 0
-            if self._hot is not None and self._clock is not None and self._hot.stale:
-                # A quiet moment: read every changed influencer back in one go.
-                self._hot.load_all(self._con, self._clock.now_us())
+            with self.lock:
+                for table in TABLES:
+                    if self._partials.get(table.name):
+                        self._sizes[table.name] = compact(self._con, table)
+                        self._partials[table.name] = 0
+                if self._hot is not None and self._clock is not None and self._hot.stale:
+                    # A quiet moment: read every changed influencer back in one go.
+                    self._hot.load_all(self._con, self._clock.now_us())
         except duckdb.Error:
             log.exception("compacting the rollups failed; will retry")
         finally:

@@ -22,6 +22,10 @@ CREATE TABLE IF NOT EXISTS stream_tokens (
 CREATE TABLE IF NOT EXISTS custom_metrics (
     tenant_id VARCHAR NOT NULL, name VARCHAR NOT NULL, kind VARCHAR NOT NULL,
     PRIMARY KEY (tenant_id, name));
+CREATE TABLE IF NOT EXISTS registry (
+    tenant_id VARCHAR NOT NULL, kind VARCHAR NOT NULL, entity_id VARCHAR NOT NULL,
+    doc VARCHAR NOT NULL, keys VARCHAR NOT NULL, search VARCHAR NOT NULL,
+    updated_us BIGINT NOT NULL, PRIMARY KEY (tenant_id, kind, entity_id));
 CREATE TABLE IF NOT EXISTS events (
     tenant_id VARCHAR NOT NULL, event_id VARCHAR NOT NULL, fp_hi UBIGINT, fp_lo UBIGINT,
     influencer_id VARCHAR NOT NULL, platform VARCHAR NOT NULL, content_id VARCHAR,

@@ -107,6 +107,13 @@ class SnapshotState:
         self.overlay = {}
         self._trim()
 
+    def forget(self, tenant_id: str, influencer_id: str) -> None:
+        """Drop one influencer's readings (their events were erased; the caller deleted
+        their rows of the table)."""
+        for held in (self._cache, self._dirty, self.overlay):
+            for key in [k for k in held if k[0] == tenant_id and k[1] == influencer_id]:
+                del held[key]
+
     def rolled_back(self) -> None:
         self.overlay = {}
         self._flushing = False

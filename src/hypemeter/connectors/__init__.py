@@ -1,0 +1,1 @@
+"""Platform connectors: what each social platform sends and how it maps to Hypemeter events."""

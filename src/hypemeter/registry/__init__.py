@@ -1,0 +1,1 @@
+"""The registry: influencers, campaigns and content, per tenant."""

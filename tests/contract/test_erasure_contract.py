@@ -1,0 +1,132 @@
+"""EventStore.erase_influencer: an erased influencer leaves no trace in any answer.
+
+An influencer ("zed") is added to every dataset of the metrics suite, sharing
+hours, platforms, campaigns and content with the others, partly before and partly
+after the rollups fold; erasing them must give back exactly the answers of the
+datasets without them, as committed and once folded.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from hypemeter.backends.ports import EventStore, GaugeQuery, MetricsStore
+from hypemeter.metrics.model import DAY_US
+
+from .test_metrics_store_contract import (
+    DAY0,
+    append,
+    at,
+    event,
+    everything,
+    load_everything,
+)
+
+TENANTS = ("counted", "gauged", "users", "trending", "archive")
+
+# (tenant, event id, platform, metric, value, ts, extra fields): hours, campaigns and
+# content the datasets' own events use too.
+ZED_FOLDED = (
+    ("counted", "z1", "instagram", "likes", 1000, at(0, 10, 7), {"campaign_id": "c1"}),
+    ("counted", "z2", "tiktok", "comments", 2000, at(2, 9, 20), {"content_id": "p2"}),
+    ("users", "z3", "instagram", "likes", 3, at(0, 10, 5), {"user_id": "u9", "content_id": "p1"}),
+    (
+        "trending",
+        "z4",
+        "instagram",
+        "comments",
+        7,
+        at(1, 10, 45),
+        {"content_id": "p1", "text": "zzz latest", "tags": ["b", "zed"]},
+    ),
+    ("gauged", "z5", "instagram", "followers", 5000, at(1, 9), {"kind": "snapshot"}),
+)
+ZED_UNFOLDED = (
+    ("counted", "z6", "instagram", "likes", 4000, at(1, 13, 31), {"campaign_id": "c1"}),
+    (
+        "trending",
+        "z7",
+        "tiktok",
+        "saves",
+        9,
+        at(1, 12, 30),
+        {"content_id": "p2", "text": "zed's", "tags": ["x"]},
+    ),
+    ("gauged", "z8", "instagram", "followers", 5100, at(2, 9), {"kind": "snapshot"}),
+    ("archive", "z9", "x", "likes", 1, at(-40), {}),
+)
+
+
+async def add_zed(store: EventStore, rows: tuple[tuple[Any, ...], ...]) -> None:
+    for tenant, event_id, platform, metric, value, ts, fields in rows:
+        await append(store, tenant, [event(event_id, "zed", platform, metric, value, ts, **fields)])
+
+
+async def test_erasing_an_influencer_gives_back_the_answers_without_them(
+    store_backend: Any, event_store: EventStore, metrics_store: MetricsStore
+) -> None:
+    stored = await load_everything(event_store)
+    without = await everything(metrics_store)
+    await add_zed(event_store, ZED_FOLDED)
+    await store_backend.fold_rollups(metrics_store)
+    await add_zed(event_store, ZED_UNFOLDED)
+    # zed shows in the answers now (the checks of the suite assert the datasets' values).
+    with pytest.raises(AssertionError):
+        await everything(metrics_store)
+    counts = [await event_store.count_events(t) for t in TENANTS]
+    assert sum(counts) == stored + len(ZED_FOLDED) + len(ZED_UNFOLDED)
+
+    erased = [await event_store.erase_influencer(t, "zed") for t in TENANTS]
+    assert erased == [3, 2, 1, 2, 1]
+    assert sum([await event_store.count_events(t) for t in TENANTS]) == stored
+    assert await everything(metrics_store) == without
+    await store_backend.fold_rollups(metrics_store)
+    assert await everything(metrics_store) == without
+
+
+async def test_erasure_is_per_tenant_and_per_influencer(
+    store_backend: Any, event_store: EventStore, metrics_store: MetricsStore
+) -> None:
+    await append(event_store, "acme", [event("a", "zed", "x", "likes", 1, at(1))])
+    await append(event_store, "acme", [event("b", "ana", "x", "likes", 2, at(1))])
+    await append(event_store, "other", [event("a", "zed", "x", "likes", 4, at(1))])
+    await store_backend.fold_rollups(metrics_store)
+    assert await event_store.erase_influencer("acme", "zed") == 1
+    assert await event_store.erase_influencer("acme", "zed") == 0
+    assert await event_store.erase_influencer("acme", "nobody") == 0
+    assert await event_store.count_events("acme") == 1
+    assert await event_store.count_events("other") == 1
+
+
+async def test_readings_after_an_erasure_start_from_zero(
+    store_backend: Any, event_store: EventStore
+) -> None:
+    def follower(event_id: str, value: float, ts: int) -> Any:
+        return event(event_id, "zed", "instagram", "followers", value, ts, kind="snapshot")
+
+    await append(event_store, "acme", [follower("r1", 900, at(1, 1))])
+    await append(event_store, "acme", [follower("r2", 1000, at(1, 2))])
+    assert await event_store.erase_influencer("acme", "zed") == 2
+    await append(event_store, "acme", [follower("r3", 300, at(1, 3))])
+    deltas = await store_backend.stored_deltas(event_store, "acme")
+    assert deltas == {"r3": 300}
+
+
+async def test_gauges_forget_the_erased_influencer(
+    store_backend: Any, event_store: EventStore, metrics_store: MetricsStore
+) -> None:
+    await append(
+        event_store,
+        "acme",
+        [
+            event("r1", "zed", "instagram", "followers", 900, at(1, 1), kind="snapshot"),
+            event("r2", "ana", "instagram", "followers", 50, at(1, 1), kind="snapshot"),
+        ],
+    )
+    await store_backend.fold_rollups(metrics_store)
+    await event_store.erase_influencer("acme", "zed")
+    query = GaugeQuery(start_us=DAY0, end_us=DAY0 + 3 * DAY_US, metrics=("followers",))
+    answer = await metrics_store.gauges("acme", query)
+    assert {row.influencer_id for row in answer.rows} == {"ana"}
