@@ -27,6 +27,9 @@ from hypemeter.backends.dsn import redacted
 from hypemeter.backends.ports import EventStore, LiveBus, MetricsStore, RegistryStore, TenantStore
 from hypemeter.backends.selection import Check, open_backends
 from hypemeter.clock import Clock, SystemClock
+from hypemeter.connectors.routes import admin as connectors_router
+from hypemeter.connectors.routes import webhooks as webhooks_router
+from hypemeter.connectors.service import ConnectorService
 from hypemeter.control import ControlServer
 from hypemeter.errors import HypemeterError
 from hypemeter.events.preparation import ProcessPreparer
@@ -73,6 +76,7 @@ class Services:
     shared: SharedConfig
     registry_store: RegistryStore
     registry: RegistryService
+    connectors: ConnectorService
     checks: dict[str, Check]
 
 
@@ -96,6 +100,9 @@ def build_services(settings: Settings, clock: Clock | None = None) -> Services:
         announce=shared.changed,
         directory=registry.directory,
     )
+    connectors = ConnectorService(
+        backends.registry, ingest, registry, clock, announce=shared.changed
+    )
     metrics = MetricsService(
         backends.metrics, ingest.catalog, clock, retention_days=settings.retention_days
     )
@@ -109,6 +116,7 @@ def build_services(settings: Settings, clock: Clock | None = None) -> Services:
         shared=shared,
         registry_store=backends.registry,
         registry=registry,
+        connectors=connectors,
         checks=backends.checks,
         ingest=ingest,
         metrics=metrics,
@@ -134,7 +142,12 @@ def build_services(settings: Settings, clock: Clock | None = None) -> Services:
             events=settings.rate_limit_events,
             storage=settings.rate_limit_storage,
         ),
-        telemetry=Telemetry(ingest.stats, backends.store, lambda: shared.reloads),
+        telemetry=Telemetry(
+            ingest.stats,
+            backends.store,
+            lambda: shared.reloads,
+            webhooks=lambda: (connectors.delivered, connectors.refused),
+        ),
     )
 
 
@@ -152,9 +165,11 @@ async def start_services(services: Services) -> None:
     await services.auth.load()
     await services.ingest.start()
     await services.registry.start()
+    await services.connectors.start()
     services.shared.on_change(services.auth.load)
     services.shared.on_change(services.ingest.reload_metrics)
     services.shared.on_change(services.registry.reload)
+    services.shared.on_change(services.connectors.reload)
     await services.shared.start()
     await services.stream_tokens.start()
     await services.live.start()
@@ -225,6 +240,8 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
     app.include_router(keys_router)
     app.include_router(metrics_router)
     app.include_router(registry_router)  # after the queries: /v1/content/trending first
+    app.include_router(connectors_router)
+    app.include_router(webhooks_router)
     app.include_router(live_router)
     app.add_middleware(
         RequestContextMiddleware,

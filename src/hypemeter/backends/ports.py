@@ -466,9 +466,11 @@ class RegistryStore(Protocol):
         """Entities of one kind by id, after ``after``, whose ``keys`` hold every token
         and whose ``search`` holds ``search``."""
 
-    async def all_entities(self, tenant_id: str | None = None) -> list[tuple[str, RegistryRecord]]:
-        """Every entity of one tenant, or of every tenant, as (tenant, record): what
-        ingest's directories are built of."""
+    async def all_entities(
+        self, kind: str, tenant_id: str | None = None
+    ) -> list[tuple[str, RegistryRecord]]:
+        """Every document of one kind, of one tenant or of every tenant, as (tenant,
+        record): what each process keeps in memory is loaded with it."""
 
 
 class Subscription(Protocol):

@@ -315,7 +315,8 @@ def validate_event(
     Raises EventInvalid naming the first offending field.
     """
     if event.influencer_id is None and directory is None:
-        raise EventInvalid("influencer_id", "influencer_id is required")
+        named = event.content_id is not None or event.account_id is not None
+        raise EventInvalid("influencer_id", _UNRESOLVED if named else "influencer_id is required")
     if event.platform is None:
         raise EventInvalid("platform", "platform is required")
     platform = _cached_platform(event.platform)

@@ -10,15 +10,19 @@ from dataclasses import dataclass, field
 from hypemeter.backends.ports import EventStore, LiveBus, TenantStore
 from hypemeter.clock import Clock
 from hypemeter.errors import BatchRejected, Conflict, InvalidInput, Rejection
+from hypemeter.events.batch import EventBatch
 from hypemeter.events.codec import BodyLimits, media_type
 from hypemeter.events.model import (
     MAX_CUSTOM_METRICS,
     Directory,
     EventIn,
+    EventInvalid,
     MetricCatalog,
     MetricDefinition,
     MetricKind,
+    ValidationRules,
     check_custom_metric_name,
+    validate_event,
 )
 from hypemeter.events.preparation import (
     InlinePreparer,
@@ -173,6 +177,38 @@ class IngestService:
             tenant_id, body, kind="json", content_encoding=content_encoding, track_metric=metric
         )
         return await self._admit(tenant_id, await self._prepare(job), quota)
+
+    async def ingest_events(self, tenant_id: str, events: list[EventIn]) -> IngestResult:
+        """Validate and store events already in the schema (mapped from a platform's
+        delivery): the registry names their influencers; invalid ones are rejected by
+        index. Raises Overloaded and StoreUnavailable; never BatchRejected."""
+        now_us = self._clock.now_us()
+        rules = ValidationRules(
+            now_us,
+            self._limits.max_future_seconds * 1_000_000,
+            retention_us(self._limits.retention_days),
+        )
+        catalog = self.catalog(tenant_id)
+        directory = self._directory(tenant_id) if self._directory is not None else None
+        kept: list[EventIn] = []
+        stamps: list[int] = []
+        rejected: list[Rejection] = []
+        for index, event in enumerate(events):
+            try:
+                stamps.append(validate_event(event, catalog, rules, directory))
+            except EventInvalid as exc:
+                rejected.append(Rejection(index, exc.field, exc.message))
+                continue
+            kept.append(event)
+        if not kept:
+            result = IngestResult(0, 0, rejected)
+            self.stats.record(tenant_id, result)
+            return result
+        appended = await self._store.append(tenant_id, EventBatch.of_rows(kept, stamps))
+        result = IngestResult(appended.accepted, appended.duplicates, rejected)
+        self.stats.record(tenant_id, result)
+        await changes.announce(self._bus, tenant_id, appended)
+        return result
 
     async def _prepare(self, job: PrepareJob) -> Prepared:
         # A small body costs less to decode here than to ship to a worker and back.

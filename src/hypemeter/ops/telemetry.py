@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -66,6 +66,35 @@ class _StoreCollector(Collector):
         yield reloads
 
 
+WebhookCounts = Mapping[tuple[str, str], int]
+
+
+class _WebhookCollector(Collector):
+    """Webhook deliveries by platform and outcome, and refusals by platform and reason."""
+
+    def __init__(self, counts: Callable[[], tuple[WebhookCounts, WebhookCounts]]) -> None:
+        self._counts = counts
+
+    def collect(self) -> Iterator[Metric]:
+        delivered, refused = self._counts()
+        deliveries = CounterMetricFamily(
+            "hypemeter_webhook_deliveries",
+            "Verified webhook deliveries, by platform and outcome (counted, dead_letter)",
+            labels=["platform", "outcome"],
+        )
+        for (platform, outcome), value in sorted(delivered.items()):
+            deliveries.add_metric([platform, outcome], value)
+        refusals = CounterMetricFamily(
+            "hypemeter_webhook_refused",
+            "Webhook requests refused for their signature, by platform and reason",
+            labels=["platform", "reason"],
+        )
+        for (platform, reason), value in sorted(refused.items()):
+            refusals.add_metric([platform, reason], value)
+        yield deliveries
+        yield refusals
+
+
 class _TenantView(Collector):
     """Another collector's samples, only those labelled with one tenant."""
 
@@ -83,9 +112,17 @@ class _TenantView(Collector):
 class Telemetry:
     """Owns the process's metrics; ``render`` builds one scrape."""
 
-    def __init__(self, stats: IngestStats, store: EventStore, reloads: Callable[[], int]) -> None:
+    def __init__(
+        self,
+        stats: IngestStats,
+        store: EventStore,
+        reloads: Callable[[], int],
+        *,
+        webhooks: Callable[[], tuple[WebhookCounts, WebhookCounts]] | None = None,
+    ) -> None:
         self._stats = stats
         self._store_collector = _StoreCollector(store, reloads)
+        self._webhooks = _WebhookCollector(webhooks) if webhooks is not None else None
         self.latency = Histogram(
             "hypemeter_request_duration_seconds",
             "HTTP request latency by tenant and route",
@@ -108,6 +145,8 @@ class Telemetry:
         if tenant_id is None:
             registry.register(self.latency)
             registry.register(self._store_collector)
+            if self._webhooks is not None:
+                registry.register(self._webhooks)
         else:
             registry.register(_TenantView(self.latency, tenant_id))
         registry.register(_IngestCollector(self._stats, tenant_id))

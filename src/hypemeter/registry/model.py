@@ -107,7 +107,8 @@ def key_token(name: str, value: str) -> str:
     return f" {name}={quote(value, safe='')} "
 
 
-def _keys(pairs: Iterable[tuple[str, str | None]]) -> str:
+def keys_of(pairs: Iterable[tuple[str, str | None]]) -> str:
+    """The ``keys`` string of a record: its filterable (name, value) pairs."""
     tokens = sorted({f"{n}={quote(v, safe='')}" for n, v in pairs if v})
     return " " + " ".join(tokens) + " " if tokens else " "
 
@@ -151,7 +152,7 @@ def to_record(entity: Entity, updated_us: int) -> RegistryRecord:
         kind=kind_of(entity).value,
         entity_id=entity.id,
         doc=_ENCODER.encode(entity).decode(),
-        keys=_keys(_pairs(entity)),
+        keys=keys_of(_pairs(entity)),
         search=_search(entity),
         updated_us=updated_us,
     )

@@ -61,8 +61,9 @@ class RegistryService:
     async def reload(self) -> None:
         """Rebuild every tenant's directory from the store (start-up, and on notices)."""
         by_tenant: dict[str, list[Entity]] = {}
-        for tenant_id, record in await self._store.all_entities():
-            by_tenant.setdefault(tenant_id, []).append(from_record(record))
+        for kind in Kind:
+            for tenant_id, record in await self._store.all_entities(kind.value):
+                by_tenant.setdefault(tenant_id, []).append(from_record(record))
         directories = {}
         for tenant_id, entities in by_tenant.items():
             directory = build_directory(entities)
@@ -198,7 +199,11 @@ class RegistryService:
                 raise InvalidInput(f"no {kind.value} {entity_id!r} in the registry", field=name)
 
     async def _changed(self, tenant_id: str) -> None:
-        entities = [from_record(r) for _, r in await self._store.all_entities(tenant_id)]
+        entities = [
+            from_record(record)
+            for kind in Kind
+            for _, record in await self._store.all_entities(kind.value, tenant_id)
+        ]
         directory = build_directory(entities)
         if directory is None:
             self._directories.pop(tenant_id, None)

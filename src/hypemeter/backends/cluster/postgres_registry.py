@@ -71,11 +71,15 @@ class PostgresRegistryStore(_Shared):
         rows = await self._db.run(lambda con: con.fetch(sql, *params))
         return [record_from_row(r) for r in rows]
 
-    async def all_entities(self, tenant_id: str | None = None) -> list[tuple[str, RegistryRecord]]:
-        where, params = ("WHERE tenant_id = $1 ", [tenant_id]) if tenant_id else ("", [])
+    async def all_entities(
+        self, kind: str, tenant_id: str | None = None
+    ) -> list[tuple[str, RegistryRecord]]:
+        where, params = "WHERE kind = $1 ", [kind]
+        if tenant_id is not None:
+            where, params = where + "AND tenant_id = $2 ", [kind, tenant_id]
         sql = (
             f"SELECT tenant_id, {REGISTRY_COLUMNS} FROM registry {where}"  # noqa: S608
-            "ORDER BY tenant_id, kind, entity_id"
+            "ORDER BY tenant_id, entity_id"
         )
         rows = await self._db.run(lambda con: con.fetch(sql, *params))
         return [(str(r[0]), record_from_row(list(r)[1:])) for r in rows]

@@ -82,6 +82,8 @@ class Receipt:
     unmapped: tuple[Unmapped, ...] = ()
     disable: str | None = None
     ignored: str | None = None
+    # Set when the signature failed but the protocol wants a 2xx anyway (WebSub).
+    unverified: bool = False
 
     @classmethod
     def collect(

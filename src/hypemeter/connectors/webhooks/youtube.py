@@ -67,12 +67,20 @@ class YouTubeAdapter:
         secret = require_secret(secrets, "hub_secret")
         given = headers.get(SIGNATURE_HEADER.lower(), "").strip()
         if not given:
-            return Receipt(Reply(200), ignored=f"missing header {SIGNATURE_HEADER}")
+            return Receipt(
+                Reply(200), ignored=f"missing header {SIGNATURE_HEADER}", unverified=True
+            )
         method = given.partition("=")[0].lower()[:16]
         if method not in SIGNATURE_METHODS:
-            return Receipt(Reply(200), ignored=f"{SIGNATURE_HEADER} method {method!r} unsupported")
+            return Receipt(
+                Reply(200),
+                ignored=f"{SIGNATURE_HEADER} method {method!r} unsupported",
+                unverified=True,
+            )
         if not same(given, f"{method}=" + hmac_hex(secret, body, digest=method)):
-            return Receipt(Reply(200), ignored=f"{SIGNATURE_HEADER} does not match")
+            return Receipt(
+                Reply(200), ignored=f"{SIGNATURE_HEADER} does not match", unverified=True
+            )
         feed = _parse(body)
         parts = list(_entries(feed))
         deleted = [_deleted_ref(gone) for gone in feed.iter(f"{TOMBSTONES}deleted-entry")]

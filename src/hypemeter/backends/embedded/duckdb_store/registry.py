@@ -85,13 +85,17 @@ class DuckDBRegistryStore(_SharedFile):
 
         return await self._db.read(select)
 
-    async def all_entities(self, tenant_id: str | None = None) -> list[tuple[str, RegistryRecord]]:
-        where, params = ("WHERE tenant_id = ? ", [tenant_id]) if tenant_id else ("", [])
+    async def all_entities(
+        self, kind: str, tenant_id: str | None = None
+    ) -> list[tuple[str, RegistryRecord]]:
+        where, params = "WHERE kind = ? ", [kind]
+        if tenant_id is not None:
+            where, params = where + "AND tenant_id = ? ", [kind, tenant_id]
 
         def select(con: duckdb.DuckDBPyConnection) -> list[tuple[str, RegistryRecord]]:
             rows = con.execute(
                 f"SELECT tenant_id, {REGISTRY_COLUMNS} FROM registry {where}"  # noqa: S608
-                "ORDER BY tenant_id, kind, entity_id",
+                "ORDER BY tenant_id, entity_id",
                 params,
             ).fetchall()
             return [(str(r[0]), record_from_row(r[1:])) for r in rows]

@@ -1,0 +1,174 @@
+"""Connectors and dead letters: what a tenant configures, and what could not be counted.
+
+Pure: no I/O. A connector is stored as a document of the tenant's registry
+(kind "connector"), secrets included; its view never shows them. A dead letter
+keeps a whole verified delivery (headers, raw body, time of receipt) with the
+reasons it could not be counted in full: replaying it processes the delivery
+again exactly as it was received, so signatures and timestamps still verify and
+the events already counted are recognised by their ids.
+"""
+
+from __future__ import annotations
+
+import base64
+import secrets as random_source
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import msgspec
+
+from hypemeter.connectors.webhooks import ADAPTERS, MappedEvent
+from hypemeter.events.model import EventIn, from_epoch_us
+from hypemeter.registry.model import RegistryRecord, keys_of
+
+CONNECTOR = "connector"
+DEAD_LETTER = "dead_letter"
+PLATFORMS: tuple[str, ...] = tuple(ADAPTERS)
+# Headers a delivery keeps for its replay: the platforms' own, never credentials.
+KEPT_HEADER_PREFIXES = ("x-hub-", "x-twitter-", "x-li-", "tiktok-", "twitch-", "content-type")
+MAX_REASONS = 50
+
+
+class Connector(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    id: str
+    platform: str
+    secrets: dict[str, str]
+    credentials: tuple[dict[str, Any], ...] = ()
+    poll: dict[str, Any] = {}
+    created_at: str = ""
+    disabled: str | None = None  # why the platform revoked our access, if it did
+
+
+class Health(msgspec.Struct, frozen=True):
+    """What one process saw of a connector since it started."""
+
+    deliveries: int = 0
+    refused: int = 0
+    dead_letters: int = 0
+    last_success: str | None = None
+    last_error: str | None = None
+    last_error_at: str | None = None
+
+
+class DeadLetter(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    id: str
+    connector_id: str
+    platform: str
+    received_us: int
+    reasons: tuple[str, ...]
+    headers: dict[str, str]
+    body_b64: str
+    state: str = "open"  # "open", or "resolved" once a replay counted everything
+    replays: int = 0
+
+    def body(self) -> bytes:
+        return base64.b64decode(self.body_b64)
+
+
+def new_connector_id() -> str:
+    return "con_" + random_source.token_hex(8)
+
+
+def new_letter_id(received_us: int) -> str:
+    """Ids that sort by time of receipt."""
+    return f"dl_{received_us:016x}{random_source.token_hex(4)}"
+
+
+def missing_secrets(platform: str, given: Mapping[str, str]) -> list[str]:
+    return [name for name in ADAPTERS[platform].secret_names if not given.get(name)]
+
+
+def callback_url(connector: Connector) -> str:
+    return f"/v1/webhooks/{connector.platform}/{connector.id}"
+
+
+def connector_view(connector: Connector, health: Health) -> dict[str, Any]:
+    """The connector as the API shows it: secret names, never their values."""
+    return {
+        "id": connector.id,
+        "platform": connector.platform,
+        "callback_url": callback_url(connector),
+        "secrets": sorted(connector.secrets),
+        "credentials": len(connector.credentials),
+        "poll": connector.poll,
+        "created_at": connector.created_at,
+        "disabled": connector.disabled,
+        "health": msgspec.to_builtins(health),
+    }
+
+
+def letter_view(letter: DeadLetter) -> dict[str, Any]:
+    return {
+        "id": letter.id,
+        "connector_id": letter.connector_id,
+        "platform": letter.platform,
+        "received_us": letter.received_us,
+        "reasons": list(letter.reasons),
+        "state": letter.state,
+        "replays": letter.replays,
+        "body": letter.body().decode("utf-8", errors="replace"),
+    }
+
+
+def kept_headers(headers: Mapping[str, str]) -> dict[str, str]:
+    return {k: v for k, v in headers.items() if k.startswith(KEPT_HEADER_PREFIXES)}
+
+
+def connector_record(connector: Connector, updated_us: int) -> RegistryRecord:
+    return RegistryRecord(
+        kind=CONNECTOR,
+        entity_id=connector.id,
+        doc=msgspec.json.encode(connector).decode(),
+        keys=keys_of([("platform", connector.platform)]),
+        search=connector.id,
+        updated_us=updated_us,
+    )
+
+
+def letter_record(letter: DeadLetter, updated_us: int) -> RegistryRecord:
+    return RegistryRecord(
+        kind=DEAD_LETTER,
+        entity_id=letter.id,
+        doc=msgspec.json.encode(letter).decode(),
+        keys=keys_of(
+            [
+                ("connector_id", letter.connector_id),
+                ("platform", letter.platform),
+                ("state", letter.state),
+            ]
+        ),
+        search=letter.id,
+        updated_us=updated_us,
+    )
+
+
+def connector_of(record: RegistryRecord) -> Connector:
+    return msgspec.json.decode(record.doc, type=Connector)
+
+
+def letter_of(record: RegistryRecord) -> DeadLetter:
+    return msgspec.json.decode(record.doc, type=DeadLetter)
+
+
+def to_event(platform: str, mapped: MappedEvent) -> EventIn:
+    """A mapped platform event in the one schema; the registry names its influencer."""
+    return EventIn(
+        event_id=mapped.event_id,
+        platform=platform,
+        metric=mapped.metric,
+        value=mapped.value,
+        kind=mapped.kind,
+        ts=from_epoch_us(mapped.ts_us),
+        content_id=mapped.content_id,
+        account_id=mapped.account_id,
+        user_id=mapped.user_id,
+        text=mapped.text,
+        properties=dict(mapped.properties) if mapped.properties else None,
+    )
+
+
+def bounded(reasons: Sequence[str]) -> tuple[str, ...]:
+    """At most MAX_REASONS reasons, the last saying how many more there were."""
+    if len(reasons) <= MAX_REASONS:
+        return tuple(reasons)
+    return (*reasons[: MAX_REASONS - 1], f"... and {len(reasons) - MAX_REASONS + 1} more")

@@ -1,0 +1,160 @@
+"""HTTP routes of the connectors: configuration and dead letters (admin scope), and the
+webhook receivers, which platforms call with their own signatures instead of a key."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Request, Response
+from pydantic import BaseModel, Field
+
+from hypemeter.api import error_responses, json_response, require
+from hypemeter.auth.model import Principal, Scope
+from hypemeter.connectors.model import PLATFORMS, connector_view, letter_view
+from hypemeter.connectors.service import ConnectorService
+from hypemeter.connectors.webhooks import WebhookRefused
+from hypemeter.errors import InvalidInput, PayloadTooLarge
+from hypemeter.metrics.model import decode_cursor, encode_cursor
+
+admin = APIRouter(prefix="/v1/admin", tags=["connectors"])
+webhooks = APIRouter(prefix="/v1/webhooks", tags=["webhooks"])
+Admin = Annotated[Principal, Depends(require(Scope.ADMIN))]
+ADMIN_ERRORS = error_responses(400, 401, 403, 404, 409, 422, 429)
+MAX_WEBHOOK_BYTES = 4 * 1024 * 1024  # Meta batches up to 1000 changes in one request
+
+
+class ConnectorIn(BaseModel, extra="forbid"):
+    platform: str = Field(description=", ".join(PLATFORMS), examples=["instagram"])
+    secrets: dict[str, Annotated[str, Field(min_length=1, max_length=1024)]] = Field(
+        description="Write-only: Meta app_secret and verify_token, YouTube hub_secret, "
+        "TikTok client_secret, X consumer_secret, LinkedIn client_secret, Twitch "
+        "eventsub_secret",
+        examples=[{"app_secret": "...", "verify_token": "..."}],
+        max_length=16,
+    )
+    credentials: list[dict[str, Any]] = Field(default_factory=list, max_length=100)
+    poll: dict[str, Any] = Field(default_factory=dict)
+
+
+def _service(request: Request) -> ConnectorService:
+    service: ConnectorService = request.app.state.services.connectors
+    return service
+
+
+@admin.post(
+    "/connectors",
+    status_code=201,
+    summary="Configure a platform connector; answers its webhook callback URL",
+    responses=ADMIN_ERRORS,
+)
+async def create_connector(request: Request, body: ConnectorIn, principal: Admin) -> Response:
+    service = _service(request)
+    connector = await service.create(
+        principal.tenant_id,
+        body.platform.strip().lower(),
+        body.secrets,
+        credentials=body.credentials,
+        poll=body.poll,
+    )
+    return json_response(request, connector_view(connector, service.health(connector.id)), 201)
+
+
+@admin.get(
+    "/connectors", summary="This tenant's connectors and their health", responses=ADMIN_ERRORS
+)
+async def list_connectors(request: Request, principal: Admin) -> Response:
+    found = await _service(request).connectors(principal.tenant_id)
+    return json_response(request, {"data": [connector_view(c, h) for c, h in found]})
+
+
+@admin.delete("/connectors/{connector_id}", summary="Remove a connector", responses=ADMIN_ERRORS)
+async def delete_connector(request: Request, connector_id: str, principal: Admin) -> Response:
+    await _service(request).delete(principal.tenant_id, connector_id)
+    return json_response(request, {"id": connector_id, "deleted": True})
+
+
+@admin.get(
+    "/dead-letters",
+    summary="Verified deliveries that could not be counted in full, oldest first",
+    responses=ADMIN_ERRORS,
+)
+async def list_dead_letters(
+    request: Request,
+    principal: Admin,
+    connector_id: str | None = None,
+    state: Annotated[str | None, Query(pattern="^(open|resolved)$")] = None,
+    cursor: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+) -> Response:
+    scope = f"dead-letters:{connector_id}:{state}"
+    after = None
+    if cursor:
+        position = decode_cursor(cursor, scope)
+        if len(position) != 1 or not isinstance(position[0], str):
+            raise InvalidInput("cursor is not valid for this query", field="cursor")
+        after = position[0]
+    letters = await _service(request).dead_letters(
+        principal.tenant_id, connector_id=connector_id, state=state, after=after, limit=limit + 1
+    )
+    page = letters[:limit]
+    more = len(letters) > limit
+    next_cursor = encode_cursor(scope, [page[-1].id]) if more and page else None
+    return json_response(
+        request, {"data": [letter_view(letter) for letter in page], "next_cursor": next_cursor}
+    )
+
+
+@admin.post(
+    "/dead-letters/{letter_id}/replay",
+    summary="Process a dead letter's delivery again (after fixing its cause)",
+    responses=ADMIN_ERRORS,
+)
+async def replay_dead_letter(request: Request, letter_id: str, principal: Admin) -> Response:
+    letter, outcome = await _service(request).replay(principal.tenant_id, letter_id)
+    return json_response(
+        request,
+        {
+            "dead_letter": letter_view(letter),
+            "accepted": outcome.accepted,
+            "duplicates": outcome.duplicates,
+        },
+    )
+
+
+@webhooks.get(
+    "/{platform}/{connector_id}",
+    summary="The platform's subscription handshake (Meta, YouTube, X, LinkedIn)",
+    responses=error_responses(404),
+)
+async def webhook_handshake(request: Request, platform: str, connector_id: str) -> Response:
+    reply = await _service(request).handshake(
+        platform, connector_id, dict(request.query_params.items())
+    )
+    return Response(reply.body, status_code=reply.status, media_type=reply.media_type)
+
+
+@webhooks.post(
+    "/{platform}/{connector_id}",
+    summary="A platform's signed delivery; verified over the raw body",
+    responses=error_responses(400, 401, 403, 404, 413, 503),
+)
+async def webhook_delivery(request: Request, platform: str, connector_id: str) -> Response:
+    service = _service(request)
+    await service.require(platform, connector_id)
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_WEBHOOK_BYTES:
+            raise PayloadTooLarge(
+                f"webhook body exceeds {MAX_WEBHOOK_BYTES} bytes",
+                limit="max_webhook_bytes",
+                value=len(body),
+            )
+    headers = {name.lower(): value for name, value in request.headers.items()}
+    try:
+        outcome = await service.receive(platform, connector_id, headers, bytes(body))
+    except WebhookRefused as exc:
+        error = {"error": {"code": "invalid_signature", "message": exc.reason}}
+        return json_response(request, error, exc.status)
+    reply = outcome.reply
+    return Response(reply.body, status_code=reply.status, media_type=reply.media_type)
