@@ -27,6 +27,7 @@ from hypemeter.backends.dsn import redacted
 from hypemeter.backends.ports import EventStore, LiveBus, MetricsStore, RegistryStore, TenantStore
 from hypemeter.backends.selection import Check, open_backends
 from hypemeter.clock import Clock, SystemClock
+from hypemeter.connectors.pollers import PollScheduler
 from hypemeter.connectors.routes import admin as connectors_router
 from hypemeter.connectors.routes import webhooks as webhooks_router
 from hypemeter.connectors.service import ConnectorService
@@ -77,6 +78,7 @@ class Services:
     registry_store: RegistryStore
     registry: RegistryService
     connectors: ConnectorService
+    pollers: PollScheduler | None
     checks: dict[str, Check]
 
 
@@ -117,6 +119,16 @@ def build_services(settings: Settings, clock: Clock | None = None) -> Services:
         registry_store=backends.registry,
         registry=registry,
         connectors=connectors,
+        pollers=PollScheduler(
+            connectors,
+            registry,
+            ingest,
+            clock,
+            base_urls=settings.platform_urls(),
+            backoff=(settings.poll_backoff_base_seconds, settings.poll_backoff_cap_seconds),
+        )
+        if settings.poll_connectors
+        else None,
         checks=backends.checks,
         ingest=ingest,
         metrics=metrics,
@@ -173,9 +185,13 @@ async def start_services(services: Services) -> None:
     await services.shared.start()
     await services.stream_tokens.start()
     await services.live.start()
+    if services.pollers is not None:
+        await services.pollers.start()
 
 
 async def stop_services(services: Services) -> None:
+    if services.pollers is not None:
+        await services.pollers.aclose()
     await services.live.aclose()
     await services.stream_tokens.aclose()
     await services.shared.aclose()

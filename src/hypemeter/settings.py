@@ -36,6 +36,27 @@ class Settings(BaseSettings):
         default="embedded",
         description="embedded (any backends) or cluster (requires PostgreSQL, NATS and Redis)",
     )
+    poll_connectors: bool = Field(
+        default=True,
+        description="Poll the platforms for the counters of tracked content (on the cluster, "
+        "enable it on one process per credential set)",
+    )
+    instagram_api_url: str = Field(
+        default="https://graph.facebook.com/v21.0", description="Instagram Graph API base URL"
+    )
+    youtube_api_url: str = Field(
+        default="https://www.googleapis.com", description="YouTube Data API base URL"
+    )
+    tiktok_api_url: str = Field(
+        default="https://open.tiktokapis.com", description="TikTok API base URL"
+    )
+    x_api_url: str = Field(default="https://api.x.com", description="X API base URL")
+    poll_backoff_base_seconds: float = Field(
+        default=1.0, gt=0, description="First retry delay after a 5xx or a network error"
+    )
+    poll_backoff_cap_seconds: float = Field(
+        default=300.0, gt=0, description="Longest retry delay (full jitter below it)"
+    )
     config_refresh_seconds: float = Field(
         default=10.0,
         ge=0.5,
@@ -141,6 +162,15 @@ class Settings(BaseSettings):
         if level not in {"debug", "info", "warning", "error"}:
             raise ValueError("log_level must be debug, info, warning or error")
         return level
+
+    def platform_urls(self) -> dict[str, str]:
+        """The polled platforms' API base URLs (settings, so tests use fake servers)."""
+        return {
+            "instagram": self.instagram_api_url.rstrip("/"),
+            "youtube": self.youtube_api_url.rstrip("/"),
+            "tiktok": self.tiktok_api_url.rstrip("/"),
+            "x": self.x_api_url.rstrip("/"),
+        }
 
     def ingest_limits(self) -> IngestLimits:
         from hypemeter.events.service import IngestLimits

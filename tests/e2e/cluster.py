@@ -163,6 +163,8 @@ class Processes:
             # Clients send the twin queries only (see Alternating): it decodes no ingest
             # bodies, and its start does not wait for a pool of decoding processes.
             "HYPEMETER_DECODE_WORKERS": "0",
+            # One process polls the platforms (docs/deploy.md): the primary.
+            "HYPEMETER_POLL_CONNECTORS": "false",
         }
         self._scrape = twin_env["HYPEMETER_METRICS_TOKEN"]
         self.logs = logs

@@ -17,7 +17,9 @@ from typing import Any
 
 import msgspec
 
+from hypemeter.connectors.polling import parse_curve
 from hypemeter.connectors.webhooks import ADAPTERS, MappedEvent
+from hypemeter.errors import InvalidInput
 from hypemeter.events.model import EventIn, from_epoch_us
 from hypemeter.registry.model import RegistryRecord, keys_of
 
@@ -82,8 +84,11 @@ def callback_url(connector: Connector) -> str:
     return f"/v1/webhooks/{connector.platform}/{connector.id}"
 
 
-def connector_view(connector: Connector, health: Health) -> dict[str, Any]:
-    """The connector as the API shows it: secret names, never their values."""
+def connector_view(
+    connector: Connector, health: Health, polling: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """The connector as the API shows it: secret names, never their values, nor any
+    credential's."""
     return {
         "id": connector.id,
         "platform": connector.platform,
@@ -94,6 +99,7 @@ def connector_view(connector: Connector, health: Health) -> dict[str, Any]:
         "created_at": connector.created_at,
         "disabled": connector.disabled,
         "health": msgspec.to_builtins(health),
+        "polling": dict(polling) if polling is not None else None,
     }
 
 
@@ -165,6 +171,38 @@ def to_event(platform: str, mapped: MappedEvent) -> EventIn:
         text=mapped.text,
         properties=dict(mapped.properties) if mapped.properties else None,
     )
+
+
+POLL_LIMITS = ("capacity", "refill_per_s", "window_s", "window_calls", "daily_units")
+POLL_KEYS = (*POLL_LIMITS, "enabled", "curve")
+
+
+def check_polling(credentials: Sequence[Mapping[str, Any]], poll: Mapping[str, Any]) -> None:
+    """Raise InvalidInput naming the first bad credential or polling setting."""
+    for index, credential in enumerate(credentials):
+        if not credential or not all(isinstance(v, str) and v for v in credential.values()):
+            raise InvalidInput(
+                'a credential is an object of non-empty strings, e.g. {"access_token": ...}',
+                field=f"credentials.{index}",
+            )
+    for name in poll:
+        if name not in POLL_KEYS:
+            raise InvalidInput(
+                f"unknown polling setting; allowed: {', '.join(POLL_KEYS)}", field=f"poll.{name}"
+            )
+    for name in POLL_LIMITS:
+        value = poll.get(name)
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, int | float) or value <= 0
+        ):
+            raise InvalidInput("must be a positive number", field=f"poll.{name}")
+    if "enabled" in poll and not isinstance(poll["enabled"], bool):
+        raise InvalidInput("must be true or false", field="poll.enabled")
+    if "curve" in poll:
+        try:
+            parse_curve(poll["curve"])
+        except ValueError as exc:
+            raise InvalidInput(str(exc), field="poll.curve") from exc
 
 
 def bounded(reasons: Sequence[str]) -> tuple[str, ...]:

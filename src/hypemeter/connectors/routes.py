@@ -36,6 +36,11 @@ class ConnectorIn(BaseModel, extra="forbid"):
     poll: dict[str, Any] = Field(default_factory=dict)
 
 
+def _polling(request: Request, connector_id: str) -> dict[str, Any] | None:
+    pollers = request.app.state.services.pollers
+    return None if pollers is None else pollers.status(connector_id)
+
+
 def _service(request: Request) -> ConnectorService:
     service: ConnectorService = request.app.state.services.connectors
     return service
@@ -56,7 +61,8 @@ async def create_connector(request: Request, body: ConnectorIn, principal: Admin
         credentials=body.credentials,
         poll=body.poll,
     )
-    return json_response(request, connector_view(connector, service.health(connector.id)), 201)
+    view = connector_view(connector, service.health(connector.id), _polling(request, connector.id))
+    return json_response(request, view, 201)
 
 
 @admin.get(
@@ -64,7 +70,8 @@ async def create_connector(request: Request, body: ConnectorIn, principal: Admin
 )
 async def list_connectors(request: Request, principal: Admin) -> Response:
     found = await _service(request).connectors(principal.tenant_id)
-    return json_response(request, {"data": [connector_view(c, h) for c, h in found]})
+    views = [connector_view(c, h, _polling(request, c.id)) for c, h in found]
+    return json_response(request, {"data": views})
 
 
 @admin.delete("/connectors/{connector_id}", summary="Remove a connector", responses=ADMIN_ERRORS)

@@ -28,6 +28,7 @@ from hypemeter.connectors.model import (
     DeadLetter,
     Health,
     bounded,
+    check_polling,
     connector_of,
     connector_record,
     kept_headers,
@@ -125,6 +126,7 @@ class ConnectorService:
                 f"{platform} connectors need the secrets {', '.join(missing)}",
                 field=f"secrets.{missing[0]}",
             )
+        check_polling(credentials, poll or {})
         connector = Connector(
             id=new_connector_id(),
             platform=platform,
@@ -171,6 +173,10 @@ class ConnectorService:
         _, connector = await self.require(platform, connector_id)
         adapter = ADAPTERS[platform]
         return adapter.answer_get(query, connector.secrets, now_us=self._clock.now_us())
+
+    def all_connectors(self) -> list[tuple[str, Connector]]:
+        """Every tenant's connectors, as (tenant, connector), from memory."""
+        return list(self._connectors.values())
 
     def health(self, connector_id: str) -> Health:
         return self._health.get(connector_id, Health())

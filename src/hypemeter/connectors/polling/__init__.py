@@ -1,0 +1,66 @@
+"""The pure polling layer: what to ask each platform for counters, and how to read it.
+
+One poller per polled platform, keyed by platform name; ``model`` holds the shared
+types and the arithmetic of polite calling (token bucket, rate-limit headers,
+backoff with full jitter, the adaptive schedule). Nothing here does I/O or reads
+the clock.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from types import MappingProxyType
+
+from hypemeter.connectors.polling.instagram import InstagramPoller
+from hypemeter.connectors.polling.model import (
+    DEFAULT_CURVE,
+    Answer,
+    Call,
+    Limits,
+    PlatformPoller,
+    PollError,
+    RateSignal,
+    Reading,
+    Target,
+    TokenBucket,
+    backoff_s,
+    next_pacific_midnight_us,
+    parse_curve,
+    poll_interval_s,
+    rate_signal,
+)
+from hypemeter.connectors.polling.tiktok import TikTokPoller
+from hypemeter.connectors.polling.x import XPoller
+from hypemeter.connectors.polling.youtube import YouTubePoller
+
+POLLERS: Mapping[str, PlatformPoller] = MappingProxyType(
+    {
+        "instagram": InstagramPoller(),
+        "youtube": YouTubePoller(),
+        "tiktok": TikTokPoller(),
+        "x": XPoller(),
+    }
+)
+
+__all__ = [
+    "DEFAULT_CURVE",
+    "POLLERS",
+    "Answer",
+    "Call",
+    "InstagramPoller",
+    "Limits",
+    "PlatformPoller",
+    "PollError",
+    "RateSignal",
+    "Reading",
+    "Target",
+    "TikTokPoller",
+    "TokenBucket",
+    "XPoller",
+    "YouTubePoller",
+    "backoff_s",
+    "next_pacific_midnight_us",
+    "parse_curve",
+    "poll_interval_s",
+    "rate_signal",
+]

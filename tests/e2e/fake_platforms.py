@@ -1,0 +1,234 @@
+"""Fake platform APIs for the pollers: real HTTP on 127.0.0.1, the platforms' formats.
+
+One server answers Instagram media insights, YouTube videos.list and
+channels.list, TikTok video query and X tweets lookup, with counters the test
+sets (and may lower). Each platform enforces a limit per token over a sliding
+window, as the platform would: a call over it is answered 429 and recorded in
+``violations`` (tests assert there are none). Tests can script answers ahead of
+the real ones (a 503, a 429 with Retry-After) and read every call made.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+from collections import defaultdict, deque
+from dataclasses import dataclass, field
+from typing import Any
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+
+@dataclass
+class Limit:
+    calls: int
+    window_s: float
+
+
+@dataclass
+class Scripted:
+    status: int
+    headers: dict[str, str] = field(default_factory=dict)
+    body: Any = None
+
+
+@dataclass
+class CallRecord:
+    at: float
+    platform: str
+    token: str
+    path: str
+    status: int
+
+
+class FakePlatforms:
+    def __init__(self) -> None:
+        self.counters: dict[tuple[str, str], dict[str, int]] = {}
+        self.limits: dict[str, Limit] = {
+            "instagram": Limit(200, 3600),
+            "youtube": Limit(100, 100),
+            "tiktok": Limit(600, 60),
+            "x": Limit(300, 900),
+        }
+        self.scripts: dict[str, deque[Scripted]] = defaultdict(deque)
+        self.calls: list[CallRecord] = []
+        self.violations: list[CallRecord] = []
+        self._windows: dict[tuple[str, str], deque[float]] = defaultdict(deque)
+        self._lock = threading.Lock()
+        app = Starlette(
+            routes=[
+                Route("/youtube/v3/videos", self._youtube_videos),
+                Route("/youtube/v3/channels", self._youtube_channels),
+                Route("/v2/video/query/", self._tiktok, methods=["POST"]),
+                Route("/2/tweets", self._x),
+                Route("/{media_id}/insights", self._instagram),
+            ]
+        )
+        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+        self._sock.bind(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self._sock.getsockname()[1]}"
+        config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="off")
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self._serve, daemon=True, name="fake-platforms")
+
+    def _serve(self) -> None:
+        self._server.run(sockets=[self._sock])
+
+    def start(self) -> FakePlatforms:
+        self._thread.start()
+        deadline = time.monotonic() + 10
+        while not self._server.started:
+            assert time.monotonic() < deadline, "the fake platforms did not start"
+            time.sleep(0.01)
+        return self
+
+    def stop(self) -> None:
+        self._server.should_exit = True
+        self._thread.join(timeout=10)
+        self._sock.close()
+
+    def set(self, platform: str, content_id: str, **counts: int) -> None:
+        with self._lock:
+            self.counters[(platform, content_id)] = dict(counts)
+
+    def script(self, platform: str, *answers: Scripted) -> None:
+        with self._lock:
+            self.scripts[platform].extend(answers)
+
+    def calls_of(self, platform: str) -> list[CallRecord]:
+        with self._lock:
+            return [c for c in self.calls if c.platform == platform]
+
+    # -- accounting ---------------------------------------------------------------
+
+    def _admit(self, platform: str, token: str, path: str) -> Response | None:
+        """Record the call; a scripted or an over-the-limit answer, or None to go on."""
+        now = time.monotonic()
+        with self._lock:
+            window = self._windows[(platform, token)]
+            limit = self.limits[platform]
+            while window and window[0] <= now - limit.window_s:
+                window.popleft()
+            window.append(now)
+            over = len(window) > limit.calls
+            scripted = self.scripts[platform].popleft() if self.scripts[platform] else None
+            status = 429 if over else (scripted.status if scripted else 200)
+            record = CallRecord(now, platform, token, path, status)
+            self.calls.append(record)
+            if over:
+                self.violations.append(record)
+        if over:
+            return JSONResponse({"error": "over the limit"}, 429, {"Retry-After": "60"})
+        if scripted is not None:
+            return JSONResponse(
+                scripted.body or {"error": "scripted"}, scripted.status, scripted.headers
+            )
+        return None
+
+    def _count(self, platform: str, content_id: str) -> dict[str, int] | None:
+        with self._lock:
+            found = self.counters.get((platform, content_id))
+            return dict(found) if found is not None else None
+
+    # -- the platforms ----------------------------------------------------------------
+
+    async def _instagram(self, request: Request) -> Response:
+        media = request.path_params["media_id"]
+        token = request.query_params.get("access_token", "")
+        refused = self._admit("instagram", token, request.url.path)
+        if refused is not None:
+            return refused
+        counts = self._count("instagram", media)
+        if counts is None:
+            return JSONResponse({"error": {"message": "Unsupported get request", "code": 100}}, 400)
+        names = request.query_params.get("metric", "").split(",")
+        data = [
+            {
+                "name": name,
+                "period": "lifetime",
+                "values": [{"value": counts[name]}] if name in counts else [],
+                "id": f"{media}/insights/{name}/lifetime",
+            }
+            for name in names
+            if name
+        ]
+        usage = json.dumps({"call_count": 1, "total_time": 1, "total_cputime": 1})
+        return JSONResponse({"data": data}, headers={"X-App-Usage": usage})
+
+    async def _youtube_videos(self, request: Request) -> Response:
+        token = request.query_params.get("key", "")
+        refused = self._admit("youtube", token, request.url.path)
+        if refused is not None:
+            return refused
+        items = []
+        for video in request.query_params.get("id", "").split(","):
+            counts = self._count("youtube", video)
+            if counts is not None:
+                statistics = {name: str(value) for name, value in counts.items()}
+                items.append({"kind": "youtube#video", "id": video, "statistics": statistics})
+        return JSONResponse({"kind": "youtube#videoListResponse", "items": items})
+
+    async def _youtube_channels(self, request: Request) -> Response:
+        token = request.query_params.get("key", "")
+        refused = self._admit("youtube", token, request.url.path)
+        if refused is not None:
+            return refused
+        items = []
+        for channel in request.query_params.get("id", "").split(","):
+            counts = self._count("youtube-channel", channel)
+            if counts is not None:
+                statistics = {
+                    "subscriberCount": str(counts["subscriberCount"]),
+                    "hiddenSubscriberCount": False,
+                    "videoCount": "1",
+                }
+                items.append({"kind": "youtube#channel", "id": channel, "statistics": statistics})
+        return JSONResponse({"kind": "youtube#channelListResponse", "items": items})
+
+    async def _tiktok(self, request: Request) -> Response:
+        token = request.headers.get("authorization", "").removeprefix("Bearer ")
+        refused = self._admit("tiktok", token, request.url.path)
+        if refused is not None:
+            return refused
+        body = await request.json()
+        videos = []
+        for video in body.get("filters", {}).get("video_ids", []):
+            counts = self._count("tiktok", video)
+            if counts is not None:
+                videos.append({"id": video, **counts})
+        return JSONResponse(
+            {"data": {"videos": videos}, "error": {"code": "ok", "message": "", "log_id": "x"}}
+        )
+
+    async def _x(self, request: Request) -> Response:
+        token = request.headers.get("authorization", "").removeprefix("Bearer ")
+        refused = self._admit("x", token, request.url.path)
+        if refused is not None:
+            return refused
+        data, errors = [], []
+        for tweet in request.query_params.get("ids", "").split(","):
+            counts = self._count("x", tweet)
+            if counts is None:
+                errors.append(
+                    {"value": tweet, "detail": f"Could not find tweet with ids: [{tweet}]."}
+                )
+            else:
+                data.append({"id": tweet, "text": "...", "public_metrics": counts})
+        limit = self.limits["x"]
+        with self._lock:
+            used = len(self._windows[("x", token)])
+        headers = {
+            "x-rate-limit-limit": str(limit.calls),
+            "x-rate-limit-remaining": str(max(limit.calls - used, 0)),
+            "x-rate-limit-reset": str(int(time.time() + limit.window_s)),
+        }
+        answer: dict[str, Any] = {"data": data}
+        if errors:
+            answer["errors"] = errors
+        return JSONResponse(answer, headers=headers)
