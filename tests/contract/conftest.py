@@ -20,6 +20,7 @@ import duckdb
 import pytest
 
 from hypemeter.backends.cluster.postgres_database import PostgresConfig, PostgresDatabase
+from hypemeter.backends.cluster.postgres_registry import PostgresRegistryStore
 from hypemeter.backends.cluster.postgres_store import (
     PostgresEventStore,
     PostgresMetricsStore,
@@ -32,8 +33,16 @@ from hypemeter.backends.embedded.duckdb_store import (
     DuckDBTenantStore,
     StoreConfig,
 )
+from hypemeter.backends.embedded.duckdb_store.registry import DuckDBRegistryStore
 from hypemeter.backends.embedded.memory_bus import MemoryLiveBus
-from hypemeter.backends.ports import AppendResult, EventStore, LiveBus, MetricsStore, TenantStore
+from hypemeter.backends.ports import (
+    AppendResult,
+    EventStore,
+    LiveBus,
+    MetricsStore,
+    RegistryStore,
+    TenantStore,
+)
 from hypemeter.clock import FixedClock
 
 NOW_US = 1_795_183_200_000_000  # 2026-11-20T14:00:00Z
@@ -71,6 +80,14 @@ class DuckDBBackend:
     async def open_tenant_store(self) -> TenantStore:
         db = self._database(100_000)
         store = DuckDBTenantStore(db)
+        await store.start()
+        self._opened.append((store, db))
+        return store
+
+    async def open_registry_store(self) -> RegistryStore:
+        """A started registry store; a second call after aclose reopens the same file."""
+        db = self._database(100_000)
+        store = DuckDBRegistryStore(db)
         await store.start()
         self._opened.append((store, db))
         return store
@@ -156,6 +173,14 @@ class PostgresBackend:
     async def open_tenant_store(self) -> TenantStore:
         db = self._database(100_000)
         store = PostgresTenantStore(db)
+        await store.start()
+        self._opened.append((store, db))
+        return store
+
+    async def open_registry_store(self) -> RegistryStore:
+        """A started registry store; a second call after aclose reopens the same schema."""
+        db = self._database(100_000)
+        store = PostgresRegistryStore(db)
         await store.start()
         self._opened.append((store, db))
         return store
@@ -393,6 +418,11 @@ async def event_store(store_backend: StoreBackend) -> EventStore:
 @pytest.fixture
 async def tenant_store(store_backend: StoreBackend) -> TenantStore:
     return await store_backend.open_tenant_store()
+
+
+@pytest.fixture
+async def registry_store(store_backend: StoreBackend) -> RegistryStore:
+    return await store_backend.open_registry_store()
 
 
 @pytest.fixture

@@ -23,6 +23,54 @@ ADMIN_ERRORS = error_responses(400, 401, 403, 404, 409, 422, 429)
 MAX_WEBHOOK_BYTES = 4 * 1024 * 1024  # Meta batches up to 1000 changes in one request
 
 
+CONNECTOR_EXAMPLE = {
+    "id": "con_3f9a0c1d2e4b5a69",
+    "platform": "instagram",
+    "callback_url": "/v1/webhooks/instagram/con_3f9a0c1d2e4b5a69",
+    "secrets": ["app_secret", "verify_token"],
+    "credentials": 1,
+    "poll": {},
+    "created_at": "2026-11-20T14:00:00.000000Z",
+    "disabled": None,
+    "health": {
+        "deliveries": 12,
+        "refused": 0,
+        "dead_letters": 1,
+        "last_success": "2026-11-20T14:05:00.000000Z",
+        "last_error": None,
+        "last_error_at": None,
+    },
+    "polling": {
+        "calls": 40,
+        "calls_in_window": 3,
+        "window_seconds": 3600,
+        "quota_left": None,
+        "paused_credentials": 0,
+        "next_poll": "2026-11-20T14:06:00.000000Z",
+        "last_success": "2026-11-20T14:05:00.000000Z",
+        "last_error": None,
+        "last_error_at": None,
+    },
+}
+LETTER_EXAMPLE = {
+    "id": "dl_0006617b25a523c4ed607a4d",
+    "connector_id": "con_3f9a0c1d2e4b5a69",
+    "platform": "instagram",
+    "received_us": 1795183200000000,
+    "reasons": ["event ig:comment:178657: influencer_id is required, unless ..."],
+    "state": "open",
+    "replays": 0,
+    "body": '{"object": "instagram", "entry": [...]}',
+}
+
+
+def _documented(status: int, example: Any) -> dict[int | str, dict[str, Any]]:
+    return {
+        status: {"description": "OK", "content": {"application/json": {"example": example}}},
+        **ADMIN_ERRORS,
+    }
+
+
 class ConnectorIn(BaseModel, extra="forbid"):
     platform: str = Field(description=", ".join(PLATFORMS), examples=["instagram"])
     secrets: dict[str, Annotated[str, Field(min_length=1, max_length=1024)]] = Field(
@@ -32,8 +80,19 @@ class ConnectorIn(BaseModel, extra="forbid"):
         examples=[{"app_secret": "...", "verify_token": "..."}],
         max_length=16,
     )
-    credentials: list[dict[str, Any]] = Field(default_factory=list, max_length=100)
-    poll: dict[str, Any] = Field(default_factory=dict)
+    credentials: list[dict[str, Any]] = Field(
+        default_factory=list,
+        max_length=100,
+        description="For polling: Instagram access_token, YouTube api_key, TikTok "
+        "access_token, X bearer_token (one object per credential)",
+        examples=[[{"access_token": "..."}]],
+    )
+    poll: dict[str, Any] = Field(
+        default_factory=dict,
+        description="enabled, curve [[max age s | null, interval s], ...], window_calls, "
+        "window_s, capacity, refill_per_s, daily_units",
+        examples=[{"curve": [[3600, 60], [None, 3600]]}],
+    )
 
 
 def _polling(request: Request, connector_id: str) -> dict[str, Any] | None:
@@ -50,7 +109,7 @@ def _service(request: Request) -> ConnectorService:
     "/connectors",
     status_code=201,
     summary="Configure a platform connector; answers its webhook callback URL",
-    responses=ADMIN_ERRORS,
+    responses=_documented(201, CONNECTOR_EXAMPLE),
 )
 async def create_connector(request: Request, body: ConnectorIn, principal: Admin) -> Response:
     service = _service(request)
@@ -66,7 +125,9 @@ async def create_connector(request: Request, body: ConnectorIn, principal: Admin
 
 
 @admin.get(
-    "/connectors", summary="This tenant's connectors and their health", responses=ADMIN_ERRORS
+    "/connectors",
+    summary="This tenant's connectors and their health",
+    responses=_documented(200, {"data": [CONNECTOR_EXAMPLE]}),
 )
 async def list_connectors(request: Request, principal: Admin) -> Response:
     found = await _service(request).connectors(principal.tenant_id)
@@ -74,7 +135,11 @@ async def list_connectors(request: Request, principal: Admin) -> Response:
     return json_response(request, {"data": views})
 
 
-@admin.delete("/connectors/{connector_id}", summary="Remove a connector", responses=ADMIN_ERRORS)
+@admin.delete(
+    "/connectors/{connector_id}",
+    summary="Remove a connector",
+    responses=_documented(200, {"id": "con_3f9a0c1d2e4b5a69", "deleted": True}),
+)
 async def delete_connector(request: Request, connector_id: str, principal: Admin) -> Response:
     await _service(request).delete(principal.tenant_id, connector_id)
     return json_response(request, {"id": connector_id, "deleted": True})
@@ -83,7 +148,7 @@ async def delete_connector(request: Request, connector_id: str, principal: Admin
 @admin.get(
     "/dead-letters",
     summary="Verified deliveries that could not be counted in full, oldest first",
-    responses=ADMIN_ERRORS,
+    responses=_documented(200, {"data": [LETTER_EXAMPLE], "next_cursor": None}),
 )
 async def list_dead_letters(
     request: Request,
@@ -114,7 +179,10 @@ async def list_dead_letters(
 @admin.post(
     "/dead-letters/{letter_id}/replay",
     summary="Process a dead letter's delivery again (after fixing its cause)",
-    responses=ADMIN_ERRORS,
+    responses=_documented(
+        200,
+        {"dead_letter": {**LETTER_EXAMPLE, "state": "resolved"}, "accepted": 1, "duplicates": 0},
+    ),
 )
 async def replay_dead_letter(request: Request, letter_id: str, principal: Admin) -> Response:
     letter, outcome = await _service(request).replay(principal.tenant_id, letter_id)
@@ -131,7 +199,11 @@ async def replay_dead_letter(request: Request, letter_id: str, principal: Admin)
 @webhooks.get(
     "/{platform}/{connector_id}",
     summary="The platform's subscription handshake (Meta, YouTube, X, LinkedIn)",
-    responses=error_responses(404),
+    responses={
+        200: {"description": "The challenge", "content": {"text/plain": {"example": "1158201444"}}},
+        403: {"description": "Wrong verify token", "content": {"text/plain": {"example": "..."}}},
+        **error_responses(404, 422),
+    },
 )
 async def webhook_handshake(request: Request, platform: str, connector_id: str) -> Response:
     reply = await _service(request).handshake(
@@ -143,7 +215,10 @@ async def webhook_handshake(request: Request, platform: str, connector_id: str) 
 @webhooks.post(
     "/{platform}/{connector_id}",
     summary="A platform's signed delivery; verified over the raw body",
-    responses=error_responses(400, 401, 403, 404, 413, 503),
+    responses={
+        200: {"description": "Stored", "content": {"text/plain": {"example": ""}}},
+        **error_responses(400, 401, 403, 404, 413, 422, 503),
+    },
 )
 async def webhook_delivery(request: Request, platform: str, connector_id: str) -> Response:
     service = _service(request)

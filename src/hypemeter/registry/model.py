@@ -102,6 +102,18 @@ class RegistryRecord:
     updated_us: int
 
 
+CLAIM = "account_claim"
+
+
+def claim_id(account: Account) -> str:
+    """The id of the record that says which influencer holds a platform account."""
+    return f"{account.platform}:{account.account_id}"
+
+
+def claim_record(key: str, influencer_id: str, updated_us: int) -> RegistryRecord:
+    return RegistryRecord(CLAIM, key, influencer_id, " ", "", updated_us)
+
+
 def key_token(name: str, value: str) -> str:
     """The token a filter ``name=value`` looks for in ``keys`` (spaces delimit tokens)."""
     return f" {name}={quote(value, safe='')} "
@@ -168,17 +180,25 @@ def check_id(value: str, field: str) -> str:
     return value
 
 
+def _format(moment: dt.datetime) -> str:
+    """RFC 3339 in UTC with microseconds; years zero-padded, so strings sort as times."""
+    return f"{moment.year:04d}-" + moment.strftime("%m-%dT%H:%M:%S.%fZ")
+
+
 def rfc3339(us: int) -> str:
-    moment = dt.datetime(1970, 1, 1, tzinfo=dt.UTC) + dt.timedelta(microseconds=us)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return _format(dt.datetime(1970, 1, 1, tzinfo=dt.UTC) + dt.timedelta(microseconds=us))
 
 
 def normalize_time(value: dt.datetime | None) -> str | None:
+    """The time in UTC as stored; raises ValueError for a naive or out-of-range time."""
     if value is None:
         return None
     if value.tzinfo is None:
         raise ValueError("must be RFC 3339 with a UTC offset, e.g. 2026-11-20T14:00:00Z")
-    return value.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    try:
+        return _format(value.astimezone(dt.UTC))
+    except OverflowError:
+        raise ValueError("is out of range once in UTC (years 1 to 9999)") from None
 
 
 def duplicate_account(influencer: Influencer) -> int | None:

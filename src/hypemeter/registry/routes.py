@@ -10,7 +10,7 @@ from typing import Annotated, Any
 
 import msgspec
 from fastapi import APIRouter, Depends, Query, Request, Response
-from pydantic import BaseModel, Field, field_validator
+from pydantic import AfterValidator, BaseModel, Field, field_validator
 
 from hypemeter.api import error_responses, json_response, require
 from hypemeter.auth.model import Principal, Scope
@@ -36,15 +36,86 @@ Admin = Annotated[Principal, Depends(require(Scope.ADMIN))]
 WRITE_ERRORS = error_responses(400, 401, 403, 404, 409, 422, 429)
 READ_ERRORS = error_responses(400, 401, 403, 404, 422, 429)
 RESERVED_CONTENT_IDS = {"trending"}  # /v1/content/trending is the trending query
+_STAMPS = {"created_at": "2026-11-20T14:00:00.000000Z", "updated_at": "2026-11-20T14:00:00.000000Z"}
+EXAMPLES: dict[str, dict[str, Any]] = {
+    "influencer": {
+        "id": "inf-42",
+        "name": "Ana Makes",
+        "tags": ["beauty"],
+        "accounts": [
+            {
+                "platform": "instagram",
+                "account_id": "17841400000000001",
+                "handle": "@ana.makes",
+                "followers": 184000,
+            }
+        ],
+        **_STAMPS,
+    },
+    "campaign": {
+        "id": "spring-launch",
+        "name": "Spring launch",
+        "brand": "Acme Shoes",
+        "start": "2026-11-01T00:00:00.000000Z",
+        "end": "2026-12-01T00:00:00.000000Z",
+        "budget": 25000,
+        "influencers": ["inf-42"],
+        "content": ["18012345678901234"],
+        "link_codes": ["ANA10"],
+        **_STAMPS,
+    },
+    "content": {
+        "id": "18012345678901234",
+        "platform": "instagram",
+        "influencer_id": "inf-42",
+        "campaign_id": "spring-launch",
+        "url": "https://www.instagram.com/p/C0abc/",
+        "published_at": "2026-11-19T18:00:00.000000Z",
+        "type": "reel",
+        **_STAMPS,
+    },
+}
 
+
+def documented(
+    status: int, example: Any, errors: dict[int | str, dict[str, Any]]
+) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI responses: the success with its example, then the errors."""
+    return {
+        status: {"description": "OK", "content": {"application/json": {"example": example}}},
+        **errors,
+    }
+
+
+def _one(kind: str, status: int = 200) -> dict[int | str, dict[str, Any]]:
+    return documented(status, EXAMPLES[kind], WRITE_ERRORS if status == 201 else READ_ERRORS)
+
+
+def _page(kind: str) -> dict[int | str, dict[str, Any]]:
+    return documented(200, {"data": [EXAMPLES[kind]], "next_cursor": None}, READ_ERRORS)
+
+
+def _deleted(example_id: str, **extra: Any) -> dict[int | str, dict[str, Any]]:
+    return documented(200, {"id": example_id, "deleted": True, **extra}, WRITE_ERRORS)
+
+
+def _no_nul(value: str) -> str:
+    if "\x00" in value:
+        raise ValueError("must not contain NUL characters")
+    return value
+
+
+Text = Annotated[str, AfterValidator(_no_nul)]
 EntityId = Annotated[str, Field(pattern=ID_PATTERN.pattern, description=ID_RULE)]
-Name = Annotated[str, Field(min_length=1, max_length=200)]
-Label = Annotated[str, Field(min_length=1, max_length=64)]
+Name = Annotated[Text, Field(min_length=1, max_length=200)]
+Label = Annotated[Text, Field(min_length=1, max_length=64)]
+ContentId = Annotated[Text, Field(min_length=1, max_length=256, examples=["18012345678901234"])]
 Cursor = Annotated[str | None, Query(description="next_cursor of the previous page")]
 Limit = Annotated[int, Query(ge=1, le=MAX_PAGE)]
 Search = Annotated[
-    str | None, Query(max_length=200, description="Case-insensitive part of a name or handle")
+    Text | None, Query(max_length=200, description="Case-insensitive part of a name or handle")
 ]
+Filter = Annotated[Text | None, Query(max_length=256)]
 
 
 def _platform(value: str) -> str:
@@ -56,8 +127,8 @@ def _platform(value: str) -> str:
 
 class AccountIn(BaseModel, extra="forbid"):
     platform: str = Field(examples=["instagram"])
-    account_id: str = Field(min_length=1, max_length=256, examples=["17841400000000001"])
-    handle: str | None = Field(default=None, max_length=256, examples=["@ana.makes"])
+    account_id: Text = Field(min_length=1, max_length=256, examples=["17841400000000001"])
+    handle: Text | None = Field(default=None, max_length=256, examples=["@ana.makes"])
     followers: int | None = Field(default=None, ge=0, examples=[184000])
 
     _check_platform = field_validator("platform")(_platform)
@@ -65,7 +136,11 @@ class AccountIn(BaseModel, extra="forbid"):
 
 class InfluencerFields(BaseModel, extra="forbid"):
     tags: list[Label] = Field(default_factory=list, max_length=64, examples=[["beauty"]])
-    accounts: list[AccountIn] = Field(default_factory=list, max_length=50)
+    accounts: list[AccountIn] = Field(
+        default_factory=list,
+        max_length=50,
+        examples=[[{"platform": "instagram", "account_id": "17841400000000001"}]],
+    )
 
 
 class InfluencerIn(InfluencerFields):
@@ -74,19 +149,24 @@ class InfluencerIn(InfluencerFields):
 
 
 class InfluencerPatch(InfluencerFields):
-    name: Name | None = None
+    name: Name | None = Field(default=None, examples=["Ana M."])
 
 
 class CampaignFields(BaseModel, extra="forbid"):
-    brand: str | None = Field(default=None, max_length=200, examples=["Acme Shoes"])
+    brand: Text | None = Field(default=None, max_length=200, examples=["Acme Shoes"])
     start: dt.datetime | None = Field(default=None, examples=["2026-11-01T00:00:00Z"])
     end: dt.datetime | None = Field(default=None, examples=["2026-12-01T00:00:00Z"])
     budget: float | None = Field(default=None, ge=0, allow_inf_nan=False, examples=[25000])
-    influencers: list[EntityId] = Field(default_factory=list, max_length=1000)
-    content: list[Annotated[str, Field(min_length=1, max_length=256)]] = Field(
-        default_factory=list, max_length=10_000, description="Tracked content ids"
+    influencers: list[EntityId] = Field(
+        default_factory=list, max_length=1000, examples=[["inf-42"]]
     )
-    link_codes: list[Label] = Field(default_factory=list, max_length=1000)
+    content: list[ContentId] = Field(
+        default_factory=list,
+        max_length=10_000,
+        description="Tracked content ids",
+        examples=[["18012345678901234"]],
+    )
+    link_codes: list[Label] = Field(default_factory=list, max_length=1000, examples=[["ANA10"]])
 
     @field_validator("start", "end")
     @classmethod
@@ -101,13 +181,15 @@ class CampaignIn(CampaignFields):
 
 
 class CampaignPatch(CampaignFields):
-    name: Name | None = None
+    name: Name | None = Field(default=None, examples=["Spring launch, extended"])
 
 
 class ContentFields(BaseModel, extra="forbid"):
-    campaign_id: EntityId | None = None
-    url: str | None = Field(default=None, max_length=2048)
-    published_at: dt.datetime | None = None
+    campaign_id: EntityId | None = Field(default=None, examples=["spring-launch"])
+    url: Text | None = Field(
+        default=None, max_length=2048, examples=["https://www.instagram.com/p/C0abc/"]
+    )
+    published_at: dt.datetime | None = Field(default=None, examples=["2026-11-19T18:00:00Z"])
     type: Label | None = Field(default=None, examples=["reel"])
 
     @field_validator("published_at")
@@ -118,7 +200,7 @@ class ContentFields(BaseModel, extra="forbid"):
 
 
 class ContentIn(ContentFields):
-    id: Annotated[str, Field(min_length=1, max_length=256, examples=["18012345678901234"])]
+    id: ContentId
     platform: str = Field(examples=["instagram"])
     influencer_id: EntityId = Field(examples=["inf-42"])
 
@@ -133,8 +215,8 @@ class ContentIn(ContentFields):
 
 
 class ContentPatch(ContentFields):
-    platform: str | None = None
-    influencer_id: EntityId | None = None
+    platform: str | None = Field(default=None, examples=["instagram"])
+    influencer_id: EntityId | None = Field(default=None, examples=["inf-42"])
 
     @field_validator("platform")
     @classmethod
@@ -169,7 +251,7 @@ def _changes(body: BaseModel, required: tuple[str, ...] = ()) -> dict[str, Any]:
     return changes
 
 
-def _page(request: Request, page: list[Entity], next_cursor: str | None) -> Response:
+def _answer_page(request: Request, page: list[Entity], next_cursor: str | None) -> Response:
     return json_response(request, {"data": [_view(e) for e in page], "next_cursor": next_cursor})
 
 
@@ -181,7 +263,10 @@ def _filters(**given: str | None) -> dict[str, str]:
 
 
 @router.post(
-    "/influencers", status_code=201, summary="Register an influencer", responses=WRITE_ERRORS
+    "/influencers",
+    status_code=201,
+    summary="Register an influencer",
+    responses=_one("influencer", 201),
 )
 async def create_influencer(request: Request, body: InfluencerIn, principal: Admin) -> Response:
     entity = Influencer(
@@ -195,13 +280,15 @@ async def create_influencer(request: Request, body: InfluencerIn, principal: Adm
 
 
 @router.get(
-    "/influencers", summary="List influencers (filters, search, cursor)", responses=READ_ERRORS
+    "/influencers",
+    summary="List influencers (filters, search, cursor)",
+    responses=_page("influencer"),
 )
 async def list_influencers(
     request: Request,
     principal: Reader,
-    tag: str | None = None,
-    platform: str | None = None,
+    tag: Filter = None,
+    platform: Filter = None,
     q: Search = None,
     cursor: Cursor = None,
     limit: Limit = 100,
@@ -216,17 +303,19 @@ async def list_influencers(
         cursor=cursor,
         limit=limit,
     )
-    return _page(request, page, next_cursor)
+    return _answer_page(request, page, next_cursor)
 
 
-@router.get("/influencers/{influencer_id}", summary="One influencer", responses=READ_ERRORS)
+@router.get("/influencers/{influencer_id}", summary="One influencer", responses=_one("influencer"))
 async def get_influencer(request: Request, influencer_id: str, principal: Reader) -> Response:
     entity = await _service(request).get(principal.tenant_id, Kind.INFLUENCER, influencer_id)
     return json_response(request, _view(entity))
 
 
 @router.patch(
-    "/influencers/{influencer_id}", summary="Change an influencer", responses=WRITE_ERRORS
+    "/influencers/{influencer_id}",
+    summary="Change an influencer",
+    responses=documented(200, EXAMPLES["influencer"], WRITE_ERRORS),
 )
 async def patch_influencer(
     request: Request, influencer_id: str, body: InfluencerPatch, principal: Admin
@@ -241,7 +330,7 @@ async def patch_influencer(
 @router.delete(
     "/influencers/{influencer_id}",
     summary="Remove an influencer; with erase=true also their events and rollups",
-    responses=WRITE_ERRORS,
+    responses=_deleted("inf-42", erased_events=0),
 )
 async def delete_influencer(
     request: Request,
@@ -276,19 +365,23 @@ def _campaign(body: CampaignIn) -> Campaign:
     )
 
 
-@router.post("/campaigns", status_code=201, summary="Create a campaign", responses=WRITE_ERRORS)
+@router.post(
+    "/campaigns", status_code=201, summary="Create a campaign", responses=_one("campaign", 201)
+)
 async def create_campaign(request: Request, body: CampaignIn, principal: Admin) -> Response:
     created = await _service(request).create(principal.tenant_id, _campaign(body))
     return json_response(request, _view(created), 201)
 
 
-@router.get("/campaigns", summary="List campaigns (filters, search, cursor)", responses=READ_ERRORS)
+@router.get(
+    "/campaigns", summary="List campaigns (filters, search, cursor)", responses=_page("campaign")
+)
 async def list_campaigns(
     request: Request,
     principal: Reader,
-    brand: str | None = None,
-    influencer_id: str | None = None,
-    link_code: str | None = None,
+    brand: Filter = None,
+    influencer_id: Filter = None,
+    link_code: Filter = None,
     q: Search = None,
     cursor: Cursor = None,
     limit: Limit = 100,
@@ -301,16 +394,20 @@ async def list_campaigns(
         cursor=cursor,
         limit=limit,
     )
-    return _page(request, page, next_cursor)
+    return _answer_page(request, page, next_cursor)
 
 
-@router.get("/campaigns/{campaign_id}", summary="One campaign", responses=READ_ERRORS)
+@router.get("/campaigns/{campaign_id}", summary="One campaign", responses=_one("campaign"))
 async def get_campaign(request: Request, campaign_id: str, principal: Reader) -> Response:
     entity = await _service(request).get(principal.tenant_id, Kind.CAMPAIGN, campaign_id)
     return json_response(request, _view(entity))
 
 
-@router.patch("/campaigns/{campaign_id}", summary="Change a campaign", responses=WRITE_ERRORS)
+@router.patch(
+    "/campaigns/{campaign_id}",
+    summary="Change a campaign",
+    responses=documented(200, EXAMPLES["campaign"], WRITE_ERRORS),
+)
 async def patch_campaign(
     request: Request, campaign_id: str, body: CampaignPatch, principal: Admin
 ) -> Response:
@@ -321,7 +418,9 @@ async def patch_campaign(
     return json_response(request, _view(entity))
 
 
-@router.delete("/campaigns/{campaign_id}", summary="Remove a campaign", responses=WRITE_ERRORS)
+@router.delete(
+    "/campaigns/{campaign_id}", summary="Remove a campaign", responses=_deleted("spring-launch")
+)
 async def delete_campaign(request: Request, campaign_id: str, principal: Admin) -> Response:
     await _service(request).delete(principal.tenant_id, Kind.CAMPAIGN, campaign_id, erase=False)
     return json_response(request, {"id": campaign_id, "deleted": True})
@@ -330,7 +429,9 @@ async def delete_campaign(request: Request, campaign_id: str, principal: Admin) 
 # -- content ----------------------------------------------------------------------
 
 
-@router.post("/content", status_code=201, summary="Register a content item", responses=WRITE_ERRORS)
+@router.post(
+    "/content", status_code=201, summary="Register a content item", responses=_one("content", 201)
+)
 async def create_content(request: Request, body: ContentIn, principal: Admin) -> Response:
     entity = Content(
         id=body.id,
@@ -345,13 +446,15 @@ async def create_content(request: Request, body: ContentIn, principal: Admin) ->
     return json_response(request, _view(created), 201)
 
 
-@router.get("/content", summary="List content (filters, search, cursor)", responses=READ_ERRORS)
+@router.get(
+    "/content", summary="List content (filters, search, cursor)", responses=_page("content")
+)
 async def list_content(
     request: Request,
     principal: Reader,
-    platform: str | None = None,
-    influencer_id: str | None = None,
-    campaign_id: str | None = None,
+    platform: Filter = None,
+    influencer_id: Filter = None,
+    campaign_id: Filter = None,
     type: str | None = None,
     q: Search = None,
     cursor: Cursor = None,
@@ -368,16 +471,20 @@ async def list_content(
     page, next_cursor = await _service(request).list(
         principal.tenant_id, Kind.CONTENT, filters=filters, search=q, cursor=cursor, limit=limit
     )
-    return _page(request, page, next_cursor)
+    return _answer_page(request, page, next_cursor)
 
 
-@router.get("/content/{content_id}", summary="One content item", responses=READ_ERRORS)
+@router.get("/content/{content_id:path}", summary="One content item", responses=_one("content"))
 async def get_content(request: Request, content_id: str, principal: Reader) -> Response:
     entity = await _service(request).get(principal.tenant_id, Kind.CONTENT, content_id)
     return json_response(request, _view(entity))
 
 
-@router.patch("/content/{content_id}", summary="Change a content item", responses=WRITE_ERRORS)
+@router.patch(
+    "/content/{content_id:path}",
+    summary="Change a content item",
+    responses=documented(200, EXAMPLES["content"], WRITE_ERRORS),
+)
 async def patch_content(
     request: Request, content_id: str, body: ContentPatch, principal: Admin
 ) -> Response:
@@ -386,7 +493,11 @@ async def patch_content(
     return json_response(request, _view(entity))
 
 
-@router.delete("/content/{content_id}", summary="Remove a content item", responses=WRITE_ERRORS)
+@router.delete(
+    "/content/{content_id:path}",
+    summary="Remove a content item",
+    responses=_deleted("18012345678901234"),
+)
 async def delete_content(request: Request, content_id: str, principal: Admin) -> Response:
     await _service(request).delete(principal.tenant_id, Kind.CONTENT, content_id, erase=False)
     return json_response(request, {"id": content_id, "deleted": True})

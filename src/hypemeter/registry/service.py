@@ -20,12 +20,15 @@ from hypemeter.errors import Conflict, InvalidInput, NotFound
 from hypemeter.events.model import Directory
 from hypemeter.metrics.model import decode_cursor, encode_cursor
 from hypemeter.registry.model import (
+    CLAIM,
     Campaign,
     Content,
     Entity,
     Influencer,
     Kind,
     build_directory,
+    claim_id,
+    claim_record,
     duplicate_account,
     from_record,
     key_token,
@@ -82,7 +85,13 @@ class RegistryService:
         now = rfc3339(self._clock.now_us())
         stamped = msgspec.structs.replace(entity, created_at=now, updated_at=now)
         kind = kind_of(entity)
+        if isinstance(entity, Influencer):
+            if await self._store.get_entity(tenant_id, kind.value, entity.id) is not None:
+                raise Conflict(f"{kind.value} {entity.id!r} already exists", field="id")
+            await self._claim(tenant_id, entity, keep=set())
         if not await self._store.insert_entity(tenant_id, to_record(stamped, self._clock.now_us())):
+            if isinstance(entity, Influencer):
+                await self._release(tenant_id, [claim_id(a) for a in entity.accounts], entity.id)
             raise Conflict(f"{kind.value} {entity.id!r} already exists", field="id")
         await self._changed(tenant_id)
         return stamped
@@ -105,8 +114,14 @@ class RegistryService:
             raise InvalidInput(str(exc)) from exc
         await self._check(tenant_id, changed)
         stamped = msgspec.structs.replace(changed, updated_at=rfc3339(self._clock.now_us()))
+        before = {claim_id(a) for a in getattr(current, "accounts", ())}
+        after = {claim_id(a) for a in getattr(stamped, "accounts", ())}
+        if isinstance(stamped, Influencer):
+            await self._claim(tenant_id, stamped, keep=before)
         if not await self._store.update_entity(tenant_id, to_record(stamped, self._clock.now_us())):
+            await self._release(tenant_id, sorted(after - before), entity_id)
             raise NotFound(f"no {kind.value} {entity_id!r}", field="id")
+        await self._release(tenant_id, sorted(before - after), entity_id)
         await self._changed(tenant_id)
         return stamped
 
@@ -115,8 +130,12 @@ class RegistryService:
         rollups. Returns how many events were erased."""
         if erase and (kind is not Kind.INFLUENCER or self._eraser is None):
             raise InvalidInput("erase applies to influencers only", field="erase")
-        if not await self._store.delete_entity(tenant_id, kind.value, entity_id):
+        record = await self._store.get_entity(tenant_id, kind.value, entity_id)
+        if record is None or not await self._store.delete_entity(tenant_id, kind.value, entity_id):
             raise NotFound(f"no {kind.value} {entity_id!r}", field="id")
+        gone = from_record(record)
+        if isinstance(gone, Influencer):
+            await self._release(tenant_id, [claim_id(a) for a in gone.accounts], entity_id)
         await self._changed(tenant_id)
         if erase and self._eraser is not None:
             erased = await self._eraser(tenant_id, entity_id)
@@ -173,22 +192,35 @@ class RegistryService:
         twice = duplicate_account(influencer)
         if twice is not None:
             raise InvalidInput("an account is listed twice", field=f"accounts.{twice}")
+
+    async def _claim(self, tenant_id: str, influencer: Influencer, *, keep: set[str]) -> None:
+        """Claim each account of ``influencer`` for it, atomically in the store (one claim
+        record per account); on a conflict, release what this call claimed and raise."""
+        made: list[str] = []
         for index, account in enumerate(influencer.accounts):
-            holders = await self._store.list_entities(
-                tenant_id,
-                Kind.INFLUENCER.value,
-                tokens=[key_token("account", f"{account.platform}:{account.account_id}")],
-                search=None,
-                after=None,
-                limit=2,
+            key = claim_id(account)
+            if key in keep:
+                continue
+            record = claim_record(key, influencer.id, self._clock.now_us())
+            if await self._store.insert_entity(tenant_id, record):
+                made.append(key)
+                continue
+            held = await self._store.get_entity(tenant_id, CLAIM, key)
+            if held is not None and held.doc == influencer.id:
+                continue
+            await self._release(tenant_id, made, influencer.id)
+            owner = held.doc if held is not None else "another influencer"
+            raise Conflict(
+                f"{account.platform} account {account.account_id!r} belongs to "
+                f"influencer {owner!r}",
+                field=f"accounts.{index}",
             )
-            owner = next((r.entity_id for r in holders if r.entity_id != influencer.id), None)
-            if owner is not None:
-                raise Conflict(
-                    f"{account.platform} account {account.account_id!r} belongs to "
-                    f"influencer {owner!r}",
-                    field=f"accounts.{index}",
-                )
+
+    async def _release(self, tenant_id: str, keys: Sequence[str], owner: str) -> None:
+        for key in keys:
+            held = await self._store.get_entity(tenant_id, CLAIM, key)
+            if held is not None and held.doc == owner:
+                await self._store.delete_entity(tenant_id, CLAIM, key)
 
     async def _require_all(
         self, tenant_id: str, kind: Kind, ids: Sequence[str], field: str
