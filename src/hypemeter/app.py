@@ -31,6 +31,7 @@ from hypemeter.connectors.pollers import PollScheduler
 from hypemeter.connectors.routes import admin as connectors_router
 from hypemeter.connectors.routes import webhooks as webhooks_router
 from hypemeter.connectors.service import ConnectorService
+from hypemeter.connectors.websub import WebSubSubscriber
 from hypemeter.control import ControlServer
 from hypemeter.errors import HypemeterError
 from hypemeter.events.preparation import ProcessPreparer
@@ -79,6 +80,7 @@ class Services:
     registry: RegistryService
     connectors: ConnectorService
     pollers: PollScheduler | None
+    websub: WebSubSubscriber | None
     checks: dict[str, Check]
 
 
@@ -128,6 +130,16 @@ def build_services(settings: Settings, clock: Clock | None = None) -> Services:
             backoff=(settings.poll_backoff_base_seconds, settings.poll_backoff_cap_seconds),
         )
         if settings.poll_connectors
+        else None,
+        websub=WebSubSubscriber(
+            connectors,
+            registry,
+            clock,
+            hub_url=settings.youtube_hub_url,
+            public_url=settings.public_url,
+            lease_s=settings.websub_lease_seconds,
+        )
+        if settings.public_url and settings.poll_connectors
         else None,
         checks=backends.checks,
         ingest=ingest,
@@ -187,9 +199,13 @@ async def start_services(services: Services) -> None:
     await services.live.start()
     if services.pollers is not None:
         await services.pollers.start()
+    if services.websub is not None:
+        await services.websub.start()
 
 
 async def stop_services(services: Services) -> None:
+    if services.websub is not None:
+        await services.websub.aclose()
     if services.pollers is not None:
         await services.pollers.aclose()
     await services.live.aclose()

@@ -51,6 +51,18 @@ class Settings(BaseSettings):
         default="https://open.tiktokapis.com", description="TikTok API base URL"
     )
     x_api_url: str = Field(default="https://api.x.com", description="X API base URL")
+    public_url: str = Field(
+        default="",
+        description="The address at which platforms reach this server (e.g. "
+        "https://hypemeter.example.com); needed to subscribe to YouTube's WebSub hub",
+    )
+    youtube_hub_url: str = Field(
+        default="https://pubsubhubbub.appspot.com/subscribe",
+        description="The WebSub hub YouTube publishes through",
+    )
+    websub_lease_seconds: int = Field(
+        default=864_000, ge=1, description="The lease asked of the hub; renewed at 80%"
+    )
     poll_backoff_base_seconds: float = Field(
         default=1.0, gt=0, description="First retry delay after a 5xx or a network error"
     )

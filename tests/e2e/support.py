@@ -171,7 +171,8 @@ class LiveServer:
         # proto=IPPROTO_TCP lets the event loop set TCP_NODELAY on accepted connections.
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._sock.bind(("127.0.0.1", 0))
+        # Port 0 (any free one) unless the settings name one (e.g. for a public URL).
+        self._sock.bind(("127.0.0.1", settings.port if "port" in settings.model_fields_set else 0))
         self.port = self._sock.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
         config = uvicorn.Config(

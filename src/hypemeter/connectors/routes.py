@@ -96,8 +96,12 @@ class ConnectorIn(BaseModel, extra="forbid"):
 
 
 def _polling(request: Request, connector_id: str) -> dict[str, Any] | None:
-    pollers = request.app.state.services.pollers
-    return None if pollers is None else pollers.status(connector_id)
+    services = request.app.state.services
+    status = services.pollers.status(connector_id) if services.pollers is not None else None
+    websub = services.websub.status(connector_id) if services.websub is not None else None
+    if websub is not None:
+        status = {**(status or {}), "websub": websub}
+    return status
 
 
 def _service(request: Request) -> ConnectorService:
@@ -230,7 +234,7 @@ async def webhook_delivery(request: Request, platform: str, connector_id: str) -
             raise PayloadTooLarge(
                 f"webhook body exceeds {MAX_WEBHOOK_BYTES} bytes",
                 limit="max_webhook_bytes",
-                value=len(body),
+                value=MAX_WEBHOOK_BYTES,
             )
     headers = {name.lower(): value for name, value in request.headers.items()}
     try:

@@ -94,6 +94,8 @@ class ConnectorService:
         self._health: dict[str, Health] = {}
         self.refused: Counter[tuple[str, str]] = Counter()  # (platform, reason) -> requests
         self.delivered: Counter[tuple[str, str]] = Counter()  # (platform, outcome) -> requests
+        # Set by the WebSub subscriber: (connector id, topic, granted lease) -> asked for it?
+        self.intents: Callable[[str, str, int | None], bool] | None = None
 
     async def start(self) -> None:
         await self.reload()
@@ -171,6 +173,12 @@ class ConnectorService:
 
     async def handshake(self, platform: str, connector_id: str, query: Mapping[str, str]) -> Reply:
         _, connector = await self.require(platform, connector_id)
+        if platform == "youtube" and self.intents is not None:
+            lease = query.get("hub.lease_seconds", "")
+            granted = int(lease) if lease.isdigit() else None
+            topic = query.get("hub.topic", "")
+            if not self.intents(connector_id, topic, granted):
+                return Reply(404, b"no subscription to this topic was asked for")
         adapter = ADAPTERS[platform]
         return adapter.answer_get(query, connector.secrets, now_us=self._clock.now_us())
 

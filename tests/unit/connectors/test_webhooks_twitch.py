@@ -82,8 +82,14 @@ def test_poll_progress_is_one_votes_snapshot_per_choice() -> None:
             kind="snapshot",
             ts_us=SENT_US,
             account_id="1337",
-            content_id="1243456",
-            properties={"choice_id": "123", "phase": "progress", "choice": "Yeah!", "poll": poll},
+            content_id="1243456:123",
+            properties={
+                "poll_id": "1243456",
+                "choice_id": "123",
+                "phase": "progress",
+                "choice": "Yeah!",
+                "poll": poll,
+            },
         ),
         MappedEvent(
             event_id=f"tw:poll:1243456:124:{MESSAGE_ID}",
@@ -92,8 +98,14 @@ def test_poll_progress_is_one_votes_snapshot_per_choice() -> None:
             kind="snapshot",
             ts_us=SENT_US,
             account_id="1337",
-            content_id="1243456",
-            properties={"choice_id": "124", "phase": "progress", "choice": "No!", "poll": poll},
+            content_id="1243456:124",
+            properties={
+                "poll_id": "1243456",
+                "choice_id": "124",
+                "phase": "progress",
+                "choice": "No!",
+                "poll": poll,
+            },
         ),
     )
     assert receipt.unmapped == ()

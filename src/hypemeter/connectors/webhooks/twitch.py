@@ -10,11 +10,12 @@ is refused (403).
 - ``revocation``: 204; ``Receipt.disable`` names the subscription and its status
   (``authorization_revoked``, ``user_removed``, ``notification_failures_exceeded``...).
 - ``notification`` of ``channel.poll.begin`` / ``.progress`` / ``.end``: one
-  ``votes`` snapshot per choice (the choice's running total), content = poll id,
-  account = broadcaster. The id ``tw:poll:<poll>:<choice>:<message id>`` makes a
-  redelivery of one message dedupe while each later progress message is a new
-  reading. ``begin`` choices carry no counts yet: they read 0. The reading's time
-  is the message timestamp. Other subscription types go to dead letters.
+  ``votes`` snapshot per choice (the choice's running total), content =
+  ``<poll id>:<choice id>`` (one reading series per choice), account =
+  broadcaster. The id ``tw:poll:<poll>:<choice>:<message id>`` makes a redelivery
+  of one message dedupe while each later progress message is a new reading.
+  ``begin`` choices carry no counts yet: they read 0. The reading's time is the
+  message timestamp. Other subscription types go to dead letters.
 """
 
 from __future__ import annotations
@@ -147,7 +148,7 @@ def _vote_reading(
         votes = 0.0
     if choice_id is None or votes is None or votes < 0:
         return Unmapped(f"channel.poll.{phase} choice without an id or votes", fragment(choice))
-    facts: dict[str, object] = {"choice_id": choice_id, "phase": phase}
+    facts: dict[str, object] = {"poll_id": poll_id, "choice_id": choice_id, "phase": phase}
     for name, key in (("choice", "title"), ("poll", "title"), ("status", "status")):
         text = str_of(choice if name == "choice" else event, key)
         if text is not None:
@@ -159,6 +160,7 @@ def _vote_reading(
         kind="snapshot",
         ts_us=message.ts_us,
         account_id=id_of(event, "broadcaster_user_id"),
-        content_id=poll_id,
+        # One series per choice: each choice's running total is its own reading.
+        content_id=f"{poll_id}:{choice_id}",
         properties=facts,
     )
