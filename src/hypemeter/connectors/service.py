@@ -54,6 +54,7 @@ from hypemeter.registry.service import RegistryService
 
 log = logging.getLogger("hypemeter.connectors")
 Announce = Callable[[], Awaitable[None]]
+MISS_RELOAD_US = 1_000_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +93,7 @@ class ConnectorService:
         self._announce = announce
         self._connectors: dict[str, tuple[str, Connector]] = {}  # id -> (tenant, connector)
         self._health: dict[str, Health] = {}
+        self._missed_reload_us = 0
         self.refused: Counter[tuple[str, str]] = Counter()  # (platform, reason) -> requests
         self.delivered: Counter[tuple[str, str]] = Counter()  # (platform, outcome) -> requests
         # Set by the WebSub subscriber: (connector id, topic, granted lease) -> asked for it?
@@ -162,9 +164,13 @@ class ConnectorService:
 
     async def require(self, platform: str, connector_id: str) -> tuple[str, Connector]:
         """The tenant and connector a webhook URL names; NotFound otherwise (another
-        process may have made it a moment ago: the store is asked once more)."""
+        process may have made it a moment ago: the store is asked again, at most once
+        a second)."""
         found = self._connectors.get(connector_id)
-        if found is None:
+        now = self._clock.now_us()
+        if found is None and now - self._missed_reload_us >= MISS_RELOAD_US:
+            # At most once a second: unknown ids must not make every request a scan.
+            self._missed_reload_us = now
             await self.reload()
             found = self._connectors.get(connector_id)
         if found is None or found[1].platform != platform:
