@@ -189,18 +189,29 @@ class ConnectorPoller:
         self.health.next_poll_us = min(upcoming) if upcoming else None
 
     async def _load_targets(self) -> list[Target]:
+        platform = self._poller.platform
+        directory = self._registry.directory(self.tenant_id)
+        accounts: dict[str, str] = {}  # influencer -> their account on this platform
+        if directory is not None:
+            for (on, account), influencer in directory.accounts.items():
+                if on == platform:
+                    accounts.setdefault(influencer, account)
         targets: list[Target] = []
         cursor: str | None = None
         while True:
             page, cursor = await self._registry.list(
                 self.tenant_id,
                 Kind.CONTENT,
-                filters={"platform": self._poller.platform},
+                filters={"platform": platform},
                 search=None,
                 cursor=cursor,
                 limit=500,
             )
-            targets += [_target(item, self._registry, self.tenant_id) for item in page]
+            for item in page:
+                assert isinstance(item, Content)
+                published = _us(item.published_at) if item.published_at else None
+                owner = accounts.get(item.influencer_id)
+                targets.append(Target(item.id, published_us=published, account_id=owner))
             if cursor is None:
                 return targets
 
@@ -328,20 +339,6 @@ LIMIT_FIELDS = ("capacity", "refill_per_s", "window_s", "window_calls", "daily_u
 def _limits(documented: Limits, poll: Mapping[str, Any]) -> Limits:
     """The documented limits, or a connector's own (a negotiated or a lower quota)."""
     return dataclasses.replace(documented, **{k: poll[k] for k in LIMIT_FIELDS if k in poll})
-
-
-def _target(item: Any, registry: RegistryService, tenant_id: str) -> Target:
-    assert isinstance(item, Content)
-    published = _us(item.published_at) if item.published_at else None
-    directory = registry.directory(tenant_id)
-    account = None
-    if directory is not None:
-        owner = item.influencer_id
-        accounts = [
-            a for (p, a), i in directory.accounts.items() if p == item.platform and i == owner
-        ]
-        account = accounts[0] if accounts else None
-    return Target(item.id, published_us=published, account_id=account)
 
 
 def _us(moment: str) -> int:
