@@ -5,11 +5,15 @@ channels.list, TikTok video query and X tweets lookup, with counters the test
 sets (and may lower). Each platform enforces a limit per token over a sliding
 window, as the platform would: a call over it is answered 429 and recorded in
 ``violations`` (tests assert there are none). Tests can script answers ahead of
-the real ones (a 503, a 429 with Retry-After) and read every call made.
+the real ones (a 503, a 429 with Retry-After, or a real answer with extra headers
+such as ``x-rate-limit-remaining: 0``), hold calls on their way in (a slow network:
+the platform counts a call when it arrives) and read every call made, with the
+content or channel ids it asked for.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
 import threading
@@ -33,9 +37,13 @@ class Limit:
 
 @dataclass
 class Scripted:
+    """A scripted answer; with ``real=True`` the call is answered as usual (counters,
+    status 200) and ``headers`` are set over the real answer's headers."""
+
     status: int
     headers: dict[str, str] = field(default_factory=dict)
     body: Any = None
+    real: bool = False
 
 
 @dataclass
@@ -45,6 +53,9 @@ class CallRecord:
     token: str
     path: str
     status: int
+    ids: tuple[str, ...] = ()  # the content (or channel) ids the call asked for
+    wall: float = 0.0  # time.time() when it arrived (rate-limit resets are unix times)
+    scripted: bool = False  # answered (or given headers) by a scripted answer
 
 
 class FakePlatforms:
@@ -57,9 +68,11 @@ class FakePlatforms:
             "x": Limit(300, 900),
         }
         self.scripts: dict[str, deque[Scripted]] = defaultdict(deque)
+        self.delays: dict[str, deque[float]] = defaultdict(deque)
         self.calls: list[CallRecord] = []
         self.violations: list[CallRecord] = []
         self._windows: dict[tuple[str, str], deque[float]] = defaultdict(deque)
+        self._extra: dict[tuple[str, str], dict[str, str]] = {}
         self._lock = threading.Lock()
         app = Starlette(
             routes=[
@@ -101,15 +114,34 @@ class FakePlatforms:
         with self._lock:
             self.scripts[platform].extend(answers)
 
-    def calls_of(self, platform: str) -> list[CallRecord]:
+    def delay(self, platform: str, *seconds: float) -> None:
+        """Hold the next calls to ``platform`` that long each before they arrive."""
         with self._lock:
-            return [c for c in self.calls if c.platform == platform]
+            self.delays[platform].extend(seconds)
+
+    def calls_of(self, platform: str, token: str | None = None) -> list[CallRecord]:
+        with self._lock:
+            return [
+                c
+                for c in self.calls
+                if c.platform == platform and (token is None or c.token == token)
+            ]
 
     # -- accounting ---------------------------------------------------------------
 
-    def _admit(self, platform: str, token: str, path: str) -> Response | None:
-        """Record the call; a scripted or an over-the-limit answer, or None to go on."""
-        now = time.monotonic()
+    async def _arrive(self, platform: str) -> None:
+        """A delayed call (``delay``) reaches the platform only now."""
+        with self._lock:
+            held = self.delays[platform].popleft() if self.delays[platform] else 0.0
+        if held:
+            await asyncio.sleep(held)
+
+    def _admit(
+        self, platform: str, token: str, path: str, ids: tuple[str, ...] = ()
+    ) -> Response | None:
+        """Record the call; a scripted or an over-the-limit answer, or None to go on
+        (a scripted ``real`` answer leaves its headers in ``self._extra``)."""
+        now, wall = time.monotonic(), time.time()
         with self._lock:
             window = self._windows[(platform, token)]
             limit = self.limits[platform]
@@ -119,17 +151,27 @@ class FakePlatforms:
             over = len(window) > limit.calls
             scripted = self.scripts[platform].popleft() if self.scripts[platform] else None
             status = 429 if over else (scripted.status if scripted else 200)
-            record = CallRecord(now, platform, token, path, status)
+            record = CallRecord(
+                now, platform, token, path, status, ids, wall, not over and scripted is not None
+            )
             self.calls.append(record)
             if over:
                 self.violations.append(record)
         if over:
             return JSONResponse({"error": "over the limit"}, 429, {"Retry-After": "60"})
+        if scripted is not None and scripted.real:
+            self._extra[(platform, token)] = dict(scripted.headers)
+            return None
         if scripted is not None:
             return JSONResponse(
                 scripted.body or {"error": "scripted"}, scripted.status, scripted.headers
             )
         return None
+
+    def _headers(self, platform: str, token: str, **real: str) -> dict[str, str]:
+        """The answer's headers: the real ones, then those a ``real`` script adds."""
+        with self._lock:
+            return {**real, **self._extra.pop((platform, token), {})}
 
     def _count(self, platform: str, content_id: str) -> dict[str, int] | None:
         with self._lock:
@@ -141,7 +183,8 @@ class FakePlatforms:
     async def _instagram(self, request: Request) -> Response:
         media = request.path_params["media_id"]
         token = request.query_params.get("access_token", "")
-        refused = self._admit("instagram", token, request.url.path)
+        await self._arrive("instagram")
+        refused = self._admit("instagram", token, request.url.path, (media,))
         if refused is not None:
             return refused
         counts = self._count("instagram", media)
@@ -159,11 +202,14 @@ class FakePlatforms:
             if name
         ]
         usage = json.dumps({"call_count": 1, "total_time": 1, "total_cputime": 1})
-        return JSONResponse({"data": data}, headers={"X-App-Usage": usage})
+        headers = self._headers("instagram", token, **{"X-App-Usage": usage})
+        return JSONResponse({"data": data}, headers=headers)
 
     async def _youtube_videos(self, request: Request) -> Response:
         token = request.query_params.get("key", "")
-        refused = self._admit("youtube", token, request.url.path)
+        asked = tuple(request.query_params.get("id", "").split(","))
+        await self._arrive("youtube")
+        refused = self._admit("youtube", token, request.url.path, asked)
         if refused is not None:
             return refused
         items = []
@@ -172,11 +218,14 @@ class FakePlatforms:
             if counts is not None:
                 statistics = {name: str(value) for name, value in counts.items()}
                 items.append({"kind": "youtube#video", "id": video, "statistics": statistics})
-        return JSONResponse({"kind": "youtube#videoListResponse", "items": items})
+        headers = self._headers("youtube", token)
+        return JSONResponse({"kind": "youtube#videoListResponse", "items": items}, headers=headers)
 
     async def _youtube_channels(self, request: Request) -> Response:
         token = request.query_params.get("key", "")
-        refused = self._admit("youtube", token, request.url.path)
+        asked = tuple(request.query_params.get("id", "").split(","))
+        await self._arrive("youtube")
+        refused = self._admit("youtube", token, request.url.path, asked)
         if refused is not None:
             return refused
         items = []
@@ -189,30 +238,38 @@ class FakePlatforms:
                     "videoCount": "1",
                 }
                 items.append({"kind": "youtube#channel", "id": channel, "statistics": statistics})
-        return JSONResponse({"kind": "youtube#channelListResponse", "items": items})
+        headers = self._headers("youtube", token)
+        return JSONResponse(
+            {"kind": "youtube#channelListResponse", "items": items}, headers=headers
+        )
 
     async def _tiktok(self, request: Request) -> Response:
         token = request.headers.get("authorization", "").removeprefix("Bearer ")
-        refused = self._admit("tiktok", token, request.url.path)
+        body = await request.json()
+        asked = tuple(body.get("filters", {}).get("video_ids", []))
+        await self._arrive("tiktok")
+        refused = self._admit("tiktok", token, request.url.path, asked)
         if refused is not None:
             return refused
-        body = await request.json()
         videos = []
-        for video in body.get("filters", {}).get("video_ids", []):
+        for video in asked:
             counts = self._count("tiktok", video)
             if counts is not None:
                 videos.append({"id": video, **counts})
         return JSONResponse(
-            {"data": {"videos": videos}, "error": {"code": "ok", "message": "", "log_id": "x"}}
+            {"data": {"videos": videos}, "error": {"code": "ok", "message": "", "log_id": "x"}},
+            headers=self._headers("tiktok", token),
         )
 
     async def _x(self, request: Request) -> Response:
         token = request.headers.get("authorization", "").removeprefix("Bearer ")
-        refused = self._admit("x", token, request.url.path)
+        asked = tuple(request.query_params.get("ids", "").split(","))
+        await self._arrive("x")
+        refused = self._admit("x", token, request.url.path, asked)
         if refused is not None:
             return refused
         data, errors = [], []
-        for tweet in request.query_params.get("ids", "").split(","):
+        for tweet in asked:
             counts = self._count("x", tweet)
             if counts is None:
                 errors.append(
@@ -223,11 +280,15 @@ class FakePlatforms:
         limit = self.limits["x"]
         with self._lock:
             used = len(self._windows[("x", token)])
-        headers = {
-            "x-rate-limit-limit": str(limit.calls),
-            "x-rate-limit-remaining": str(max(limit.calls - used, 0)),
-            "x-rate-limit-reset": str(int(time.time() + limit.window_s)),
-        }
+        headers = self._headers(
+            "x",
+            token,
+            **{
+                "x-rate-limit-limit": str(limit.calls),
+                "x-rate-limit-remaining": str(max(limit.calls - used, 0)),
+                "x-rate-limit-reset": str(int(time.time() + limit.window_s)),
+            },
+        )
         answer: dict[str, Any] = {"data": data}
         if errors:
             answer["errors"] = errors

@@ -174,28 +174,30 @@ def to_event(platform: str, mapped: MappedEvent) -> EventIn:
 
 
 POLL_LIMITS = ("capacity", "refill_per_s", "window_s", "window_calls", "daily_units")
+POLL_COUNTS = ("capacity", "window_calls", "daily_units")  # whole numbers, at least 1
 POLL_KEYS = (*POLL_LIMITS, "enabled", "curve")
+# The secret each polled platform's credentials carry.
+CREDENTIAL_KEYS = {
+    "instagram": "access_token",
+    "youtube": "api_key",
+    "tiktok": "access_token",
+    "x": "bearer_token",
+}
 
 
-def check_polling(credentials: Sequence[Mapping[str, Any]], poll: Mapping[str, Any]) -> None:
+def check_polling(
+    platform: str, credentials: Sequence[Mapping[str, Any]], poll: Mapping[str, Any]
+) -> None:
     """Raise InvalidInput naming the first bad credential or polling setting."""
-    for index, credential in enumerate(credentials):
-        if not credential or not all(isinstance(v, str) and v for v in credential.values()):
-            raise InvalidInput(
-                'a credential is an object of non-empty strings, e.g. {"access_token": ...}',
-                field=f"credentials.{index}",
-            )
+    _check_credentials(platform, credentials)
     for name in poll:
         if name not in POLL_KEYS:
-            raise InvalidInput(
-                f"unknown polling setting; allowed: {', '.join(POLL_KEYS)}", field=f"poll.{name}"
-            )
+            allowed = ", ".join(POLL_KEYS)
+            raise InvalidInput(f"unknown polling setting; allowed: {allowed}", field=f"poll.{name}")
     for name in POLL_LIMITS:
-        value = poll.get(name)
-        if value is not None and (
-            isinstance(value, bool) or not isinstance(value, int | float) or value <= 0
-        ):
-            raise InvalidInput("must be a positive number", field=f"poll.{name}")
+        if name in poll and not _positive(poll[name], whole=name in POLL_COUNTS):
+            kind = "a whole number of at least 1" if name in POLL_COUNTS else "a positive number"
+            raise InvalidInput(f"must be {kind}", field=f"poll.{name}")
     if "enabled" in poll and not isinstance(poll["enabled"], bool):
         raise InvalidInput("must be true or false", field="poll.enabled")
     if "curve" in poll:
@@ -203,6 +205,26 @@ def check_polling(credentials: Sequence[Mapping[str, Any]], poll: Mapping[str, A
             parse_curve(poll["curve"])
         except ValueError as exc:
             raise InvalidInput(str(exc), field="poll.curve") from exc
+
+
+def _check_credentials(platform: str, credentials: Sequence[Mapping[str, Any]]) -> None:
+    needed = CREDENTIAL_KEYS.get(platform)
+    for index, credential in enumerate(credentials):
+        if not credential or not all(isinstance(v, str) and v for v in credential.values()):
+            raise InvalidInput(
+                'a credential is an object of non-empty strings, e.g. {"access_token": ...}',
+                field=f"credentials.{index}",
+            )
+        if needed is not None and needed not in credential:
+            raise InvalidInput(
+                f"{platform} credentials carry {needed!r}", field=f"credentials.{index}"
+            )
+
+
+def _positive(value: Any, *, whole: bool) -> bool:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+        return False
+    return not whole or (float(value).is_integer() and value >= 1)
 
 
 def bounded(reasons: Sequence[str]) -> tuple[str, ...]:

@@ -58,6 +58,7 @@ US = 1_000_000
 TICK_S = 0.5
 TARGETS_REFRESH_S = 5.0
 ATTEMPTS = 5
+WINDOW_MARGIN_US = 50_000  # clocks and queues between us and the platform
 
 
 class Transient(Exception):
@@ -103,6 +104,11 @@ class Credential:
         if self.used_in_window(now_us) >= self.limits.window_calls:
             at = max(at, self.calls[0] + self.limits.window_s * US + 1)
         return max(at, now_us + self.bucket.wait_us(now_us))
+
+    def answered(self, now_us: int) -> None:
+        """The last call's answer came: count the call from now (see ``_send``)."""
+        if self.calls:
+            self.calls[-1] = max(self.calls[-1], now_us + WINDOW_MARGIN_US)
 
     def spend(self, now_us: int, cost: int) -> None:
         taken = self.bucket.take(now_us)
@@ -216,19 +222,21 @@ class ConnectorPoller:
                 return targets
 
     async def _poll(self, batch: Sequence[Target]) -> None:
-        credential = await self._credential(1)
-        calls = self._poller.calls(batch, credential.secrets)
-        readings: list[Reading] = []
-        for call in calls:
+        """Make the batch's calls (YouTube: videos, then channels), each with the next
+        credential that can afford it, storing each call's readings as they come."""
+        planned = self._poller.calls(batch, self.credentials[0].secrets)
+        for index, plan in enumerate(planned):
+            credential = await self._credential(plan.cost)
+            call = self._poller.calls(batch, credential.secrets)[index]
             try:
-                readings += await self._call(call, credential)
+                readings = await self._call(call, credential)
             except Throttled:
                 return  # these targets stay due; another credential or a later round
             except (Transient, PollError, httpx.HTTPError) as exc:
                 self._failed(str(exc))
                 return
+            await self._store(readings, self._clock.now_us())
         now = self._clock.now_us()
-        await self._store(readings, now)
         for target in batch:
             self._due[target.content_id] = now + int(self._interval(target, now) * US)
         self.health.last_success = now
@@ -279,18 +287,24 @@ class ConnectorPoller:
                 headers=dict(call.headers),
             )
         except httpx.TransportError as exc:
+            self._failed(f"{self._poller.platform} unreachable: {exc}")
             raise Transient(f"{self._poller.platform} unreachable: {exc}") from exc
         now = self._clock.now_us()
+        # The platform counted the call when it arrived, at the latest now: the window
+        # log keeps the later time, so no window of the platform's holds one too many.
+        credential.answered(now)
         headers = {k.lower(): v for k, v in response.headers.items()}
         signal = rate_signal(response.status_code, headers, now)
         if signal.pause_until_us is not None:
             credential.paused_until_us = max(credential.paused_until_us, signal.pause_until_us)
         if response.status_code == 429:
             if signal.pause_until_us is None:
+                self._failed(f"{self._poller.platform} answered 429 without a reset time")
                 raise Transient(f"{self._poller.platform} answered 429 without a reset time")
             self._failed(f"throttled until {signal.pause_until_us}: {signal.reason}")
             raise Throttled()
         if response.status_code >= 500:
+            self._failed(f"{self._poller.platform} answered {response.status_code}")
             raise Transient(f"{self._poller.platform} answered {response.status_code}")
         if response.status_code >= 400:
             raise PollError(
@@ -369,6 +383,7 @@ class PollScheduler:
         self._base_urls = dict(base_urls)
         self._backoff = backoff
         self._running: dict[str, tuple[ConnectorPoller, asyncio.Task[None]]] = {}
+        self._broken: dict[str, Connector] = {}  # connectors whose poller could not be built
         self._http: httpx.AsyncClient | None = None
         self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -411,7 +426,10 @@ class PollScheduler:
 
     async def _follow(self) -> None:
         while not self._stopping.is_set():
-            self._reconcile()
+            try:
+                self._reconcile()
+            except Exception:  # the next tick tries again; polling goes on meanwhile
+                log.exception("following the connectors failed")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), TICK_S)
 
@@ -431,18 +449,26 @@ class PollScheduler:
                 del self._running[cid]
         assert self._http is not None
         for cid, (tenant, connector) in wanted.items():
-            if cid in self._running:
+            if cid in self._running or self._broken.get(cid) == connector:
                 continue
-            poller = ConnectorPoller(
-                tenant,
-                connector,
-                POLLERS[connector.platform],
-                base_url=self._base_urls[connector.platform],
-                http=self._http,
-                registry=self._registry,
-                ingest=self._ingest,
-                clock=self._clock,
-                backoff=self._backoff,
-            )
-            task = asyncio.create_task(poller.run(self._stopping), name=f"poll-{cid}")
-            self._running[cid] = (poller, task)
+            try:
+                self._start(cid, tenant, connector)
+            except Exception:  # a connector that cannot poll must not stop the others
+                log.exception("cannot poll a connector", extra={"connector": cid})
+                self._broken[cid] = connector
+
+    def _start(self, cid: str, tenant: str, connector: Connector) -> None:
+        assert self._http is not None
+        poller = ConnectorPoller(
+            tenant,
+            connector,
+            POLLERS[connector.platform],
+            base_url=self._base_urls[connector.platform],
+            http=self._http,
+            registry=self._registry,
+            ingest=self._ingest,
+            clock=self._clock,
+            backoff=self._backoff,
+        )
+        task = asyncio.create_task(poller.run(self._stopping), name=f"poll-{cid}")
+        self._running[cid] = (poller, task)

@@ -130,7 +130,7 @@ class ConnectorService:
                 f"{platform} connectors need the secrets {', '.join(missing)}",
                 field=f"secrets.{missing[0]}",
             )
-        check_polling(credentials, poll or {})
+        check_polling(platform, credentials, poll or {})
         connector = Connector(
             id=new_connector_id(),
             platform=platform,
