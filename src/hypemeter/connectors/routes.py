@@ -13,8 +13,7 @@ from hypemeter.auth.model import Principal, Scope
 from hypemeter.connectors.model import PLATFORMS, connector_view, letter_view
 from hypemeter.connectors.service import ConnectorService
 from hypemeter.connectors.webhooks import WebhookRefused
-from hypemeter.errors import InvalidInput, PayloadTooLarge
-from hypemeter.metrics.model import decode_cursor, encode_cursor
+from hypemeter.errors import PayloadTooLarge
 
 admin = APIRouter(prefix="/v1/admin", tags=["connectors"])
 webhooks = APIRouter(prefix="/v1/webhooks", tags=["webhooks"])
@@ -162,19 +161,9 @@ async def list_dead_letters(
     cursor: str | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> Response:
-    scope = f"dead-letters:{connector_id}:{state}"
-    after = None
-    if cursor:
-        position = decode_cursor(cursor, scope)
-        if len(position) != 1 or not isinstance(position[0], str):
-            raise InvalidInput("cursor is not valid for this query", field="cursor")
-        after = position[0]
-    letters = await _service(request).dead_letters(
-        principal.tenant_id, connector_id=connector_id, state=state, after=after, limit=limit + 1
+    page, next_cursor = await _service(request).dead_letters(
+        principal.tenant_id, connector_id=connector_id, state=state, cursor=cursor, limit=limit
     )
-    page = letters[:limit]
-    more = len(letters) > limit
-    next_cursor = encode_cursor(scope, [page[-1].id]) if more and page else None
     return json_response(
         request, {"data": [letter_view(letter) for letter in page], "next_cursor": next_cursor}
     )

@@ -49,6 +49,7 @@ from hypemeter.connectors.webhooks import (
 )
 from hypemeter.errors import Conflict, InvalidInput, NotFound
 from hypemeter.events.service import IngestService
+from hypemeter.metrics.model import decode_id_cursor, encode_cursor
 from hypemeter.registry.model import Content, key_token, rfc3339
 from hypemeter.registry.service import RegistryService
 
@@ -322,18 +323,27 @@ class ConnectorService:
         *,
         connector_id: str | None,
         state: str | None,
-        after: str | None,
+        cursor: str | None,
         limit: int,
-    ) -> list[DeadLetter]:
+    ) -> tuple[list[DeadLetter], str | None]:
+        """A page of dead letters, oldest first, and the cursor of the next page."""
+        scope = f"dead-letters:{connector_id}:{state}"
         tokens = []
         if connector_id:
             tokens.append(key_token("connector_id", connector_id))
         if state:
             tokens.append(key_token("state", state))
         records = await self._store.list_entities(
-            tenant_id, DEAD_LETTER, tokens=tokens, search=None, after=after, limit=limit
+            tenant_id,
+            DEAD_LETTER,
+            tokens=tokens,
+            search=None,
+            after=decode_id_cursor(cursor, scope),
+            limit=limit + 1,
         )
-        return [letter_of(r) for r in records]
+        page = [letter_of(r) for r in records[:limit]]
+        more = len(records) > limit
+        return page, (encode_cursor(scope, [page[-1].id]) if more and page else None)
 
     async def replay(self, tenant_id: str, letter_id: str) -> tuple[DeadLetter, Outcome]:
         """Process a dead letter's delivery again, as received; it is resolved when

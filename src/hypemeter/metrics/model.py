@@ -623,6 +623,16 @@ def decode_cursor(cursor: str, scope: str) -> list[Any]:
     return after
 
 
+def decode_id_cursor(cursor: str | None, scope: str) -> str | None:
+    """The id after which a page of an id-ordered list starts (None: from the start)."""
+    if not cursor:
+        return None
+    position = decode_cursor(cursor, scope)
+    if len(position) != 1 or not isinstance(position[0], str):
+        raise InvalidInput("cursor is not valid for this query", field="cursor")
+    return position[0]
+
+
 def _scope_tag(scope: str) -> str:
     return hashlib.sha256(scope.encode()).hexdigest()[:16]
 

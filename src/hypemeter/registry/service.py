@@ -18,7 +18,7 @@ from hypemeter.backends.ports import RegistryStore
 from hypemeter.clock import Clock
 from hypemeter.errors import Conflict, InvalidInput, NotFound
 from hypemeter.events.model import Directory
-from hypemeter.metrics.model import decode_cursor, encode_cursor
+from hypemeter.metrics.model import decode_id_cursor, encode_cursor
 from hypemeter.registry.model import (
     CLAIM,
     Campaign,
@@ -158,12 +158,7 @@ class RegistryService:
     ) -> tuple[list[Entity], str | None]:
         """A page of entities by id, and the cursor of the next page (None on the last)."""
         scope = f"registry:{kind.value}:{sorted(filters.items())}:{search}"
-        after = None
-        if cursor:
-            position = decode_cursor(cursor, scope)
-            if len(position) != 1 or not isinstance(position[0], str):
-                raise InvalidInput("cursor is not valid for this query", field="cursor")
-            after = position[0]
+        after = decode_id_cursor(cursor, scope)
         records = await self._store.list_entities(
             tenant_id,
             kind.value,
