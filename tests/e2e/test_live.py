@@ -640,9 +640,10 @@ async def test_live_totals_equal_the_query_api(make_server: ServerFactory) -> No
             "ctr": 2.5,
             "engagement_rate_by_views": None,
         }
-        # Its last update went out with the influencer's (one commit, one routing pass),
-        # and the ping of `sync` above came after both.
-        assert same_numbers(ws.latest("c"), for_campaign), ws.latest("c")
+        # Its last update comes from the same commits as the influencer's, but each
+        # subscription coalesces on its own: it may still be due when the ping returns.
+        if not same_numbers(ws.latest("c"), for_campaign):
+            await ws.until_totals("c", for_campaign)
         truth = await query_totals(srv, camp, ",".join(TRUTH_METRICS), of="campaigns")
         assert same_numbers(truth, for_campaign), truth
 
