@@ -12,6 +12,7 @@ import asyncio
 import datetime as dt
 import multiprocessing
 import signal
+from collections.abc import Iterable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -125,15 +126,7 @@ def _prepare(job: PrepareJob, *, local: bool) -> Prepared:
         decoded = [(i, ev.to_event(job.track_metric, now)) for i, ev in tracked]
     catalog = MetricCatalog({name: MetricKind(kind) for name, kind in job.custom_metrics.items()})
     rules = ValidationRules(job.now_us, job.max_future_us, job.retention_us)
-    events: list[EventIn] = []
-    stamps: list[int] = []
-    for index, event in decoded:
-        try:
-            stamps.append(validate_event(event, catalog, rules, job.directory))
-        except EventInvalid as exc:
-            rejected.append(Rejection(index, exc.field, exc.message))
-            continue
-        events.append(event)
+    events, stamps = validate_all(decoded, catalog, rules, job.directory, rejected)
     rejected.sort(key=lambda r: r.index)
     reasons = [(r.index, r.field, r.error) for r in rejected]
     if not events:
@@ -144,6 +137,27 @@ def _prepare(job: PrepareJob, *, local: bool) -> Prepared:
         )
     ipc = EventBatch.from_events(events, stamps).to_ipc()
     return Prepared(count=items.count, ipc=ipc, rejected=reasons)
+
+
+def validate_all(
+    decoded: Iterable[tuple[int, EventIn]],
+    catalog: MetricCatalog,
+    rules: ValidationRules,
+    directory: Directory | None,
+    rejected: list[Rejection],
+) -> tuple[list[EventIn], list[int]]:
+    """The valid events (normalised) and their timestamps; each invalid one is added
+    to ``rejected`` with its index."""
+    events: list[EventIn] = []
+    stamps: list[int] = []
+    for index, event in decoded:
+        try:
+            stamps.append(validate_event(event, catalog, rules, directory))
+        except EventInvalid as exc:
+            rejected.append(Rejection(index, exc.field, exc.message))
+            continue
+        events.append(event)
+    return events, stamps
 
 
 class Preparer(Protocol):

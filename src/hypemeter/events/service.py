@@ -16,13 +16,11 @@ from hypemeter.events.model import (
     MAX_CUSTOM_METRICS,
     Directory,
     EventIn,
-    EventInvalid,
     MetricCatalog,
     MetricDefinition,
     MetricKind,
     ValidationRules,
     check_custom_metric_name,
-    validate_event,
 )
 from hypemeter.events.preparation import (
     InlinePreparer,
@@ -30,6 +28,7 @@ from hypemeter.events.preparation import (
     PrepareJob,
     Preparer,
     retention_us,
+    validate_all,
 )
 from hypemeter.live import changes
 
@@ -188,27 +187,16 @@ class IngestService:
             self._limits.max_future_seconds * 1_000_000,
             retention_us(self._limits.retention_days),
         )
-        catalog = self.catalog(tenant_id)
         directory = self._directory(tenant_id) if self._directory is not None else None
-        kept: list[EventIn] = []
-        stamps: list[int] = []
         rejected: list[Rejection] = []
-        for index, event in enumerate(events):
-            try:
-                stamps.append(validate_event(event, catalog, rules, directory))
-            except EventInvalid as exc:
-                rejected.append(Rejection(index, exc.field, exc.message))
-                continue
-            kept.append(event)
+        kept, stamps = validate_all(
+            enumerate(events), self.catalog(tenant_id), rules, directory, rejected
+        )
         if not kept:
             result = IngestResult(0, 0, rejected)
             self.stats.record(tenant_id, result)
             return result
-        appended = await self._store.append(tenant_id, EventBatch.of_rows(kept, stamps))
-        result = IngestResult(appended.accepted, appended.duplicates, rejected)
-        self.stats.record(tenant_id, result)
-        await changes.announce(self._bus, tenant_id, appended)
-        return result
+        return await self._append(tenant_id, EventBatch.of_rows(kept, stamps), rejected)
 
     async def _prepare(self, job: PrepareJob) -> Prepared:
         # A small body costs less to decode here than to ship to a worker and back.
@@ -248,6 +236,12 @@ class IngestService:
         if batch is None:
             self.stats.record(tenant_id, IngestResult(0, 0, rejected))
             raise BatchRejected(rejected)
+        return await self._append(tenant_id, batch, rejected)
+
+    async def _append(
+        self, tenant_id: str, batch: EventBatch, rejected: list[Rejection]
+    ) -> IngestResult:
+        """Store the valid events, count them, and announce the commit's change set."""
         appended = await self._store.append(tenant_id, batch)
         result = IngestResult(appended.accepted, appended.duplicates, rejected)
         self.stats.record(tenant_id, result)
