@@ -29,10 +29,12 @@ from hypemeter.backends.selection import Check, open_backends
 from hypemeter.clock import Clock, SystemClock
 from hypemeter.connectors.pollers import PollScheduler
 from hypemeter.connectors.routes import admin as connectors_router
+from hypemeter.connectors.routes import ingestion as ingestion_router
 from hypemeter.connectors.routes import webhooks as webhooks_router
 from hypemeter.connectors.service import ConnectorService
 from hypemeter.connectors.websub import WebSubSubscriber
 from hypemeter.control import ControlServer
+from hypemeter.dashboard.routes import mount_dashboard
 from hypemeter.errors import HypemeterError
 from hypemeter.events.preparation import ProcessPreparer
 from hypemeter.events.routes import router as events_router
@@ -263,6 +265,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
         redoc_url=None,
     )
     mount_docs(app)
+    mount_dashboard(app)
     app.state.services = services
     app.add_exception_handler(HypemeterError, handle_hypemeter_error)
     app.add_exception_handler(RequestValidationError, handle_validation_error)
@@ -273,6 +276,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
     app.include_router(metrics_router)
     app.include_router(registry_router)  # after the queries: /v1/content/trending first
     app.include_router(connectors_router)
+    app.include_router(ingestion_router)
     app.include_router(webhooks_router)
     app.include_router(live_router)
     app.add_middleware(

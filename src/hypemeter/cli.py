@@ -357,12 +357,16 @@ def demo(
     host: Annotated[str | None, typer.Option(help="Interface [default 127.0.0.1]")] = None,
     port: Annotated[int | None, typer.Option(help="Port [default 8080]")] = None,
     data: DataOpt = None,
-    rate: Annotated[float, typer.Option(help="Simulated events per second")] = 200.0,
+    rate: Annotated[float, typer.Option(help="Simulated events per second")] = 20.0,
+    history: Annotated[
+        int, typer.Option(help="Events of the first run's seeded week of history")
+    ] = 600_000,
 ) -> None:
-    """Serve with a demo tenant, its keys and live simulated traffic."""
+    """Serve with a demo tenant, its keys, a week of history (seeded on the first run) and
+    live simulated traffic."""
     from hypemeter.demo import run_demo
 
-    run_demo(load_settings(host=host, port=port, data=data), rate=rate)
+    run_demo(load_settings(host=host, port=port, data=data), rate=rate, history=history)
 
 
 def main() -> None:

@@ -104,6 +104,8 @@ EXPECTED_OPERATIONS = {
     ("GET", "/v1/influencers/{influencer_id}/metrics"),
     ("GET", "/v1/campaigns/{campaign_id}/metrics"),
     ("GET", "/v1/metrics/aggregate"),
+    ("GET", "/v1/metrics/series"),
+    ("GET", "/v1/ingestion/health"),
     ("GET", "/v1/content/trending"),
     ("GET", "/v1/users/activity"),
     ("GET", "/v1/leaderboard"),

@@ -14,10 +14,14 @@ from hypemeter.connectors.model import PLATFORMS, connector_view, letter_view
 from hypemeter.connectors.service import ConnectorService
 from hypemeter.connectors.webhooks import WebhookRefused
 from hypemeter.errors import PayloadTooLarge
+from hypemeter.live.model import iso
 
 admin = APIRouter(prefix="/v1/admin", tags=["connectors"])
 webhooks = APIRouter(prefix="/v1/webhooks", tags=["webhooks"])
+ingestion = APIRouter(prefix="/v1/ingestion", tags=["ingest"])
 Admin = Annotated[Principal, Depends(require(Scope.ADMIN))]
+Reader = Annotated[Principal, Depends(require(Scope.READ))]
+HEALTH_LETTERS = 20
 ADMIN_ERRORS = error_responses(400, 401, 403, 404, 409, 422, 429)
 MAX_WEBHOOK_BYTES = 4 * 1024 * 1024  # Meta batches up to 1000 changes in one request
 
@@ -233,3 +237,91 @@ async def webhook_delivery(request: Request, platform: str, connector_id: str) -
         return json_response(request, error, exc.status)
     reply = outcome.reply
     return Response(reply.body, status_code=reply.status, media_type=reply.media_type)
+
+
+HEALTH_EXAMPLE = {
+    "window_minutes": 60,
+    "minutes": [
+        {"ts": "2026-11-20T14:05:00.000000Z", "accepted": 1180, "duplicates": 3, "rejected": 1}
+    ],
+    "totals": {"accepted": 1180, "duplicates": 3, "rejected": 1},
+    "recent_rejections": [
+        {
+            "at": "2026-11-20T14:05:12.000000Z",
+            "scope": "event",
+            "index": 4,
+            "field": "ts",
+            "error": "ts is more than 300 s in the future",
+        }
+    ],
+    "dead_letters": {
+        "open": [
+            {
+                "id": "dl_0006617b25a523c4ed607a4d",
+                "connector_id": "con_3f9a0c1d2e4b5a69",
+                "platform": "instagram",
+                "received_at": "2026-11-20T14:00:00.000000Z",
+                "reasons": ["event ig:comment:178657: influencer_id is required"],
+            }
+        ],
+        "more": False,
+    },
+    "connectors": [
+        {
+            "id": "con_3f9a0c1d2e4b5a69",
+            "platform": "instagram",
+            "disabled": None,
+            "health": CONNECTOR_EXAMPLE["health"],
+            "polling": None,
+        }
+    ],
+}
+
+
+@ingestion.get(
+    "/health",
+    summary="Ingest of the last hour per minute, recent rejections, dead letters, connectors",
+    description="Read scope: what the dashboard's ingestion page shows. Counts are this "
+    "server process's (on a cluster, each API process answers for what it received); "
+    "connectors show their health without any secret or credential.",
+    responses={
+        200: {"content": {"application/json": {"example": HEALTH_EXAMPLE}}},
+        **error_responses(401, 403, 429),
+    },
+)
+async def ingestion_health(request: Request, principal: Reader) -> Response:
+    tenant_id = principal.tenant_id
+    recent = request.app.state.services.ingest.stats.health(tenant_id)
+    minutes = [{**m, "ts": iso(m["ts"])} for m in recent["minutes"]]
+    totals = {
+        name: sum(m[name] for m in minutes) for name in ("accepted", "duplicates", "rejected")
+    }
+    service = _service(request)
+    letters, more = await service.dead_letters(
+        tenant_id, connector_id=None, state="open", cursor=None, limit=HEALTH_LETTERS
+    )
+    connectors = []
+    for connector, health in await service.connectors(tenant_id):
+        view = connector_view(connector, health, _polling(request, connector.id))
+        connectors.append({k: view[k] for k in ("id", "platform", "disabled", "health", "polling")})
+    payload = {
+        "window_minutes": len(minutes),
+        "minutes": minutes,
+        "totals": totals,
+        "recent_rejections": [{**r, "at": iso(r["at"])} for r in recent["recent_rejections"]],
+        "dead_letters": {
+            "open": [
+                {
+                    "id": letter.id,
+                    "connector_id": letter.connector_id,
+                    "platform": letter.platform,
+                    "received_at": iso(letter.received_us),
+                    "reasons": list(letter.reasons),
+                }
+                for letter in letters
+            ],
+            "more": more is not None,
+        },
+        "connectors": connectors,
+    }
+    return json_response(request, payload)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import partial
 from typing import Annotated, Any
 
@@ -10,7 +12,12 @@ from pydantic import BaseModel, Field
 
 from hypemeter.api import error_responses, json_response, require
 from hypemeter.auth.model import Principal, Scope
-from hypemeter.errors import PayloadTooLarge
+from hypemeter.errors import (
+    BatchRejected,
+    InvalidInput,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+)
 from hypemeter.events.model import BUILTIN_METRICS
 from hypemeter.events.service import IngestResult
 
@@ -116,6 +123,21 @@ async def read_body(request: Request, limit: int, limit_name: str) -> bytes:
     return b"".join(chunks)
 
 
+@contextmanager
+def refusals_noted(request: Request, tenant_id: str) -> Iterator[None]:
+    """Note a request refused as a whole (over a limit, unreadable, of an unknown type)
+    among the tenant's recent rejections; a batch whose events were all rejected is
+    noted event by event by the service."""
+    try:
+        yield
+    except BatchRejected:
+        raise
+    except (InvalidInput, PayloadTooLarge, UnsupportedMediaType) as exc:
+        name = exc.field or getattr(exc, "limit", None)
+        request.app.state.services.ingest.stats.refused(tenant_id, name, exc.message)
+        raise
+
+
 def reply(request: Request, result: IngestResult) -> Response:
     return json_response(
         request,
@@ -139,15 +161,15 @@ async def ingest_events(
     request: Request, principal: Annotated[Principal, Depends(require(Scope.INGEST))]
 ) -> Response:
     services = request.app.state.services
-    body = await read_body(request, services.settings.max_body_bytes, "max_body_bytes")
-
-    result = await services.ingest.ingest(
-        principal.tenant_id,
-        body,
-        content_type=request.headers.get("content-type"),
-        content_encoding=request.headers.get("content-encoding"),
-        quota=partial(services.rate_limiter.hit_events, principal.key_id),
-    )
+    with refusals_noted(request, principal.tenant_id):
+        body = await read_body(request, services.settings.max_body_bytes, "max_body_bytes")
+        result = await services.ingest.ingest(
+            principal.tenant_id,
+            body,
+            content_type=request.headers.get("content-type"),
+            content_encoding=request.headers.get("content-encoding"),
+            quota=partial(services.rate_limiter.hit_events, principal.key_id),
+        )
     return reply(request, result)
 
 
@@ -165,15 +187,15 @@ async def track(
     principal: Annotated[Principal, Depends(require(Scope.INGEST))],
 ) -> Response:
     services = request.app.state.services
-    body = await read_body(request, services.settings.max_event_bytes, "max_event_bytes")
-
-    result = await services.ingest.track(
-        principal.tenant_id,
-        metric,
-        body,
-        content_encoding=request.headers.get("content-encoding"),
-        quota=partial(services.rate_limiter.hit_events, principal.key_id),
-    )
+    with refusals_noted(request, principal.tenant_id):
+        body = await read_body(request, services.settings.max_event_bytes, "max_event_bytes")
+        result = await services.ingest.track(
+            principal.tenant_id,
+            metric,
+            body,
+            content_encoding=request.headers.get("content-encoding"),
+            quota=partial(services.rate_limiter.hit_events, principal.key_id),
+        )
     return reply(request, result)
 
 

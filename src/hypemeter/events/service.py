@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import threading
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from hypemeter.backends.ports import EventStore, LiveBus, TenantStore
 from hypemeter.clock import Clock
@@ -34,6 +35,9 @@ from hypemeter.live import changes
 
 EVENT_FIELDS = frozenset(EventIn.__struct_fields__)
 INLINE_BODY_BYTES = 16 * 1024
+HISTORY_MINUTES = 60
+RECENT_REJECTIONS = 50
+MINUTE_US = 60_000_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,21 +60,93 @@ class IngestResult:
 
 
 @dataclass(slots=True)
-class IngestStats:
-    """Running totals for /metrics, per tenant; written on the event loop, read by scrapes."""
+class IngestHistory:
+    """One tenant's last hour of ingest, per minute, and its latest rejections."""
 
+    minutes: deque[list[int]] = field(default_factory=lambda: deque(maxlen=HISTORY_MINUTES))
+    rejections: deque[dict[str, object]] = field(
+        default_factory=lambda: deque(maxlen=RECENT_REJECTIONS)
+    )
+
+    def minute(self, now_us: int) -> list[int]:
+        start = now_us - now_us % MINUTE_US
+        if not self.minutes or self.minutes[-1][0] < start:
+            self.minutes.append([start, 0, 0, 0])
+        return self.minutes[-1]
+
+    def payload(self, now_us: int) -> dict[str, Any]:
+        """Zero-filled minutes, oldest first, up to the current one; rejections newest first."""
+        current = now_us - now_us % MINUTE_US
+        counts = {m[0]: m[1:] for m in self.minutes}
+        series = []
+        for i in range(HISTORY_MINUTES - 1, -1, -1):
+            start = current - i * MINUTE_US
+            accepted, duplicates, rejected = counts.get(start, (0, 0, 0))
+            series.append(
+                {"ts": start, "accepted": accepted, "duplicates": duplicates, "rejected": rejected}
+            )
+        return {"minutes": series, "recent_rejections": list(reversed(self.rejections))}
+
+
+@dataclass(slots=True)
+class IngestStats:
+    """Running totals for /metrics, per tenant, and each tenant's recent history; written
+    on the event loop, read by scrapes and the ingestion health route."""
+
+    now_us: Callable[[], int]
     accepted: Counter[str] = field(default_factory=Counter)
     duplicates: Counter[str] = field(default_factory=Counter)
     rejected: Counter[tuple[str, str]] = field(default_factory=Counter)
+    history: dict[str, IngestHistory] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
+    def _history(self, tenant_id: str) -> IngestHistory:
+        found = self.history.get(tenant_id)
+        if found is None:
+            found = self.history[tenant_id] = IngestHistory()
+        return found
+
     def record(self, tenant_id: str, result: IngestResult) -> None:
+        now = self.now_us()
         with self.lock:
             self.accepted[tenant_id] += result.accepted
             self.duplicates[tenant_id] += result.duplicates
+            history = self._history(tenant_id)
+            minute = history.minute(now)
+            minute[1] += result.accepted
+            minute[2] += result.duplicates
+            minute[3] += len(result.rejected)
             for item in result.rejected:
                 reason = item.field if item.field in EVENT_FIELDS else "event"
                 self.rejected[(tenant_id, reason)] += 1
+                history.rejections.append(
+                    {
+                        "at": now,
+                        "scope": "event",
+                        "index": item.index,
+                        "field": item.field,
+                        "error": item.error,
+                    }
+                )
+
+    def refused(self, tenant_id: str, field_name: str | None, message: str) -> None:
+        """A whole request refused (a body that could not be read, a limit passed)."""
+        with self.lock:
+            self._history(tenant_id).rejections.append(
+                {
+                    "at": self.now_us(),
+                    "scope": "request",
+                    "index": None,
+                    "field": field_name,
+                    "error": message,
+                }
+            )
+
+    def health(self, tenant_id: str) -> dict[str, Any]:
+        now = self.now_us()
+        with self.lock:
+            history = self.history.get(tenant_id) or IngestHistory()
+            return history.payload(now)
 
 
 EventQuota = Callable[[int], Awaitable[object]]
@@ -100,7 +176,7 @@ class IngestService:
         self._preparer: Preparer = preparer or self._inline
         self._catalogs: dict[str, MetricCatalog] = {}
         self._announce = announce
-        self.stats = IngestStats()
+        self.stats = IngestStats(clock.now_us)
 
     async def start(self) -> None:
         """Start the preparer and load custom metrics; called once at start-up."""

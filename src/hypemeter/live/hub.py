@@ -30,7 +30,7 @@ from hypemeter.backends.ports import LiveBus, MetricsStore, Subscription
 from hypemeter.clock import Clock
 from hypemeter.errors import HypemeterError, InvalidInput, StoreUnavailable
 from hypemeter.live import changes
-from hypemeter.live.model import LiveFilter, iso
+from hypemeter.live.model import WHOLE_TENANT, LiveFilter, iso
 from hypemeter.metrics.model import DAY_US, Frame, Grain, TimeRange, floor_to, metric_value
 from hypemeter.metrics.model import plain_number as plain
 from hypemeter.metrics.service import LiveState, MetricsService
@@ -522,6 +522,11 @@ class LiveHub:
         )
         for name, by_value in list(feed.routes.items()):
             if not by_value:
+                continue
+            if name == WHOLE_TENANT[0]:
+                rows = table.to_pylist()
+                for target in list(by_value.get(WHOLE_TENANT[1], ())):
+                    target.take(rows, change.seq, change.committed_us)
                 continue
             column = table.column(name)
             hit = pc.fill_null(

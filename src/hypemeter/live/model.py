@@ -14,13 +14,15 @@ from hypemeter.metrics.model import DAY_US, Grain, floor_to, parse_instant
 FILTER_FIELDS = ("influencer_id", "campaign_id", "content_id", "platform")
 # The field a subscription is routed by: the narrowest it names.
 PRIMARY = ("content_id", "campaign_id", "influencer_id")
+# The route of a filter that names none of them: every change of the tenant.
+WHOLE_TENANT = ("*", "*")
 LIVE_GRAINS = (Grain.MINUTE, Grain.HOUR, Grain.DAY)
 DEFAULT_METRICS = "likes,comments,shares"
 
 
 @dataclass(frozen=True, slots=True)
 class LiveFilter:
-    """Equality filters; at least one of influencer, campaign or content."""
+    """Equality filters; naming no influencer, campaign or content follows the whole tenant."""
 
     influencer_id: str | None = None
     campaign_id: str | None = None
@@ -33,7 +35,7 @@ class LiveFilter:
             value = getattr(self, name)
             if value is not None:
                 return name, value
-        raise AssertionError("a live filter names an influencer, a campaign or a content item")
+        return WHOLE_TENANT
 
     def filters(self) -> Filters:
         return Filters(self.influencer_id, self.platform, self.campaign_id, self.content_id)
@@ -81,10 +83,6 @@ def parse_filter(raw: Any, field: str = "filter") -> LiveFilter:
                 field=f"{field}.platform",
             )
         values["platform"] = platform
-    if all(values[name] is None for name in PRIMARY):
-        raise InvalidInput(
-            f"{field} must name an influencer_id, a campaign_id or a content_id", field=field
-        )
     return LiveFilter(**values)
 
 

@@ -526,7 +526,8 @@ def _last_event_id(request: Request) -> int | None:
 
 
 class SubscribeBody(BaseModel):
-    """What a stream token may follow: one influencer, campaign or content item."""
+    """What a stream token may follow: one influencer, campaign or content item, or, naming
+    none of them, the whole tenant."""
 
     model_config = {"extra": "forbid"}
 

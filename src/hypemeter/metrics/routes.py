@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request, Response
@@ -43,6 +44,34 @@ Platform = Annotated[str | None, Query(description="Only this platform")]
 Campaign = Annotated[str | None, Query(description="Only events carrying this campaign_id")]
 Cursor = Annotated[str | None, Query(description="next_cursor of the previous page")]
 Format = Annotated[str | None, Query(description="csv for CSV (or send Accept: text/csv)")]
+
+
+@dataclass(frozen=True, slots=True)
+class SeriesQuery:
+    """The query parameters every series route takes."""
+
+    params: RangeParams
+    metrics: str
+    platform: str | None
+    granularity: str
+    format: str | None
+
+
+def series_query(
+    start: Start = None,
+    end: End = None,
+    period: Period = None,
+    metrics: Metrics = "likes,comments,shares",
+    platform: Platform = None,
+    granularity: Granularity = "auto",
+    format: Format = None,
+) -> SeriesQuery:
+    return SeriesQuery(
+        RangeParams(start, end, period), metrics, _platform(platform), granularity, format
+    )
+
+
+Series = Annotated[SeriesQuery, Depends(series_query)]
 
 
 def _service(request: Request) -> MetricsService:
@@ -185,24 +214,18 @@ async def influencer_metrics(
     request: Request,
     influencer_id: str,
     principal: Reader,
-    start: Start = None,
-    end: End = None,
-    period: Period = None,
-    metrics: Metrics = "likes,comments,shares",
-    platform: Platform = None,
+    query: Series,
     campaign_id: Campaign = None,
-    granularity: Granularity = "auto",
-    format: Format = None,
 ) -> Response:
     payload = await _service(request).series(
         principal.tenant_id,
         scope={"influencer_id": influencer_id},
-        filters=Filters(influencer_id, _platform(platform), campaign_id),
-        params=RangeParams(start, end, period),
-        metrics=metrics,
-        granularity=granularity,
+        filters=Filters(influencer_id, query.platform, campaign_id),
+        params=query.params,
+        metrics=query.metrics,
+        granularity=query.granularity,
     )
-    return _reply(request, payload, format, f"influencer-{influencer_id}")
+    return _reply(request, payload, query.format, f"influencer-{influencer_id}")
 
 
 @router.get(
@@ -211,27 +234,42 @@ async def influencer_metrics(
     responses=_ok(CAMPAIGN_EXAMPLE),
 )
 async def campaign_metrics(
-    request: Request,
-    campaign_id: str,
-    principal: Reader,
-    start: Start = None,
-    end: End = None,
-    period: Period = None,
-    metrics: Metrics = "likes,comments,shares",
-    platform: Platform = None,
-    granularity: Granularity = "auto",
-    format: Format = None,
+    request: Request, campaign_id: str, principal: Reader, query: Series
 ) -> Response:
     payload = await _service(request).series(
         principal.tenant_id,
         scope={"campaign_id": campaign_id},
-        filters=Filters(None, _platform(platform), campaign_id),
-        params=RangeParams(start, end, period),
-        metrics=metrics,
-        granularity=granularity,
+        filters=Filters(None, query.platform, campaign_id),
+        params=query.params,
+        metrics=query.metrics,
+        granularity=query.granularity,
         breakdown=True,
     )
-    return _reply(request, payload, format, f"campaign-{campaign_id}")
+    return _reply(request, payload, query.format, f"campaign-{campaign_id}")
+
+
+TENANT_EXAMPLE = {k: v for k, v in SERIES_EXAMPLE.items() if k != "influencer_id"}
+
+
+@router.get(
+    "/metrics/series",
+    summary="Per-bucket series and totals of the whole tenant",
+    description="As the influencer series, over every event of the tenant (or of one "
+    "platform or campaign); the dashboard's overview reads it.",
+    responses=_ok(TENANT_EXAMPLE),
+)
+async def tenant_metrics(
+    request: Request, principal: Reader, query: Series, campaign_id: Campaign = None
+) -> Response:
+    payload = await _service(request).series(
+        principal.tenant_id,
+        scope={},
+        filters=Filters(None, query.platform, campaign_id),
+        params=query.params,
+        metrics=query.metrics,
+        granularity=query.granularity,
+    )
+    return _reply(request, payload, query.format, "tenant")
 
 
 @router.get(
@@ -262,6 +300,7 @@ async def aggregate(
     period: Period = None,
     platform: Platform = None,
     campaign_id: Campaign = None,
+    influencer_id: Annotated[str | None, Query(description="Only this influencer")] = None,
     sort: Annotated[str, Query(description="-value (default), value, key, -key")] = "-value",
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     cursor: Cursor = None,
@@ -272,7 +311,7 @@ async def aggregate(
         metric=metric,
         group_by=group_by,
         params=RangeParams(start, end, period),
-        filters=Filters(None, _platform(platform), campaign_id),
+        filters=Filters(influencer_id, _platform(platform), campaign_id),
         sort=sort,
         limit=limit,
         cursor=cursor,

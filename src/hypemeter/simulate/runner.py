@@ -86,6 +86,7 @@ async def simulate(
     duration: float,
     seed: int,
     show_progress: bool = True,
+    origin_us: int | None = None,
 ) -> Tally:
     """Send about ``rate`` events per second for ``duration`` seconds (0 = until cancelled)."""
     now_us = time.time_ns() // 1000
@@ -96,6 +97,7 @@ async def simulate(
         start_us=now_us - 6 * 86400 * US,
         span_us=7 * 86400 * US,
         id_prefix=f"sim{seed}-{now_us}",
+        origin_us=origin_us,
     )
     tally = Tally()
     auth = {"Authorization": f"Bearer {key}"}
@@ -153,3 +155,62 @@ async def _loop(
         delay = started + ticks * TICK_SECONDS - time.monotonic()
         if delay > 0:
             await asyncio.sleep(delay)
+
+
+async def backfill(
+    url: str,
+    key: str,
+    *,
+    days: int,
+    events: int,
+    last_hour_events: int,
+    influencers: int,
+    seed: int,
+    origin_us: int,
+    batch: int = 5000,
+    show_progress: bool = True,
+) -> Tally:
+    """Send ``events`` events spread over the last ``days`` days but the last hour, then
+    ``last_hour_events`` over the last hour (as dense as the live traffic that follows),
+    oldest first.
+
+    Event ids depend only on ``seed``: a backfill that is run again after an interruption
+    sends the same ids, which the server counts once.
+    """
+    now_us = time.time_ns() // 1000
+    hour_us = 3600 * US
+    span_us = days * 86400 * US
+    workload = Workload(
+        seed=seed,
+        influencers=influencers,
+        content_items=max(influencers * 20, 100),
+        start_us=now_us - span_us,
+        span_us=span_us,
+        id_prefix=f"history{seed}",
+        origin_us=origin_us,
+    )
+    windows: list[tuple[int, int, int]] = []  # (start, end, events)
+    for start, end, count in (
+        (now_us - span_us, now_us - hour_us, events),
+        (now_us - hour_us, now_us, last_hour_events),
+    ):
+        parts = max(1, -(-count // batch)) if count > 0 else 0
+        step = (end - start) // max(parts, 1)
+        windows += [
+            (start + n * step, start + (n + 1) * step, count // parts) for n in range(parts)
+        ]
+    tally = Tally()
+    auth = {"Authorization": f"Bearer {key}"}
+    async with httpx.AsyncClient(base_url=url, headers=auth, timeout=60.0) as client:
+        with Progress(
+            TextColumn("[bold]seeding {task.fields[days]} days of history[/]"),
+            BarColumn(),
+            TextColumn("{task.completed:,.0f}/{task.total:,.0f} events"),
+            TimeElapsedColumn(),
+            disable=not show_progress,
+        ) as progress:
+            task = progress.add_task("seed", total=sum(w[2] for w in windows), days=days)
+            for start, end, count in windows:
+                await post_batch(client, workload.events(count, start_us=start, end_us=end), tally)
+                progress.update(task, completed=tally.sent)
+    return tally

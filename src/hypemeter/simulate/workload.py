@@ -75,7 +75,10 @@ class Workload:
         invalid_rate: float = 0.0,
         campaigns: int = 20,
         id_prefix: str | None = None,
+        origin_us: int | None = None,
     ) -> None:
+        """``origin_us`` is when follower counts start to grow (default ``start_us``): two
+        workloads of one seed and origin agree on every account's followers."""
         self._rng = np.random.default_rng(seed)
         self._prefix = id_prefix if id_prefix is not None else f"sim{seed}"
         self._counter = 0
@@ -91,7 +94,7 @@ class Workload:
         mix = np.array([p for _, p in METRIC_MIX])
         self._metric_p = mix / mix.sum()
         self._influencers = [self._make_influencer(i, float(w)) for i, w in enumerate(weights)]
-        self._origin_us = start_us
+        self._origin_us = start_us if origin_us is None else origin_us
         self._spread_posts(content_items, start_us, span_us)
 
     def _make_influencer(self, index: int, weight: float) -> _Influencer:
@@ -172,6 +175,9 @@ class Workload:
         if metric == "comments":
             event["text"] = COMMENTS[int(roll * len(COMMENTS))]
             event["tags"] = [TAGS[int(roll * 97) % len(TAGS)]]
+        if metric == "impressions":
+            # Platforms report impressions as counts: one event stands for many views.
+            event["value"] = 10 + int(roll * 190)
         if metric == "conversions":
             event["variant"] = "A" if roll < 0.5 else "B"
             event["properties"] = {"order_value": round(20 + roll * 180, 2)}
