@@ -28,13 +28,28 @@ lint: $(VENV)/.installed-dev
 	$(BIN)/lint-imports
 
 # The whole suite, then the e2e suites again on the cluster profile (PostgreSQL, NATS, Redis).
-# On the cluster, the per-platform webhook suites, the pollers and WebSub (the same code
-# as on the embedded profile, timed against fake platforms) are left to the first run;
+# On the cluster, the suites whose code paths do not depend on the profile are left to the
+# first run: the per-platform webhook suites, the pollers and WebSub (timed against fake
+# platforms), the dashboard and the demo, the CLI and control socket, the HTTP edge's
+# hostile inputs and body formats, the embedded maintainer's folding, the tenant-wide
+# views, key administration (tests/cluster checks keys across API processes), export and
+# import (PostgreSQL included in the first run) and the registry's CRUD (its store's
+# contract runs on PostgreSQL; test_registry_erase and test_webhooks use it on the cluster).
 # test_webhooks.py (every platform's path, and connectors shared between processes) stays.
-CLUSTER_SKIPS = $(foreach f,test_pollers test_websub test_webhooks_meta test_webhooks_social 	test_webhooks_twitch test_webhooks_video test_dashboard test_demo,--ignore=tests/e2e/$(f).py)
+CLUSTER_ONLY_EMBEDDED = test_pollers test_websub test_webhooks_meta test_webhooks_social \
+	test_webhooks_twitch test_webhooks_video test_dashboard test_demo test_cli \
+	test_control_socket test_hostile test_rollup_maintenance test_tenant_views test_live_tenant \
+	test_ingest_formats test_admin_and_tenants test_transfer test_registry
+CLUSTER_SKIPS = $(foreach f,$(CLUSTER_ONLY_EMBEDDED),--ignore=tests/e2e/$(f).py)
+# tests/cluster kills and restarts the shared services: it runs alone. The embedded run
+# uses two processes (pytest-xdist, one file at a time each): most of its time is spent
+# waiting on servers. The cluster run stays in one: each of its servers is five processes.
+PYTEST = $(BIN)/pytest -q -p no:cacheprovider
+PARALLEL = -n 2 --dist loadfile
 test: lint browser
-	$(BIN)/pytest -q -p no:cacheprovider
-	HYPEMETER_E2E_CLUSTER=1 $(BIN)/pytest -q -p no:cacheprovider tests/e2e $(CLUSTER_SKIPS)
+	$(PYTEST) tests/cluster
+	$(PYTEST) $(PARALLEL) tests/contract tests/e2e tests/unit
+	HYPEMETER_E2E_CLUSTER=1 $(PYTEST) tests/e2e $(CLUSTER_SKIPS)
 
 # The dashboard's tests drive Debian's Chromium (Playwright uses it as its browser).
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)

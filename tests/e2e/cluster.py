@@ -43,7 +43,11 @@ POSTGRES = os.environ.get(
     "postgresql://postgres@127.0.0.1:5432/test" if CLUSTER else "",
 )
 NATS = os.environ.get("HYPEMETER_TEST_NATS", "nats://127.0.0.1:4222")
-REDIS = os.environ.get("HYPEMETER_TEST_REDIS", "redis://127.0.0.1:6379/0")
+# One Redis database per test process (pytest-xdist's gw0, gw1...): live channels are
+# named after the database, so servers of parallel test processes, whose tenants have
+# the same names, never hear each other's change sets.
+WORKER = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0) % 16
+REDIS = os.environ.get("HYPEMETER_TEST_REDIS", f"redis://127.0.0.1:6379/{WORKER}")
 RUN = hashlib.md5(str(time.time_ns()).encode(), usedforsecurity=False).hexdigest()[:8]
 SCHEMA_PREFIX = f"hm_e2e_{RUN}_"
 STREAM_PREFIX = f"E2E_{RUN}_"
