@@ -246,6 +246,9 @@ def test_every_page_signs_in_through_the_link_and_shows_the_api_numbers(
     assert answer["totals"]["ctr"] == pytest.approx(2.0)  # 8 clicks per 400 impressions
     who = sorted(row[0] for row in tab.rows("campaign-influencers"))
     assert who == ["dash-a", "dash-b"]
+    buckets = api(dash, f"/v1/campaigns/{CAMPAIGN}/metrics", period="7d", metrics="clicks")
+    campaign_chart = page.locator('[data-chart="campaign-series"]')
+    expect(campaign_chart).to_have_attribute("data-points", str(len(buckets["series"])))
     tab.shot("campaign")
 
     # Ingestion health: what was accepted, the refused event and the connector.
@@ -255,6 +258,7 @@ def test_every_page_signs_in_through_the_link_and_shows_the_api_numbers(
     connectors = tab.rows("connectors")
     assert [row[1] for row in connectors] == ["tiktok"]
     assert tab.rows("dead-letters")[0][0] == "No dead letters."
+    expect(page.locator('[data-chart="ingestion-minutes"]')).to_have_attribute("data-points", "60")
     tab.shot("ingestion")
 
     assert tab.errors == []
@@ -271,6 +275,27 @@ def test_an_ingested_event_reaches_the_overview_live(dash: LiveServer, tab: Tab)
     )
     assert sent.json()["accepted"] == 1
     expect(likes).to_have_text(f"{before + 7:,.0f}", timeout=2_000)
+    assert tab.errors == []
+
+
+def test_new_comments_reach_the_influencer_page_live(dash: LiveServer, tab: Tab) -> None:
+    sign_in(tab, dash)
+    tab.open("influencer")
+    influencer = tab.page.input_value("#pick-influencer")
+    comments = tab.page.locator('[data-list="comments"] li')
+    expect(comments.first).to_have_text("Waiting for comments…")
+    text = f"where can I buy this? {new_id('c')}"
+    other = next(i for i in INFLUENCERS if i != influencer)
+    sent = dash.post_events(
+        dash.keys["acme"].ingest,
+        [
+            event(influencer_id=influencer, metric="comments", text=text, ts=rfc3339(utc_now())),
+            event(influencer_id=other, metric="comments", text="not this one"),
+        ],
+    )
+    assert sent.json()["accepted"] == 2
+    expect(comments.first).to_contain_text(text)
+    expect(comments).to_have_count(1)  # another influencer's comment stays off this page
     assert tab.errors == []
 
 
