@@ -26,7 +26,7 @@ const LABELS = {
 };
 const COLORS = ["#1f4fd1", "#c2410c", "#17663a", "#7c3aed", "#a4161a", "#0e7490"];
 
-const state = { key: null, page: null, cleanup: [] };
+const state = { key: null, cleanup: [] };
 const $ = (selector, root = document) => root.querySelector(selector);
 
 // -- formatting ------------------------------------------------------------------------
@@ -671,7 +671,6 @@ async function route() {
     if (link.dataset.page === show) link.setAttribute("aria-current", "page");
     else link.removeAttribute("aria-current");
   }
-  state.page = show;
   try {
     await PAGES[show](id, new URLSearchParams(query));
   } catch (exc) {
