@@ -365,9 +365,22 @@ async function overview() {
     });
   });
   const totals = {};
+  let streamed = false; // once the live stream has sent totals, they are the newest
   const showTotals = () => {
-    for (const m of OVERVIEW_METRICS) setTile(live, m, totals[m]);
+    for (const m of OVERVIEW_METRICS) setTile(live, m, totals[m] ?? 0);
     totalsTable.update(OVERVIEW_METRICS.map((m) => ({ metric: m, value: totals[m] ?? 0 })));
+  };
+  // Today's totals over REST, so the tiles hold numbers before the stream's snapshot.
+  const loadTotals = async () => {
+    const midnight = new Date();
+    midnight.setUTCHours(0, 0, 0, 0);
+    const answer = await api("/v1/metrics/series", {
+      start: midnight.toISOString(), end: new Date(midnight.getTime() + 2 * 86400000).toISOString(),
+      granularity: "day", metrics: OVERVIEW_METRICS.join(","),
+    });
+    if (streamed) return;
+    Object.assign(totals, answer.totals);
+    showTotals();
   };
 
   const loadSeries = async () => {
@@ -410,13 +423,19 @@ async function overview() {
   const refreshTables = throttled(REFRESH_MS, () => loadTables().catch(() => {}));
 
   const stream = new LiveStream({}, OVERVIEW_METRICS, {
-    snapshot: (body) => { Object.assign(totals, body.totals); showTotals(); },
-    update: (body) => { Object.assign(totals, body.totals); showTotals(); addDeltas(body.deltas || []); refreshTables(); },
+    snapshot: (body) => { streamed = true; Object.assign(totals, body.totals); showTotals(); },
+    update: (body) => {
+      streamed = true;
+      Object.assign(totals, body.totals);
+      showTotals();
+      addDeltas(body.deltas || []);
+      refreshTables();
+    },
   });
   state.cleanup.push(() => stream.close());
   every(REFRESH_MS, () => loadTables().catch(() => {}));
   try {
-    await Promise.all([loadSeries(), loadTables()]);
+    await Promise.all([loadSeries(), loadTables(), loadTotals()]);
   } catch (exc) {
     if (exc.status === 401) return;
     showBanner(`Overview could not load: ${exc.message}`);
