@@ -10,6 +10,7 @@ whole delivery as a dead letter, to replay once the cause is fixed.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import logging
 from collections import Counter
@@ -95,6 +96,9 @@ class ConnectorService:
         self._connectors: dict[str, tuple[str, Connector]] = {}  # id -> (tenant, connector)
         self._health: dict[str, Health] = {}
         self._missed_reload_us = 0
+        # Held by a reload and by each change of the store with its change of the map:
+        # a reload that read the store before a change cannot undo it afterwards.
+        self._reloading = asyncio.Lock()
         self.refused: Counter[tuple[str, str]] = Counter()  # (platform, reason) -> requests
         self.delivered: Counter[tuple[str, str]] = Counter()  # (platform, outcome) -> requests
         # Set by the WebSub subscriber: (connector id, topic, granted lease) -> asked for it?
@@ -104,10 +108,11 @@ class ConnectorService:
         await self.reload()
 
     async def reload(self) -> None:
-        found = {}
-        for tenant_id, record in await self._store.all_entities(CONNECTOR):
-            found[record.entity_id] = (tenant_id, connector_of(record))
-        self._connectors = found
+        async with self._reloading:
+            found = {}
+            for tenant_id, record in await self._store.all_entities(CONNECTOR):
+                found[record.entity_id] = (tenant_id, connector_of(record))
+            self._connectors = found
 
     # -- configuration ----------------------------------------------------------------
 
@@ -140,11 +145,12 @@ class ConnectorService:
             poll=dict(poll or {}),
             created_at=rfc3339(self._clock.now_us()),
         )
-        if not await self._store.insert_entity(
-            tenant_id, connector_record(connector, self._clock.now_us())
-        ):
-            raise Conflict("connector id collision; try again", field="id")
-        self._connectors[connector.id] = (tenant_id, connector)
+        async with self._reloading:
+            if not await self._store.insert_entity(
+                tenant_id, connector_record(connector, self._clock.now_us())
+            ):
+                raise Conflict("connector id collision; try again", field="id")
+            self._connectors[connector.id] = (tenant_id, connector)
         await self._changed()
         return connector
 
@@ -156,9 +162,10 @@ class ConnectorService:
         return [(c, self.health(c.id)) for c in connectors]
 
     async def delete(self, tenant_id: str, connector_id: str) -> None:
-        if not await self._store.delete_entity(tenant_id, CONNECTOR, connector_id):
-            raise NotFound(f"no connector {connector_id!r}", field="id")
-        self._connectors.pop(connector_id, None)
+        async with self._reloading:
+            if not await self._store.delete_entity(tenant_id, CONNECTOR, connector_id):
+                raise NotFound(f"no connector {connector_id!r}", field="id")
+            self._connectors.pop(connector_id, None)
         await self._changed()
 
     # -- webhooks -------------------------------------------------------------------
@@ -291,8 +298,10 @@ class ConnectorService:
 
     async def _disable(self, tenant_id: str, connector: Connector, reason: str) -> None:
         disabled = msgspec.structs.replace(connector, disabled=reason)
-        await self._store.update_entity(tenant_id, connector_record(disabled, self._clock.now_us()))
-        self._connectors[connector.id] = (tenant_id, disabled)
+        async with self._reloading:
+            record = connector_record(disabled, self._clock.now_us())
+            await self._store.update_entity(tenant_id, record)
+            self._connectors[connector.id] = (tenant_id, disabled)
         log.warning("connector disabled by the platform", extra={"connector": connector.id})
         await self._changed()
 

@@ -8,6 +8,7 @@ other processes hear of it over the bus (``announce``) and reload.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
@@ -57,22 +58,27 @@ class RegistryService:
         self._announce = announce
         self._eraser = eraser
         self._directories: dict[str, Directory] = {}
+        # A reload (on another process's notice, or on ours) reads every tenant's
+        # entities over several awaits: without this, one that started before a change
+        # here could put back the directory from before it.
+        self._rebuilding = asyncio.Lock()
 
     async def start(self) -> None:
         await self.reload()
 
     async def reload(self) -> None:
         """Rebuild every tenant's directory from the store (start-up, and on notices)."""
-        by_tenant: dict[str, list[Entity]] = {}
-        for kind in Kind:
-            for tenant_id, record in await self._store.all_entities(kind.value):
-                by_tenant.setdefault(tenant_id, []).append(from_record(record))
-        directories = {}
-        for tenant_id, entities in by_tenant.items():
-            directory = build_directory(entities)
-            if directory is not None:
-                directories[tenant_id] = directory
-        self._directories = directories
+        async with self._rebuilding:
+            by_tenant: dict[str, list[Entity]] = {}
+            for kind in Kind:
+                for tenant_id, record in await self._store.all_entities(kind.value):
+                    by_tenant.setdefault(tenant_id, []).append(from_record(record))
+            directories = {}
+            for tenant_id, entities in by_tenant.items():
+                directory = build_directory(entities)
+                if directory is not None:
+                    directories[tenant_id] = directory
+            self._directories = directories
 
     def directory(self, tenant_id: str) -> Directory | None:
         """What ingest resolves a tenant's events with; None while its registry is empty."""
@@ -226,15 +232,16 @@ class RegistryService:
                 raise InvalidInput(f"no {kind.value} {entity_id!r} in the registry", field=name)
 
     async def _changed(self, tenant_id: str) -> None:
-        entities = [
-            from_record(record)
-            for kind in Kind
-            for _, record in await self._store.all_entities(kind.value, tenant_id)
-        ]
-        directory = build_directory(entities)
-        if directory is None:
-            self._directories.pop(tenant_id, None)
-        else:
-            self._directories[tenant_id] = directory
+        async with self._rebuilding:
+            entities = [
+                from_record(record)
+                for kind in Kind
+                for _, record in await self._store.all_entities(kind.value, tenant_id)
+            ]
+            directory = build_directory(entities)
+            if directory is None:
+                self._directories.pop(tenant_id, None)
+            else:
+                self._directories[tenant_id] = directory
         if self._announce is not None:
             await self._announce()
