@@ -16,8 +16,6 @@ import threading
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-import pytest
-
 from hypemeter.backends.ports import (
     CounterQuery,
     EventStore,
@@ -1267,21 +1265,10 @@ async def test_rebuild_recomputes_the_rollups_and_changes_no_answer(
 
 
 async def test_answers_during_a_rebuild_still_see_every_event(
-    request: pytest.FixtureRequest,
     store_backend: Any,
     event_store: EventStore,
     metrics_store: MetricsStore,
 ) -> None:
-    if type(store_backend).__name__ == "DuckDBBackend":
-        request.applymarker(
-            pytest.mark.xfail(
-                strict=True,
-                reason="embedded rebuild: rollups.rebuild commits clear() (empty rollups, "
-                "rollup_seq 0) before folding again, while DuckDBDatabase.horizon() still "
-                "takes maintainer.folded_seq as folded, so queries in between read the "
-                "emptied rollups and skip the raw events",
-            )
-        )
     await load_everything(event_store)
     await store_backend.fold_rollups(metrics_store)
     expected = await everything(metrics_store)

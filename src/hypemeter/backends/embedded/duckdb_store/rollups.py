@@ -185,14 +185,17 @@ def fold(
 
 
 def _fold_range(
-    con: duckdb.DuckDBPyConnection, low: int, high: int
+    con: duckdb.DuckDBPyConnection, low: int, high: int, *, derived: bool = True
 ) -> tuple[int, int, set[tuple[str, str]]]:
-    """(events folded, partial rows written, (tenant, influencer) pairs touched)."""
+    """(events folded, partial rows written, (tenant, influencer) pairs touched).
+
+    Without ``derived``, the rollups that are sums of minute rows (hour, day, tenant
+    hour) are left out: a rebuild makes them once from the whole minute table.
+    """
     where = f"seq > {int(low)} AND seq <= {int(high)}"
     reading = "{'t': epoch_us(ts), 'v': value}"
     # Counted values by minute, and separately the (few) snapshot readings.
-    con.execute(
-        f"""CREATE OR REPLACE TEMP TABLE fold_minute AS
+    minutes = f"""
         SELECT tenant_id, influencer_id, platform, coalesce(campaign_id, '') AS campaign_id,
                metric, {_bucket(MINUTE_US)} AS bucket, sum(delta) AS total,
                count(*) AS events, NULL::{_READING} AS first, NULL::{_READING} AS last
@@ -201,10 +204,27 @@ def _fold_range(
         SELECT tenant_id, influencer_id, platform, coalesce(campaign_id, ''), metric,
                {_bucket(MINUTE_US)}, 0.0, 0, min({reading}), max({reading})
         FROM events WHERE {where} AND kind = 'snapshot' GROUP BY ALL"""
-    )
     # Counter rows and reading rows stay apart (a reading row has events = 0): merging
     # them costs more than the queries that sum over both.
-    written = _insert(con, MINUTE, "SELECT * FROM fold_minute")
+    if derived:
+        con.execute(f"CREATE OR REPLACE TEMP TABLE fold_minute AS {minutes}")
+        written = _insert(con, MINUTE, "SELECT * FROM fold_minute")
+        # Counter rows count every event once (reading rows carry events = 0).
+        counted = con.execute("SELECT coalesce(sum(events), 0) FROM fold_minute").fetchall()
+    else:
+        written = _insert(con, MINUTE, minutes)
+        counted = con.execute(f"SELECT count(*) FROM events WHERE {where}").fetchall()
+    written += _insert(
+        con,
+        CONTENT_HOUR,
+        f"""SELECT tenant_id, content_id, influencer_id, platform,
+               coalesce(campaign_id, '') AS campaign_id, metric, {_bucket(HOUR_US)} AS bucket,
+               sum(delta), count(*)
+        FROM events WHERE {where} AND content_id IS NOT NULL GROUP BY ALL""",
+    )
+    written += fold_engagement(con, where)
+    if not derived:
+        return int(counted[0][0]), written, set()
     keys = ", ".join(k for k in _ACCOUNT_KEYS if k != "bucket")
     for source, target, width in (
         ("fold_minute", "fold_hour", HOUR_US),
@@ -227,18 +247,7 @@ def _fold_range(
         "SELECT tenant_id, platform, campaign_id, metric, bucket, sum(total), sum(events) "
         "FROM fold_hour WHERE first IS NULL GROUP BY ALL",
     )
-    written += _insert(
-        con,
-        CONTENT_HOUR,
-        f"""SELECT tenant_id, content_id, influencer_id, platform,
-               coalesce(campaign_id, '') AS campaign_id, metric, {_bucket(HOUR_US)} AS bucket,
-               sum(delta), count(*)
-        FROM events WHERE {where} AND content_id IS NOT NULL GROUP BY ALL""",
-    )
-    written += fold_engagement(con, where)
     pairs = con.execute("SELECT DISTINCT tenant_id, influencer_id FROM fold_hour").fetchall()
-    # Counter rows count every event once (reading rows carry events = 0).
-    counted = con.execute("SELECT coalesce(sum(events), 0) FROM fold_minute").fetchall()
     for temp in ("fold_minute", "fold_hour", "fold_day"):
         con.execute(f"DROP TABLE {temp}")
     return int(counted[0][0]), written, {(str(t), str(i)) for t, i in pairs}
@@ -292,12 +301,7 @@ def _insert(con: duckdb.DuckDBPyConnection, table: RollupTable, select: str) -> 
 def compact(con: duckdb.DuckDBPyConnection, table: RollupTable) -> int:
     """Merge partial rows with equal keys and rewrite the table in query order; rows after."""
     keys = ", ".join(table.keys)
-    merged = ", ".join(
-        f"{how}({name}) FILTER (WHERE {name} IS NOT NULL) AS {name}"
-        if how in {"min", "max"}
-        else f"{how}({name}) AS {name}"
-        for name, _, how in table.aggregates
-    )
+    merged = _merged(table, named=True)
     con.execute("BEGIN TRANSACTION")
     try:
         con.execute(
@@ -317,36 +321,72 @@ def compact(con: duckdb.DuckDBPyConnection, table: RollupTable) -> int:
     return int(rows[0][0]) if rows else 0
 
 
-def clear(con: duckdb.DuckDBPyConnection) -> None:
-    """Empty every rollup and reset the watermark (the start of a rebuild)."""
-    con.execute("BEGIN TRANSACTION")
-    for table in TABLES:
-        con.execute(f"DELETE FROM {table.name}")
-    con.execute("INSERT OR REPLACE INTO meta VALUES ('rollup_seq', '0')")
-    con.execute("COMMIT")
-
-
 def rebuild(
     con: duckdb.DuckDBPyConnection, progress: Callable[[int, int], None], chunk_events: int
 ) -> int:
-    """Rebuild every rollup from the raw events; ``progress(done, total)``; events folded."""
-    clear(con)
-    groups = con.execute("SELECT seq, count(*) FROM events GROUP BY seq ORDER BY seq").fetchall()
-    total = sum(int(n) for _, n in groups)
-    progress(0, total)
-    done = pending = 0
-    for seq, count in groups:
-        pending += int(count)
-        if pending >= chunk_events or seq == groups[-1][0]:
-            folded, _, _, _ = fold(con, upto=int(seq))
-            done += folded
-            pending = 0
-            progress(done, total)
-    for table in TABLES:
-        # The time-ordered tables took the chunks in time order already.
-        if table.compact_share < 1:
-            compact(con, table)
+    """Rebuild every rollup from the raw events; ``progress(done, total)``; events folded.
+
+    One transaction: a rebuild that stops half way leaves the rollups as they were.
+    The raw events fold into the minute, content and engagement rollups in chunks of
+    about ``chunk_events``; the hour, day and tenant-hour rollups are then summed once
+    from the whole minute table, merged and in query order (no compaction after).
+    """
+    con.execute("BEGIN TRANSACTION")
+    try:
+        for table in TABLES:
+            con.execute(f"DELETE FROM {table.name}")
+        groups = con.execute(
+            "SELECT seq, count(*) FROM events GROUP BY seq ORDER BY seq"
+        ).fetchall()
+        total = sum(int(n) for _, n in groups)
+        progress(0, total)
+        done = pending = 0
+        low = 0
+        for seq, count in groups:
+            pending += int(count)
+            if pending >= chunk_events or seq == groups[-1][0]:
+                folded, _, _ = _fold_range(con, low, int(seq), derived=False)
+                done += folded
+                low, pending = int(seq), 0
+                progress(done, total)
+        _derive(con)
+        con.execute("INSERT OR REPLACE INTO meta VALUES ('rollup_seq', ?)", [str(low)])
+        con.execute("COMMIT")
+    except BaseException:
+        with contextlib.suppress(duckdb.Error):
+            con.execute("ROLLBACK")
+        raise
     return done
+
+
+def _merged(table: RollupTable, *, named: bool = False) -> str:
+    """The aggregates that merge rows of ``table``'s shape (partial rows, or finer buckets)."""
+    return ", ".join(
+        (
+            f"{how}({name}) FILTER (WHERE {name} IS NOT NULL)"
+            if how in {"min", "max"}
+            else f"{how}({name})"
+        )
+        + (f" AS {name}" if named else "")
+        for name, _, how in table.aggregates
+    )
+
+
+def _derive(con: duckdb.DuckDBPyConnection) -> None:
+    """The hour, day and tenant-hour rollups from the (whole) minute and hour tables."""
+    keys = ", ".join(k for k in _ACCOUNT_KEYS if k != "bucket")
+    for source, target, width in ((MINUTE, HOUR, HOUR_US), (HOUR, DAY, DAY_US)):
+        con.execute(
+            f"INSERT INTO {target.name} "
+            f"SELECT {keys}, {_bucket(width, 'bucket')} AS bucket, {_merged(source)} "
+            f"FROM {source.name} GROUP BY ALL ORDER BY {', '.join(target.order)}"
+        )
+    # Counter rows only (events > 0), as a fold takes them.
+    con.execute(
+        f"INSERT INTO {TENANT_HOUR.name} "
+        "SELECT tenant_id, platform, campaign_id, metric, bucket, sum(total), sum(events) "
+        f"FROM {HOUR.name} WHERE events > 0 GROUP BY ALL ORDER BY {', '.join(TENANT_HOUR.order)}"
+    )
 
 
 class RollupMaintainer:
