@@ -234,11 +234,16 @@ async def test_row_and_table_batches_mix_in_one_group(store_backend: Any) -> Non
         futures = [asyncio.ensure_future(store.append(t, b)) for t, b in sent]
         await asyncio.sleep(0)
     results = await asyncio.gather(*futures)
+    exact = [(2, 0), (2, 0), (1, 1), (1, 0), (1, 1)]
     if store_backend.exact_in_flight:
-        expected = [(2, 0), (2, 0), (1, 1), (1, 0), (1, 1)]
-    else:  # copies of events still in the log: answered as accepted, dropped by the worker
-        expected = [(2, 0), (2, 0), (2, 0), (1, 0), (2, 0)]
-    assert [(r.accepted, r.duplicates) for r in results] == expected
+        assert [(r.accepted, r.duplicates) for r in results] == exact
+    else:
+        # A copy of an event still in the log is answered as accepted (the worker drops
+        # it); one the worker committed first is a duplicate. Either way each request
+        # is answered for every event, and the counts below stay exact.
+        answered = [(r.accepted, r.duplicates) for r in results]
+        assert [a + d for a, d in answered] == [a + d for a, d in exact]
+        assert all(a >= e for (a, _), (e, _) in zip(answered, exact, strict=True))
     assert await store.count_events("acme") == 5
     assert await store.count_events("other") == 2
     deltas = await store_backend.stored_deltas(store, "acme")
