@@ -1440,7 +1440,9 @@ def test_freshly_ingested_events_are_answered_at_once(lagging: LiveServer) -> No
         assert [
             (u["total_engagement"], u["interaction_count"]) for u in users if u["user_id"] == who
         ] == [(total, step)]
-        board = ok(srv, "acme", BOARD, period="1h", metric="likes", limit=1000)["data"]
+        # "2h": a period of whole hours ends with the current one (the event may be in
+        # the hour before).
+        board = ok(srv, "acme", BOARD, period="2h", metric="likes", limit=1000)["data"]
         assert [row["value"] for row in board if row["influencer_id"] == who] == [total]
         by_content = ok(srv, "acme", AGG, metric="likes", group_by="content", period="2h")
         assert dict(pairs(by_content))[who] == total
