@@ -1,12 +1,18 @@
-"""RegistryService keeps each tenant's directory in step with its store, whatever the
-interleaving of a reload (another process's notice) and a change made here."""
+"""RegistryService and ConnectorService keep what they hold in memory in step with
+their store, whatever the interleaving of a reload (another process's notice) and a
+change made here."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
 
+import pytest
+
 from hypemeter.clock import FixedClock
+from hypemeter.connectors.model import CONNECTOR
+from hypemeter.connectors.service import ConnectorService
+from hypemeter.errors import NotFound
 from hypemeter.registry.model import Content, Influencer, Kind, RegistryRecord
 from hypemeter.registry.service import RegistryService
 
@@ -15,10 +21,11 @@ TENANT = "acme"
 
 class GatedStore:
     """A registry store in a dict; a reload (every tenant's entities) can be held once
-    it has read the content, before it has built anything from it."""
+    it has read the entities of ``held_kind``, before it has built anything from them."""
 
-    def __init__(self) -> None:
+    def __init__(self, held_kind: str = Kind.CONTENT.value) -> None:
         self.records: dict[tuple[str, str, str], RegistryRecord] = {}
+        self.held_kind = held_kind
         self.hold = False
         self.reload_reading = asyncio.Event()
         self.let_go = asyncio.Event()
@@ -69,7 +76,7 @@ class GatedStore:
             for (tenant, record_kind, _), record in list(self.records.items())
             if record_kind == kind and tenant_id in (None, tenant)
         ]
-        if tenant_id is None and kind == Kind.CONTENT.value and self.hold:
+        if tenant_id is None and kind == self.held_kind and self.hold:
             # What this reload read is from before the change the test makes next.
             self.hold = False
             self.reload_reading.set()
@@ -97,3 +104,24 @@ async def test_a_reload_that_read_before_a_delete_does_not_bring_the_content_bac
     assert registry.directory(TENANT) is None  # no content, no accounts: an empty registry
     await registry.reload()
     assert registry.directory(TENANT) is None
+
+
+async def test_a_reload_that_read_before_a_delete_does_not_bring_the_connector_back() -> None:
+    store = GatedStore(held_kind=CONNECTOR)
+    # At time 0 an unknown connector id is not looked up again in the store (that
+    # happens at most once a second): require() answers from memory alone.
+    connectors = ConnectorService(store, None, None, FixedClock(0))  # type: ignore[arg-type]
+    await connectors.start()
+    made = await connectors.create(TENANT, "tiktok", {"client_secret": "s"})
+    assert (await connectors.require("tiktok", made.id))[0] == TENANT
+
+    store.hold = True
+    reload = asyncio.create_task(connectors.reload())
+    await store.reload_reading.wait()
+    delete = asyncio.create_task(connectors.delete(TENANT, made.id))
+    await asyncio.sleep(0.01)
+    store.let_go.set()
+    await asyncio.gather(reload, delete)
+
+    with pytest.raises(NotFound):
+        await connectors.require("tiktok", made.id)
