@@ -15,6 +15,7 @@ from hypemeter.auth.model import ApiKey, Tenant
 from hypemeter.backends.embedded.duckdb_store import queries, rollups
 from hypemeter.backends.embedded.duckdb_store.database import DuckDBDatabase
 from hypemeter.backends.embedded.duckdb_store.queries import Horizon
+from hypemeter.backends.embedded.duckdb_store.transactions import transaction
 from hypemeter.backends.ports import (
     EXPORT_COLUMNS,
     KEY_COLUMNS,
@@ -204,8 +205,7 @@ class DuckDBTenantStore(_SharedFile):
 
     async def add_stream_token(self, token: StreamTokenRecord, *, limit: int, now_us: int) -> bool:
         def insert(con: duckdb.DuckDBPyConnection) -> bool:
-            con.execute("BEGIN TRANSACTION")
-            try:
+            with transaction(con):
                 con.execute("DELETE FROM stream_tokens WHERE expires_us <= ?", [now_us])
                 live = con.execute(
                     "SELECT count(*) FROM stream_tokens WHERE key_id = ?", [token.key_id]
@@ -224,10 +224,6 @@ class DuckDBTenantStore(_SharedFile):
                             token.expires_us,
                         ],
                     )
-                con.execute("COMMIT")
-            except Exception:
-                con.execute("ROLLBACK")
-                raise
             return bool(live < limit)
 
         return await self._db.run(insert)
@@ -377,8 +373,7 @@ class DuckDBMetricsStore(_Reads, _SharedFile):
         self, tenant_id: str, rates: dict[tuple[str, str], float | None]
     ) -> None:
         def write(con: duckdb.DuckDBPyConnection) -> None:
-            con.execute("BEGIN TRANSACTION")
-            try:
+            with transaction(con):
                 for (platform, metric), value in rates.items():
                     con.execute(
                         "DELETE FROM emv_rates WHERE tenant_id = ? AND platform = ? AND metric = ?",
@@ -389,10 +384,6 @@ class DuckDBMetricsStore(_Reads, _SharedFile):
                             "INSERT INTO emv_rates VALUES (?, ?, ?, ?)",
                             [tenant_id, platform, metric, value],
                         )
-                con.execute("COMMIT")
-            except Exception:
-                con.execute("ROLLBACK")
-                raise
 
         await self._db.run(write)
 

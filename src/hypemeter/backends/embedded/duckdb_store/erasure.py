@@ -10,11 +10,10 @@ cover (seq up to the fold watermark); events above it are folded as usual.
 
 from __future__ import annotations
 
-import contextlib
-
 import duckdb
 
 from hypemeter.backends.embedded.duckdb_store import rollups
+from hypemeter.backends.embedded.duckdb_store.transactions import transaction
 from hypemeter.metrics.model import HOUR_US
 
 _BY_INFLUENCER = (rollups.MINUTE, rollups.HOUR, rollups.DAY, rollups.CONTENT_HOUR)
@@ -26,15 +25,8 @@ _GROUP_MATCH = (
 
 def erase_influencer(con: duckdb.DuckDBPyConnection, tenant_id: str, influencer_id: str) -> int:
     """Delete the influencer's events and everything derived from them; events erased."""
-    con.execute("BEGIN TRANSACTION")
-    try:
-        erased = _erase(con, tenant_id, influencer_id)
-        con.execute("COMMIT")
-    except Exception:
-        with contextlib.suppress(duckdb.Error):
-            con.execute("ROLLBACK")
-        raise
-    return erased
+    with transaction(con):
+        return _erase(con, tenant_id, influencer_id)
 
 
 def _erase(con: duckdb.DuckDBPyConnection, tenant_id: str, influencer_id: str) -> int:

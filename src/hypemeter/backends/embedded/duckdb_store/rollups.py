@@ -26,6 +26,7 @@ from dataclasses import dataclass
 import duckdb
 
 from hypemeter.backends.embedded.duckdb_store.hot import HotHours
+from hypemeter.backends.embedded.duckdb_store.transactions import transaction
 from hypemeter.clock import Clock
 from hypemeter.metrics.model import DAY_US, ENGAGEMENT, HOUR_US, MINUTE_US
 
@@ -166,21 +167,14 @@ def fold(
     Returns (events folded, partial rows written, the new watermark, the
     (tenant, influencer) pairs whose hourly rollups changed).
     """
-    con.execute("BEGIN TRANSACTION")
-    try:
+    with transaction(con):
         low = watermark(con)
         high_rows = con.execute("SELECT coalesce(max(seq), 0) FROM events").fetchall()
         high = int(high_rows[0][0]) if upto is None else min(upto, int(high_rows[0][0]))
         if high <= low:
-            con.execute("COMMIT")
             return 0, 0, low, set()
         counted, written, touched = _fold_range(con, low, high)
         con.execute("INSERT OR REPLACE INTO meta VALUES ('rollup_seq', ?)", [str(high)])
-        con.execute("COMMIT")
-    except Exception:
-        with contextlib.suppress(duckdb.Error):
-            con.execute("ROLLBACK")
-        raise
     return counted, written, high, touched
 
 
@@ -302,8 +296,7 @@ def compact(con: duckdb.DuckDBPyConnection, table: RollupTable) -> int:
     """Merge partial rows with equal keys and rewrite the table in query order; rows after."""
     keys = ", ".join(table.keys)
     merged = _merged(table, named=True)
-    con.execute("BEGIN TRANSACTION")
-    try:
+    with transaction(con):
         con.execute(
             f"CREATE OR REPLACE TEMP TABLE compacted AS SELECT {keys}, {merged} "
             f"FROM {table.name} GROUP BY ALL"
@@ -313,11 +306,6 @@ def compact(con: duckdb.DuckDBPyConnection, table: RollupTable) -> int:
             f"INSERT INTO {table.name} SELECT * FROM compacted ORDER BY {', '.join(table.order)}"
         ).fetchall()
         con.execute("DROP TABLE compacted")
-        con.execute("COMMIT")
-    except Exception:
-        with contextlib.suppress(duckdb.Error):
-            con.execute("ROLLBACK")
-        raise
     return int(rows[0][0]) if rows else 0
 
 
@@ -331,8 +319,7 @@ def rebuild(
     about ``chunk_events``; the hour, day and tenant-hour rollups are then summed once
     from the whole minute table, merged and in query order (no compaction after).
     """
-    con.execute("BEGIN TRANSACTION")
-    try:
+    with transaction(con):
         for table in TABLES:
             con.execute(f"DELETE FROM {table.name}")
         groups = con.execute(
@@ -351,11 +338,6 @@ def rebuild(
                 progress(done, total)
         _derive(con)
         con.execute("INSERT OR REPLACE INTO meta VALUES ('rollup_seq', ?)", [str(low)])
-        con.execute("COMMIT")
-    except BaseException:
-        with contextlib.suppress(duckdb.Error):
-            con.execute("ROLLBACK")
-        raise
     return done
 
 
