@@ -5,77 +5,47 @@ change made here."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 
 import pytest
 
+from hypemeter.backends.embedded.duckdb_store.database import DuckDBDatabase, StoreConfig
+from hypemeter.backends.embedded.duckdb_store.registry import DuckDBRegistryStore
 from hypemeter.clock import FixedClock
 from hypemeter.connectors.model import CONNECTOR
 from hypemeter.connectors.service import ConnectorService
 from hypemeter.errors import NotFound
+from hypemeter.metrics.model import DAY_US
 from hypemeter.registry.model import Content, Influencer, Kind, RegistryRecord
 from hypemeter.registry.service import RegistryService
 
 TENANT = "acme"
+NOW_US = 1_700_000_000_000_000
 
 
-class GatedStore:
-    """A registry store in a dict; a reload (every tenant's entities) can be held once
+class GatedStore(DuckDBRegistryStore):
+    """The embedded registry store; a reload (every tenant's entities) can be held once
     it has read the entities of ``held_kind``, before it has built anything from them."""
 
-    def __init__(self, held_kind: str = Kind.CONTENT.value) -> None:
-        self.records: dict[tuple[str, str, str], RegistryRecord] = {}
+    def __init__(self, path: Path, held_kind: str) -> None:
+        config = StoreConfig(
+            dedup_window_us=DAY_US,
+            dedup_memory_entries=1000,
+            queue_limit=10_000,
+            commit_max_events=10_000,
+            maintain_rollups=False,
+        )
+        super().__init__(DuckDBDatabase(path, clock=FixedClock(NOW_US), config=config))
         self.held_kind = held_kind
         self.hold = False
         self.reload_reading = asyncio.Event()
         self.let_go = asyncio.Event()
 
-    async def start(self) -> None:
-        return None
-
-    async def aclose(self) -> None:
-        return None
-
-    async def insert_entity(self, tenant_id: str, record: RegistryRecord) -> bool:
-        key = (tenant_id, record.kind, record.entity_id)
-        if key in self.records:
-            return False
-        self.records[key] = record
-        return True
-
-    async def update_entity(self, tenant_id: str, record: RegistryRecord) -> bool:
-        key = (tenant_id, record.kind, record.entity_id)
-        if key not in self.records:
-            return False
-        self.records[key] = record
-        return True
-
-    async def get_entity(self, tenant_id: str, kind: str, entity_id: str) -> RegistryRecord | None:
-        return self.records.get((tenant_id, kind, entity_id))
-
-    async def delete_entity(self, tenant_id: str, kind: str, entity_id: str) -> bool:
-        return self.records.pop((tenant_id, kind, entity_id), None) is not None
-
-    async def list_entities(
-        self,
-        tenant_id: str,
-        kind: str,
-        *,
-        tokens: Sequence[str],
-        search: str | None,
-        after: str | None,
-        limit: int,
-    ) -> list[RegistryRecord]:
-        raise NotImplementedError  # not used here
-
     async def all_entities(
         self, kind: str, tenant_id: str | None = None
     ) -> list[tuple[str, RegistryRecord]]:
-        found = [
-            (tenant, record)
-            for (tenant, record_kind, _), record in list(self.records.items())
-            if record_kind == kind and tenant_id in (None, tenant)
-        ]
+        found = await super().all_entities(kind, tenant_id)
         if tenant_id is None and kind == self.held_kind and self.hold:
             # What this reload read is from before the change the test makes next.
             self.hold = False
@@ -84,9 +54,26 @@ class GatedStore:
         return found
 
 
-async def test_a_reload_that_read_before_a_delete_does_not_bring_the_content_back() -> None:
-    store = GatedStore()
-    registry = RegistryService(store, FixedClock(1_700_000_000_000_000))
+@pytest.fixture
+async def gated(tmp_path: Path) -> AsyncIterator[Callable[[str], Awaitable[GatedStore]]]:
+    opened: list[GatedStore] = []
+
+    async def open_store(held_kind: str) -> GatedStore:
+        store = GatedStore(tmp_path / f"{held_kind}.duckdb", held_kind)
+        await store.start()
+        opened.append(store)
+        return store
+
+    yield open_store
+    for store in opened:
+        await store.aclose()
+
+
+async def test_a_reload_that_read_before_a_delete_does_not_bring_the_content_back(
+    gated: Callable[[str], Awaitable[GatedStore]],
+) -> None:
+    store = await gated(Kind.CONTENT.value)
+    registry = RegistryService(store, FixedClock(NOW_US))
     await registry.start()
     await registry.create(TENANT, Influencer(id="inf-ana", name="Ana"))
     await registry.create(TENANT, Content(id="post-1", platform="tiktok", influencer_id="inf-ana"))
@@ -106,8 +93,10 @@ async def test_a_reload_that_read_before_a_delete_does_not_bring_the_content_bac
     assert registry.directory(TENANT) is None
 
 
-async def test_a_reload_that_read_before_a_delete_does_not_bring_the_connector_back() -> None:
-    store = GatedStore(held_kind=CONNECTOR)
+async def test_a_reload_that_read_before_a_delete_does_not_bring_the_connector_back(
+    gated: Callable[[str], Awaitable[GatedStore]],
+) -> None:
+    store = await gated(CONNECTOR)
     # At time 0 an unknown connector id is not looked up again in the store (that
     # happens at most once a second): require() answers from memory alone.
     connectors = ConnectorService(store, None, None, FixedClock(0))  # type: ignore[arg-type]
