@@ -372,6 +372,53 @@ def test_phone_width_has_no_horizontal_scroll(dash: LiveServer, tab: Tab) -> Non
     assert tab.errors == []
 
 
+# WCAG 2 contrast of each element's own text against the first opaque background behind
+# it: [ratio, text, colour, background] for those under 4.5:1 (3:1 for large text).
+# Chart text is drawn in SVG by plotly and is not an HTML text node: left out.
+LOW_CONTRAST_JS = """() => {
+  const rgb = (c) => (c.match(/[\\d.]+/g) || []).map(Number);
+  const lum = ([r, g, b]) => [r, g, b].map((v) => {
+    v /= 255;
+    return v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4;
+  }).reduce((sum, v, i) => sum + v * [0.2126, 0.7152, 0.0722][i], 0);
+  const backdrop = (el) => {
+    for (let node = el; node; node = node.parentElement) {
+      const c = rgb(getComputedStyle(node).backgroundColor);
+      if (c.length === 3 || (c.length === 4 && c[3] > 0.99)) return c.slice(0, 3);
+    }
+    return [255, 255, 255];
+  };
+  const low = [];
+  for (const el of document.querySelectorAll("body *")) {
+    if (el.closest("svg, .js-plotly-plot")) continue;
+    const own = [...el.childNodes].some((n) => n.nodeType === 3 && n.textContent.trim());
+    const style = getComputedStyle(el);
+    if (!own || style.visibility === "hidden" || !el.getClientRects().length) continue;
+    const a = lum(rgb(style.color).slice(0, 3)), b = lum(backdrop(el));
+    const ratio = (Math.max(a, b) + 0.05) / (Math.min(a, b) + 0.05);
+    const size = parseFloat(style.fontSize), bold = Number(style.fontWeight) >= 700;
+    const large = size >= 24 || (bold && size >= 18.66);
+    if (ratio < (large ? 3 : 4.5)) {
+      low.push([Math.round(ratio * 100) / 100, el.textContent.trim().slice(0, 40),
+                style.color, backdrop(el).join(",")]);
+    }
+  }
+  return low;
+}"""
+
+
+def test_text_has_readable_contrast_on_every_page(dash: LiveServer, tab: Tab) -> None:
+    tab.page.goto(dash.url)
+    expect(tab.page.locator("#signin")).to_be_visible()
+    assert tab.page.evaluate(LOW_CONTRAST_JS) == [], "sign-in"
+    sign_in(tab, dash)
+    for name in PAGES:
+        if name != "overview":
+            tab.open(name)
+        assert tab.page.evaluate(LOW_CONTRAST_JS) == [], name
+    assert tab.errors == []
+
+
 def test_keyboard_reaches_every_page(dash: LiveServer, tab: Tab) -> None:
     page = tab.page
     sign_in(tab, dash)
