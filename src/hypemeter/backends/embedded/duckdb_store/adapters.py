@@ -397,6 +397,9 @@ class DuckDBMetricsStore(_Reads, _SharedFile):
         return maintainer is None or maintainer.wait_idle(timeout)
 
     async def rebuild(self, progress: Callable[[int, int], None]) -> int:
-        return await self._db.run(
-            lambda con: rollups.rebuild(con, progress, chunk_events=REBUILD_CHUNK_EVENTS)
-        )
+        def run(con: duckdb.DuckDBPyConnection) -> int:
+            # A fold committed while the rebuild runs would conflict with it on the watermark.
+            with self._db.folds_paused():
+                return rollups.rebuild(con, progress, chunk_events=REBUILD_CHUNK_EVENTS)
+
+        return await self._db.run(run)

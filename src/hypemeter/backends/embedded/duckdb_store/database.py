@@ -2,9 +2,13 @@
 
 DuckDB is synchronous and admits one writing process, so a single writer
 thread owns the connection and the event loop never blocks on it. Appends that
-queue up during a commit are committed together (group commit): one fsync
-acknowledges many requests, and every per-event step of the commit (hashing,
-filtering, inserting) runs in bulk inside DuckDB or numpy.
+queue up during a commit are committed together (group commit): one fsync of
+the ingest journal acknowledges many requests, and every per-event step
+(hashing, filtering, deriving deltas) runs in bulk in numpy or Arrow. The
+applier thread then inserts the journaled groups into DuckDB; every read first
+waits until DuckDB holds what was acknowledged before it started, so answers
+are the same as if the ack had waited for DuckDB (``journal.py`` says why it
+does not).
 """
 
 from __future__ import annotations
@@ -28,8 +32,11 @@ import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from hypemeter.backends.embedded.duckdb_store import snapshots
+from hypemeter.backends.embedded.duckdb_store.applier import Applier, Staged
 from hypemeter.backends.embedded.duckdb_store.erasure import erase_influencer
 from hypemeter.backends.embedded.duckdb_store.hot import HotHours
+from hypemeter.backends.embedded.duckdb_store.journal import Journal
 from hypemeter.backends.embedded.duckdb_store.queries import Horizon
 from hypemeter.backends.embedded.duckdb_store.rollups import RollupMaintainer
 from hypemeter.backends.embedded.duckdb_store.schema import EVENT_COLUMNS, migrate
@@ -79,6 +86,11 @@ class DuckDBDatabase:
             spill_dir=path.parent / f"{path.stem}.dedup",
         )
         self._snapshots = SnapshotState(SNAPSHOT_CACHE)
+        self._journal = Journal(path.parent / f"{path.stem}.journal")
+        self._applier: Applier | None = None
+        self._apply_con: duckdb.DuckDBPyConnection | None = None
+        # The last group acknowledged (journaled) and the last one DuckDB committed.
+        self._acked = 0
         self._seq = 0
         # Held while a commit becomes visible and ``_seq`` follows it, and while a
         # pinned read starts its snapshot: the pinned snapshot is exactly ``_seq``.
@@ -88,6 +100,8 @@ class DuckDBDatabase:
             self._commit,
             queue_limit=config.queue_limit,
             commit_max_events=config.commit_max_events,
+            barrier=self._drain,
+            closing=self._close_applier,
         )
         self._users = 0
         self._readers: queue.SimpleQueue[duckdb.DuckDBPyConnection] = queue.SimpleQueue()
@@ -144,12 +158,25 @@ class DuckDBDatabase:
         return self._clock.now_us()
 
     async def read(self, fn: Callable[[duckdb.DuckDBPyConnection], T]) -> T:
-        """Run a read-only query on a reader connection, concurrently with the writer."""
+        """Run a read-only query on a reader connection, concurrently with the writer.
+
+        It sees at least every event acknowledged before the call.
+        """
         if not self._users or self._pool is None:
             raise StoreUnavailable("the store is closed")
-        return await asyncio.get_running_loop().run_in_executor(self._pool, self._read, fn)
+        acked = self._acked
+        return await asyncio.get_running_loop().run_in_executor(self._pool, self._read, fn, acked)
 
-    def _read(self, fn: Callable[[duckdb.DuckDBPyConnection], T]) -> T:
+    def _wait_applied(self, acked: int) -> None:
+        if self._applier is not None:
+            self._applier.wait_applied(acked)
+
+    def _drain(self) -> None:
+        if self._applier is not None:
+            self._applier.drain()
+
+    def _read(self, fn: Callable[[duckdb.DuckDBPyConnection], T], acked: int) -> T:
+        self._wait_applied(acked)
         con = self._readers.get()
         try:
             return fn(con)
@@ -170,13 +197,15 @@ class DuckDBDatabase:
             self._pins = asyncio.Semaphore(max(1, self._config.query_threads // 2))
         loop = asyncio.get_running_loop()
         async with self._pins:
-            con, seq, watermark = await loop.run_in_executor(self._pool, self._pin)
+            acked = self._acked
+            con, seq, watermark = await loop.run_in_executor(self._pool, self._pin, acked)
             try:
                 yield con, seq, Horizon(watermark, seq <= watermark, seq)
             finally:
                 await loop.run_in_executor(self._pool, self._unpin, con)
 
-    def _pin(self) -> tuple[duckdb.DuckDBPyConnection, int, int]:
+    def _pin(self, acked: int) -> tuple[duckdb.DuckDBPyConnection, int, int]:
+        self._wait_applied(acked)
         con = self._readers.get()
         try:
             # DuckDB takes a transaction's snapshot when it first reads the database.
@@ -219,22 +248,29 @@ class DuckDBDatabase:
         """Delete one influencer's events, rollups and snapshot state; events erased."""
         return await self.run(lambda con: self._erase(con, tenant_id, influencer_id))
 
+    def folds_paused(self) -> contextlib.AbstractContextManager[object]:
+        """Hold the rollup maintainer between two steps (for work that rewrites rollups)."""
+        return self.maintainer.lock if self.maintainer is not None else contextlib.nullcontext()
+
     def _erase(self, con: duckdb.DuckDBPyConnection, tenant_id: str, influencer_id: str) -> int:
-        lock = self.maintainer.lock if self.maintainer is not None else contextlib.nullcontext()
-        with lock:
+        with self.folds_paused():
             erased = erase_influencer(con, tenant_id, influencer_id)
             self._snapshots.forget(tenant_id, influencer_id)
             if self.hot is not None:
                 self.hot.clear()  # read back whole by the maintainer's next step
+        # Every acknowledged group is in DuckDB (this runs behind the writer's barrier):
+        # the journal's copies of the erased events go too.
+        self._journal.purge()
         if self.maintainer is not None:
             self.maintainer.notify()
         return erased
 
     def queue_depth(self) -> int:
+        """Events waiting for their acknowledgement (not those waiting for DuckDB)."""
         return self._writer.pending_events
 
     def size_bytes(self) -> int:
-        total = 0
+        total = self._journal.size_bytes()
         for candidate in (self.path, self.path.with_name(self.path.name + ".wal")):
             with contextlib.suppress(FileNotFoundError):
                 total += candidate.stat().st_size
@@ -248,6 +284,7 @@ class DuckDBDatabase:
         con.execute("SET TimeZone = 'UTC'")
         con.execute(f"SET checkpoint_threshold = '{CHECKPOINT_THRESHOLD}'")
         migrate(con)
+        self._seq = self._acked = self._replay(con)
         for _ in range(self._config.query_threads):
             reader = con.cursor()
             reader.execute("SET TimeZone = 'UTC'")
@@ -264,12 +301,91 @@ class DuckDBDatabase:
                 fold_interval=self._config.fold_interval,
                 compact_min_rows=self._config.compact_min_rows,
             )
-        rows = con.execute("SELECT coalesce(max(seq), 0) FROM events").fetchall()
-        self._seq = int(rows[0][0])
         if self._config.restore_dedup:
             self._restore_index(con)
             self._snapshots.warm(con)
+        self._apply_con = con.cursor()
+        self._apply_con.execute("SET TimeZone = 'UTC'")
+        apply_con = self._apply_con
+        self._applier = Applier(
+            lambda batch: self._apply(apply_con, batch),
+            limit=self._config.queue_limit,
+            batch_events=self._config.commit_max_events,
+            applied=self._seq,
+        )
+        self._applier.start()
         return con
+
+    def _replay(self, con: duckdb.DuckDBPyConnection) -> int:
+        """Insert what the journal holds beyond DuckDB's last group; that group's seq."""
+        rows = con.execute(
+            "SELECT greatest((SELECT coalesce(max(seq), 0) FROM events), "
+            "(SELECT coalesce(max(value::BIGINT), 0) FROM meta WHERE key = 'journal_seq'))"
+        ).fetchall()
+        stored = int(rows[0][0])
+        self._journal.open()
+        batch: list[Staged] = []
+        replayed = 0
+        for record in self._journal.replay(stored):
+            batch.append(Staged(record.seq, record.now_us, record.rows))
+            replayed += record.rows.num_rows
+            if sum(s.rows.num_rows for s in batch) >= RESTORE_CHUNK:
+                stored = self._insert(con, batch)
+                batch = []
+        if batch:
+            stored = self._insert(con, batch)
+        self._journal.prepare()
+        if replayed:
+            log.info("ingest journal replayed", extra={"events": replayed, "seq": stored})
+        return stored
+
+    def _close_applier(self) -> None:
+        """On the writer thread, before it closes the connection."""
+        if self._applier is not None:
+            self._applier.stop()
+            self._applier = None
+        if self._apply_con is not None:
+            self._apply_con.close()
+            self._apply_con = None
+        self._journal.close()
+
+    def _apply(self, con: duckdb.DuckDBPyConnection, batch: list[Staged]) -> None:
+        """On the applier thread: commit journaled groups, then let the journal go."""
+        last = self._insert(con, batch)
+        self._journal.release(last)
+        self._journal.prepare()
+        for staged in batch:
+            if staged.snapshots is not None:
+                self._snapshots.saved(staged.snapshots)
+        if self.maintainer is not None:
+            self.maintainer.notify()
+
+    def _insert(self, con: duckdb.DuckDBPyConnection, batch: list[Staged]) -> int:
+        """Insert groups in one transaction and make them visible; the last seq."""
+        last = batch[-1].seq
+        con.execute("BEGIN TRANSACTION")
+        try:
+            for staged in batch:
+                if staged.rows.num_rows:
+                    con.register("staged", staged.rows)
+                    try:
+                        con.execute(
+                            f"INSERT INTO events ({EVENT_COLUMNS}, seq, ingested_at) "  # noqa: S608
+                            f"SELECT {EVENT_COLUMNS}, ?, make_timestamptz(?::BIGINT) FROM staged",
+                            [staged.seq, staged.now_us],
+                        )
+                    finally:
+                        con.unregister("staged")
+                if staged.snapshots is not None:
+                    snapshots.write(con, staged.snapshots, staged.seq)
+            con.execute("INSERT OR REPLACE INTO meta VALUES ('journal_seq', ?)", [str(last)])
+            with self._commit_lock:
+                con.execute("COMMIT")
+                self._seq = last
+        except Exception:
+            con.execute("ROLLBACK")
+            raise
+        return last
 
     def _restore_index(self, con: duckdb.DuckDBPyConnection) -> None:
         started = time.perf_counter()
@@ -293,9 +409,8 @@ class DuckDBDatabase:
         )
 
     def _commit(self, con: duckdb.DuckDBPyConnection, jobs: list[Append]) -> list[AppendResult]:
-        """Deduplicate, derive snapshot deltas and insert every job in one transaction."""
+        """Deduplicate, derive snapshot deltas and journal every job as one group."""
         now_us = self._clock.now_us()
-        seq = self._seq + 1
         incoming = _incoming(jobs)
         has_id = incoming.column("has_id").to_numpy(zero_copy_only=False).astype(np.bool_)
         fps = Fingerprints(_words(incoming, "fp_hi"), _words(incoming, "fp_lo"))
@@ -304,15 +419,8 @@ class DuckDBDatabase:
         staged = incoming.append_column("delta", pa.array(deltas, pa.float64()))
         if not keep.all():
             staged = staged.filter(pa.array(keep))
-        try:
-            self._write(con, staged, seq, now_us)
-        except Exception:
-            self._snapshots.rolled_back()
-            raise
-        self._snapshots.committed()
-        committed_us = self._clock.now_us()  # when the events became visible
-        if self.maintainer is not None:
-            self.maintainer.notify()
+        seq = self._journaled(staged, now_us)
+        committed_us = self._clock.now_us()  # when the events were acknowledged
         kept_ids = np.flatnonzero(keep & has_id)
         self._index.add(fps.take(kept_ids.tolist()), now_us)
         self._index.expire(now_us)
@@ -327,28 +435,25 @@ class DuckDBDatabase:
             kept += accepted
         return results
 
-    def _write(
-        self, con: duckdb.DuckDBPyConnection, staged: pa.Table, seq: int, now_us: int
-    ) -> None:
-        con.execute("BEGIN TRANSACTION")
+    def _journaled(self, staged: pa.Table, now_us: int) -> int:
+        """Make a group durable and hand it to the applier; its seq."""
+        due = self._snapshots.due(now_us)
+        if not staged.num_rows and due is None:
+            self._snapshots.committed()
+            return self._acked  # nothing to store: every event was a duplicate
+        if self._applier is None:
+            raise StoreUnavailable("the store is closed")
+        self._applier.check()  # refuse before journaling what DuckDB could not take
+        seq = self._acked + 1
         try:
-            if staged.num_rows:
-                con.register("staged", staged)
-                try:
-                    con.execute(
-                        f"INSERT INTO events ({EVENT_COLUMNS}, seq, ingested_at) "  # noqa: S608
-                        f"SELECT {EVENT_COLUMNS}, ?, make_timestamptz(?::BIGINT) FROM staged",
-                        [seq, now_us],
-                    )
-                finally:
-                    con.unregister("staged")
-            self._snapshots.save(con, seq=seq, now_us=now_us)
-            with self._commit_lock:
-                con.execute("COMMIT")
-                self._seq = seq
+            self._journal.append(seq, now_us, staged)
         except Exception:
-            con.execute("ROLLBACK")
+            self._snapshots.rolled_back()
             raise
+        self._snapshots.committed()
+        self._acked = seq
+        self._applier.submit(Staged(seq, now_us, staged, due))
+        return seq
 
     def _dedup(self, fps: Fingerprints, has_id: npt.NDArray[np.bool_]) -> npt.NDArray[np.bool_]:
         """Keep mask: an id already in the window, or earlier in this group, is a duplicate."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import queue
 from collections import OrderedDict
 
 import duckdb
@@ -21,10 +22,11 @@ class SnapshotState:
     """A bounded cache of readings over the ``snapshot_state`` table.
 
     Changes of one group commit are staged in an overlay and merged into the
-    cache only after the commit succeeds. The table is written lazily (``save``
-    decides when), with the last event ``seq`` it covers; at start-up the
-    snapshot events after that seq are replayed, so the raw events stay the
-    source of truth. Owned by the writer thread.
+    cache only after the group is journaled. The table is written lazily (``due``
+    decides when, ``write`` does it on the applier thread), with the last event
+    ``seq`` it covers; at start-up the snapshot events after that seq are
+    replayed, so the raw events stay the source of truth. Owned by the writer
+    thread, except ``write`` and ``saved``.
     """
 
     def __init__(self, capacity: int, *, flush_every_us: int = FLUSH_EVERY_US) -> None:
@@ -37,7 +39,8 @@ class SnapshotState:
         self._dirty: dict[SnapshotKey, Reading] = {}
         self._flush_every_us = flush_every_us
         self._flushed_at_us = 0
-        self._flushing = False  # this transaction writes the pending readings
+        # Readings the applier thread has written to the table, for ``_settle``.
+        self._saved: queue.SimpleQueue[dict[SnapshotKey, Reading]] = queue.SimpleQueue()
 
     def warm(self, con: duckdb.DuckDBPyConnection) -> None:
         """Load the table (when it fits) and replay snapshot events it does not cover."""
@@ -72,35 +75,26 @@ class SnapshotState:
             self.overlay[key] = state
         return deltas
 
-    def save(self, con: duckdb.DuckDBPyConnection, *, seq: int, now_us: int) -> None:
-        """Inside the caller's transaction, write what is pending, now and then.
+    def due(self, now_us: int) -> dict[SnapshotKey, Reading] | None:
+        """The readings the table lacks, when it is time to write them (with this group).
 
-        Writing every commit would cost an upsert per group; a crash in between
-        is covered by the replay in ``warm``.
+        Writing every group would cost an upsert per commit; a crash in between is
+        covered by the replay in ``warm``.
         """
+        self._settle()
         pending = {**self._dirty, **self.overlay}
         due = now_us - self._flushed_at_us >= self._flush_every_us or len(pending) >= FLUSH_KEYS
         if not pending or not due:
-            return
-        keys = list(pending)
-        columns = {name: pa.array([k[n] for k in keys], _STR) for n, name in enumerate(KEY_COLUMNS)}
-        columns["last_ts_us"] = pa.array([pending[k].ts_us for k in keys], pa.int64())
-        columns["last_value"] = pa.array([pending[k].value for k in keys], pa.float64())
-        con.register("snapshot_changes", pa.table(columns))
-        try:
-            con.execute("INSERT OR REPLACE INTO snapshot_state SELECT * FROM snapshot_changes")
-        finally:
-            con.unregister("snapshot_changes")
-        con.execute("INSERT OR REPLACE INTO meta VALUES ('snapshot_seq', ?)", [str(seq)])
-        self._flushing = True
+            return None
         self._flushed_at_us = now_us
+        return pending
+
+    def saved(self, readings: dict[SnapshotKey, Reading]) -> None:
+        """The table now holds these readings (called on the thread that committed them)."""
+        self._saved.put(readings)
 
     def committed(self) -> None:
-        if self._flushing:
-            self._dirty = {}  # the transaction wrote every pending reading
-            self._flushing = False
-        else:
-            self._dirty.update(self.overlay)
+        self._dirty.update(self.overlay)
         for key, reading in self.overlay.items():
             self._cache[key] = reading
             self._cache.move_to_end(key)
@@ -116,7 +110,17 @@ class SnapshotState:
 
     def rolled_back(self) -> None:
         self.overlay = {}
-        self._flushing = False
+
+    def _settle(self) -> None:
+        """Readings the table now holds stop being dirty (unless a newer one came since)."""
+        while True:
+            try:
+                readings = self._saved.get_nowait()
+            except queue.Empty:
+                return
+            for key, reading in readings.items():
+                if self._dirty.get(key) == reading:
+                    del self._dirty[key]
 
     def _load(self, con: duckdb.DuckDBPyConnection, keys: list[SnapshotKey]) -> None:
         if self._complete:
@@ -145,3 +149,17 @@ class SnapshotState:
             if key not in self._dirty:
                 del self._cache[key]
                 self._complete = False
+
+
+def write(con: duckdb.DuckDBPyConnection, readings: dict[SnapshotKey, Reading], seq: int) -> None:
+    """Inside the caller's transaction: upsert these readings, covering events up to ``seq``."""
+    keys = list(readings)
+    columns = {name: pa.array([k[n] for k in keys], _STR) for n, name in enumerate(KEY_COLUMNS)}
+    columns["last_ts_us"] = pa.array([readings[k].ts_us for k in keys], pa.int64())
+    columns["last_value"] = pa.array([readings[k].value for k in keys], pa.float64())
+    con.register("snapshot_changes", pa.table(columns))
+    try:
+        con.execute("INSERT OR REPLACE INTO snapshot_state SELECT * FROM snapshot_changes")
+    finally:
+        con.unregister("snapshot_changes")
+    con.execute("INSERT OR REPLACE INTO meta VALUES ('snapshot_seq', ?)", [str(seq)])

@@ -75,9 +75,14 @@ class WriterThread:
         *,
         queue_limit: int,
         commit_max_events: int,
+        barrier: Callable[[], None] | None = None,
+        closing: Callable[[], None] | None = None,
     ) -> None:
         self._connect = connect
         self._commit = commit
+        # Run before each Call (so it sees every acknowledged append) and before closing.
+        self._barrier = barrier
+        self._closing = closing
         self._queue: queue.SimpleQueue[Job] = queue.SimpleQueue()
         self._queue_limit = queue_limit
         self._commit_max = commit_max_events
@@ -130,6 +135,8 @@ class WriterThread:
             jobs = [self._queue.get()]
             jobs.extend(self._drain())
             stopping = self._process(jobs)
+        if self._closing is not None:
+            self._closing()
         self.connection.close()
 
     def _drain(self) -> list[Job]:
@@ -165,6 +172,8 @@ class WriterThread:
     def _run_call(self, job: Call) -> None:
         assert self.connection is not None
         try:
+            if self._barrier is not None:
+                self._barrier()
             resolve(job.future, job.fn(self.connection))
         except Exception as exc:
             resolve(job.future, error=exc)

@@ -1,0 +1,131 @@
+"""The applier thread: inserts journaled groups into DuckDB, behind the acknowledgements.
+
+The writer thread acknowledges a group once the journal holds it and hands it
+here. This thread commits the groups waiting, in seq order, several to a
+transaction; while DuckDB checkpoints, only this thread waits. Readers that
+must see every acknowledged event wait for ``applied`` to reach the seq they
+were acknowledged (``wait_applied``). The backlog is bounded: the writer thread
+stops acknowledging once ``limit`` events wait here, so ingest sheds with 429s.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pyarrow as pa
+
+from hypemeter.errors import StoreUnavailable
+
+log = logging.getLogger("hypemeter.store")
+Snapshots = dict[Any, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Staged:
+    """One acknowledged group: its rows, and the snapshot readings due to be saved."""
+
+    seq: int
+    now_us: int
+    rows: pa.Table
+    snapshots: Snapshots | None = None
+
+
+class Applier:
+    """Runs ``apply(batch)`` for queued groups on its own thread, in order."""
+
+    def __init__(
+        self,
+        apply: Callable[[list[Staged]], None],
+        *,
+        limit: int,
+        batch_events: int,
+        applied: int,
+    ) -> None:
+        self._apply = apply
+        self._limit = limit
+        self._batch_events = batch_events
+        self._queue: deque[Staged] = deque()
+        self._backlog = 0
+        self._changed = threading.Condition()
+        self._stopping = False
+        self._failure: BaseException | None = None
+        self.applied = applied
+        self.submitted = applied
+        self._thread = threading.Thread(target=self._run, name="hypemeter-apply", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def submit(self, staged: Staged) -> None:
+        """Queue a journaled group; blocks while the backlog is over its limit."""
+        with self._changed:
+            while self._backlog > self._limit and self._failure is None:
+                self._changed.wait()
+            self._raise_failure()
+            self._queue.append(staged)
+            self._backlog += staged.rows.num_rows
+            self.submitted = staged.seq
+            self._changed.notify_all()
+
+    def wait_applied(self, seq: int) -> None:
+        """Block until DuckDB has committed every group up to ``seq``."""
+        with self._changed:
+            while self.applied < seq and self._failure is None:
+                self._changed.wait()
+            self._raise_failure()
+
+    def drain(self) -> None:
+        self.wait_applied(self.submitted)
+
+    def stop(self) -> None:
+        """Apply what is queued, then end the thread."""
+        with self._changed:
+            self._stopping = True
+            self._changed.notify_all()
+        if self._thread.is_alive():
+            self._thread.join()
+
+    def check(self) -> None:
+        """Raise StoreUnavailable once applying has failed."""
+        with self._changed:
+            self._raise_failure()
+
+    def _raise_failure(self) -> None:
+        if self._failure is not None:
+            raise StoreUnavailable(f"the store could not apply the journal: {self._failure}")
+
+    def _run(self) -> None:
+        while True:
+            with self._changed:
+                while not self._queue and not self._stopping:
+                    self._changed.wait()
+                if not self._queue:
+                    return
+                batch = self._take()
+            try:
+                self._apply(batch)
+            except Exception as exc:
+                # The groups stay in the journal; a restart replays them.
+                log.exception("applying %d journaled groups to DuckDB failed", len(batch))
+                with self._changed:
+                    self._failure = exc
+                    self._changed.notify_all()
+                return
+            with self._changed:
+                self.applied = batch[-1].seq
+                self._backlog -= sum(s.rows.num_rows for s in batch)
+                self._changed.notify_all()
+
+    def _take(self) -> list[Staged]:
+        batch = [self._queue.popleft()]
+        events = batch[0].rows.num_rows
+        while self._queue and events < self._batch_events:
+            staged = self._queue.popleft()
+            batch.append(staged)
+            events += staged.rows.num_rows
+        return batch
