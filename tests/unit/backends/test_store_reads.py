@@ -169,3 +169,27 @@ async def test_groups_duckdb_never_got_are_replayed_at_the_next_start(
         await events.aclose()
         await metrics.aclose()
     assert stored_values(path) == {"a": 3.0, "b": 5.0, "c": 7.0, "d": 1.0}
+
+
+async def test_an_erasure_leaves_no_copy_of_the_erased_events_in_the_journal(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "hypemeter.duckdb"
+    db, events, metrics = open_store(path)
+    await events.start()
+    await metrics.start()
+    try:
+        await events.append("acme", batch(likes("erased-event-1", 3), likes("erased-event-2", 4)))
+        journal = b"".join(p.read_bytes() for p in (tmp_path / "hypemeter.journal").iterdir())
+        assert b"erased-event-1" in journal  # acknowledged through the journal
+
+        assert await db.erase_influencer("acme", "inf-1") == 2
+        journal = b"".join(p.read_bytes() for p in (tmp_path / "hypemeter.journal").iterdir())
+        assert b"erased-event" not in journal
+        assert await total(metrics, QUERY) == 0
+        await events.append("acme", batch(likes("later", 5)))
+        assert await total(metrics, QUERY) == 5
+    finally:
+        await events.aclose()
+        await metrics.aclose()
+    assert stored_values(path) == {"later": 5.0}
