@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import numpy as np
 import pytest
 
 from hypemeter.backends.embedded.duckdb_store import DuckDBDatabase, StoreConfig
@@ -18,6 +19,7 @@ from hypemeter.backends.embedded.duckdb_store.adapters import (
     DuckDBEventStore,
     DuckDBMetricsStore,
 )
+from hypemeter.backends.embedded.duckdb_store.hot import HourSeries
 from hypemeter.backends.ports import CounterQuery, Filters
 from hypemeter.clock import FixedClock
 from hypemeter.errors import StoreUnavailable
@@ -193,3 +195,87 @@ async def test_an_erasure_leaves_no_copy_of_the_erased_events_in_the_journal(
         await events.aclose()
         await metrics.aclose()
     assert stored_values(path) == {"later": 5.0}
+
+
+def hour_rows(entry: HourSeries) -> set[tuple[str, str | None, str, int, float, int]]:
+    """An entry's rows by name, whatever its codes."""
+
+    def name(vocabulary: list[str], code: int) -> str | None:
+        return None if code < 0 else vocabulary[code]
+
+    return {
+        (
+            str(name(entry.platforms, p)),
+            name(entry.campaigns, c),
+            str(name(entry.metrics, m)),
+            int(b),
+            float(t),
+            int(n),
+        )
+        for p, c, m, b, t, n in zip(
+            entry.platform.tolist(),
+            entry.campaign.tolist(),
+            entry.metric.tolist(),
+            entry.bucket.tolist(),
+            entry.total.tolist(),
+            entry.events.tolist(),
+            strict=True,
+        )
+    }
+
+
+async def test_the_hot_index_loaded_whole_equals_entries_read_one_by_one(
+    tmp_path: Path,
+) -> None:
+    db, events, metrics = open_store(tmp_path / "hypemeter.duckdb")
+    await events.start()
+    await metrics.start()
+    at = from_epoch_us(NOW_US - 2 * HOUR_US)
+    sample = [
+        EventIn(influencer_id="inf-1", platform="x", metric="shares", value=2, ts=at),
+        EventIn(influencer_id="inf-2", platform="tiktok", metric="views", value=9, ts=at),
+        EventIn(influencer_id="inf-2", platform="youtube", metric="comments", ts=at),
+        EventIn(influencer_id="inf-2", platform="tiktok", metric="likes", campaign_id="c-9", ts=at),
+        likes("a", 3),
+    ]
+    try:
+        await events.append("acme", batch(*sample))
+        assert metrics.wait_folded()
+        hot = db.hot
+        assert hot is not None
+
+        def compare() -> None:
+            con = db._readers.get()
+            try:
+                hot.load_all(con, NOW_US)
+                whole = {k: hot.get(con, "acme", k, NOW_US) for k in ("inf-1", "inf-2")}
+                hot.evict([("acme", "inf-1"), ("acme", "inf-2")])
+                single = {k: hot.get(con, "acme", k, NOW_US) for k in ("inf-1", "inf-2")}
+            finally:
+                db._readers.put(con)
+            for key, loaded in whole.items():
+                read = single[key]
+                assert loaded is not None and read is not None
+                assert hour_rows(loaded) == hour_rows(read)
+                assert (np.diff(loaded.metric) >= 0).all()  # sorted by metric name
+                sums = {
+                    "start_us": NOW_US - 3 * HOUR_US,
+                    "end_us": NOW_US + HOUR_US,
+                    "metrics": ["likes", "views", "shares", "comments"],
+                    "platform": None,
+                    "campaign": None,
+                    "origin_us": NOW_US - 3 * HOUR_US,
+                    "grain_us": HOUR_US,
+                    "buckets": 4,
+                }
+                assert loaded.matrix(**sums)[0].tolist() == read.matrix(**sums)[0].tolist()
+            assert {r[2] for r in hour_rows(whole["inf-2"])} == {"views", "comments", "likes"}
+            assert {r[1] for r in hour_rows(whole["inf-2"])} == {
+                "",
+                "c-9",
+            }  # the rollups keep no campaign as ""
+
+        await asyncio.to_thread(compare)
+    finally:
+        await events.aclose()
+        await metrics.aclose()

@@ -388,11 +388,12 @@ class DuckDBMetricsStore(_Reads, _SharedFile):
         await self._db.run(write)
 
     def folded(self) -> bool:
-        """Whether every committed event is folded into the rollups, without causing a fold."""
-        return self._db.horizon().complete
+        """Whether every acknowledged event is folded into the rollups, without causing a fold."""
+        return self._db.applied() and self._db.horizon().complete
 
     def wait_folded(self, timeout: float = 30.0) -> bool:
-        """Block until every committed event is folded into the rollups (tests, benchmarks)."""
+        """Block until every acknowledged event is folded into the rollups (tests, benchmarks)."""
+        self._db.wait_applied()
         maintainer = self._db.maintainer
         return maintainer is None or maintainer.wait_idle(timeout)
 

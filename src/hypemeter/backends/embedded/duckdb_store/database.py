@@ -167,6 +167,14 @@ class DuckDBDatabase:
         acked = self._acked
         return await asyncio.get_running_loop().run_in_executor(self._pool, self._read, fn, acked)
 
+    def applied(self) -> bool:
+        """Whether DuckDB holds every acknowledged group."""
+        return self._seq >= self._acked
+
+    def wait_applied(self) -> None:
+        """Block until DuckDB holds every group acknowledged so far."""
+        self._wait_applied(self._acked)
+
     def _wait_applied(self, acked: int) -> None:
         if self._applier is not None:
             self._applier.wait_applied(acked)

@@ -108,6 +108,23 @@ class HourSeries:
             )
         return rows, len(picked)
 
+    def rows(self, first: int, last: int) -> HourSeries:
+        """Rows ``first`` to ``last`` (views), with the same vocabularies."""
+        cut = slice(first, last)
+        return HourSeries(
+            self.watermark,
+            self.since_us,
+            self.platforms,
+            self.campaigns,
+            self.metrics,
+            self.platform[cut],
+            self.campaign[cut],
+            self.metric[cut],
+            self.bucket[cut],
+            self.total[cut],
+            self.events[cut],
+        )
+
     def matrix(
         self,
         *,
@@ -184,10 +201,11 @@ class HotHours:
             changed = pc.not_equal(owner.slice(1), owner.slice(0, len(owner) - 1))
             starts = [0, *(np.flatnonzero(changed.to_numpy(zero_copy_only=False)) + 1).tolist()]
             starts.append(table.num_rows)
+            # Encoded and converted once for the whole table; each entry holds slices.
+            whole = _series(table, watermark, since)
             for first, last in itertools.pairwise(starts):
                 tenant, influencer = owner[first].as_py().split("\x00", 1)
-                part = table.slice(first, last - first)
-                entries[(tenant, influencer)] = _series(part, watermark, since)
+                entries[(tenant, influencer)] = whole.rows(first, last)
         with self._lock:
             self._entries = entries
             self.loaded = True
@@ -235,11 +253,11 @@ class HotHours:
 
 
 def _codes(column: pa.ChunkedArray) -> tuple[list[str], npt.NDArray[np.int32]]:
-    encoded = pc.dictionary_encode(column.combine_chunks())
-    return (
-        encoded.dictionary.to_pylist(),
-        np.asarray(encoded.indices.to_numpy(zero_copy_only=False), dtype=np.int32),
-    )
+    """The distinct values in name order, and each row's index among them (-1 for null)."""
+    values = column.combine_chunks()
+    vocabulary = sorted(pc.unique(values).drop_null().to_pylist())
+    codes = pc.fill_null(pc.index_in(values, value_set=pa.array(vocabulary, values.type)), -1)
+    return vocabulary, np.asarray(codes.to_numpy(zero_copy_only=False), dtype=np.int32)
 
 
 def _series(table: pa.Table, watermark: int, since_us: int) -> HourSeries:

@@ -465,13 +465,15 @@ class RollupMaintainer:
             self._busy = True
         try:
             with self.lock:
+                if self._hot is not None and self._clock is not None and self._hot.stale:
+                    # A quiet moment: read every changed influencer back in one go, before
+                    # compacting (influencer queries are served from the index; compaction
+                    # changes no sum, so the entries stay valid).
+                    self._hot.load_all(self._con, self._clock.now_us())
                 for table in TABLES:
                     if self._partials.get(table.name):
                         self._sizes[table.name] = compact(self._con, table)
                         self._partials[table.name] = 0
-                if self._hot is not None and self._clock is not None and self._hot.stale:
-                    # A quiet moment: read every changed influencer back in one go.
-                    self._hot.load_all(self._con, self._clock.now_us())
         except duckdb.Error:
             log.exception("compacting the rollups failed; will retry")
         finally:
