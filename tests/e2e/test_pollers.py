@@ -554,8 +554,9 @@ def test_youtube_stops_at_its_daily_units(polled: Callable[..., Polled]) -> None
     status = env.polling(connector)
     assert status["quota_left"] == 0 and status["calls"] == 3
     assert status["paused_credentials"] == 0  # out of units, not paused by the platform
-    # The reading paid for is stored at once; the channels call waits for the reset.
-    assert env.totals(influencer, ["likes", "views"]) == {"likes": 8, "views": 80}
+    # The reading paid for is stored (the poller ingests it after the call the fake
+    # server recorded: wait for it); the channels call waits for the reset.
+    env.wait_totals(influencer, {"likes": 8, "views": 80})
 
 
 # -- 6. X rate headers ------------------------------------------------------------------
