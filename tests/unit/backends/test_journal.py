@@ -101,3 +101,16 @@ def test_purge_removes_every_record(tmp_path: Path) -> None:
     journal.close()
     assert list(tmp_path.glob("*.journal")) == []
     assert reopened(tmp_path, 0) == []
+
+
+def test_reusing_segments_leaves_no_file_open_but_the_current_one(tmp_path: Path) -> None:
+    journal = Journal(tmp_path, segment_bytes=4096)
+    journal.open()
+    journal.replay(0)
+    fds = Path("/proc/self/fd")
+    before = len(list(fds.iterdir()))
+    for seq in range(1, 61):
+        journal.append(seq, seq, rows(seq, 8))
+        journal.release(seq - 1)
+    assert len(list(fds.iterdir())) <= before + 1
+    journal.close()

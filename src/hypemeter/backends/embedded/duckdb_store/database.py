@@ -333,13 +333,14 @@ class DuckDBDatabase:
         stored = int(rows[0][0])
         self._journal.open()
         batch: list[Staged] = []
-        replayed = 0
+        replayed = pending = 0
         for record in self._journal.replay(stored):
             batch.append(Staged(record.seq, record.now_us, record.rows))
             replayed += record.rows.num_rows
-            if sum(s.rows.num_rows for s in batch) >= RESTORE_CHUNK:
+            pending += record.rows.num_rows
+            if pending >= RESTORE_CHUNK:
                 stored = self._insert(con, batch)
-                batch = []
+                batch, pending = [], 0
         if batch:
             stored = self._insert(con, batch)
         self._journal.prepare()

@@ -166,6 +166,7 @@ class Journal:
         if current is not None and self._offset + size <= current.size:
             return current
         if current is not None:
+            _close(current)  # written out: nothing more goes into it until it is reused
             self._full.append(current)
             self._next_size = min(self._segment_bytes, max(self._next_size, 2 * current.size))
         fits = [s for s in self._free if s.size >= size]
