@@ -236,6 +236,12 @@ def bucket_starts(time_range: TimeRange, grain: Grain) -> list[int]:
     return list(range(floor_to(time_range.start_us, grain.us), time_range.end_us, grain.us))
 
 
+@functools.lru_cache(maxsize=256)
+def bucket_labels(time_range: TimeRange, grain: Grain) -> tuple[str, ...]:
+    """``format_instant`` of every bucket start; series over one range share it."""
+    return tuple(format_instant(b) for b in bucket_starts(time_range, grain))
+
+
 # -- metrics ---------------------------------------------------------------------
 
 ENGAGEMENT = ("likes", "comments", "shares", "saves")
@@ -460,19 +466,30 @@ class Columns:
         return dict(zip(self.keys, (column[index] for column in self.columns), strict=True))
 
     def json(self) -> bytes:
-        template = b"{" + b",".join(b"%s:%%b" % _JSON(k) for k in self.keys) + b"}"
-        cells = [_json_cells(column) for column in self.columns]
-        return b"[" + b",".join(template % row for row in zip(*cells, strict=True)) + b"]"
+        rows = len(self)
+        if not rows:
+            return b"[]"
+        # Key prefixes and cells interleaved in one list, joined once: no per-row formatting.
+        width = 2 * len(self.keys)
+        parts: list[bytes] = [b""] * (rows * width)
+        for i, (key, column) in enumerate(zip(self.keys, self.columns, strict=True)):
+            parts[2 * i :: width] = [(b"},{" if i == 0 else b",") + _JSON(key) + b":"] * rows
+            parts[2 * i + 1 :: width] = _json_cells(column)
+        parts[0] = b"[{" + _JSON(self.keys[0]) + b":"
+        return b"".join(parts) + b"}]"
 
 
 _JSON = msgspec.json.encode
 
 
 def _json_cells(column: Sequence[Any]) -> list[bytes]:
-    """Each value's JSON; split from one encoded array when no value holds a comma."""
-    if any(isinstance(v, str) and "," in v for v in column):
-        return [_JSON(v) for v in column]
-    return _JSON(column)[1:-1].split(b",") if len(column) else []
+    """Each value's JSON: one encoded array split at its commas when none is inside a value."""
+    if not len(column):
+        return []
+    encoded = _JSON(column)
+    if encoded.count(b",") == len(column) - 1:
+        return encoded[1:-1].split(b",")
+    return [_JSON(v) for v in column]
 
 
 def plain_column(values: npt.NDArray[np.float64]) -> list[float | int | None]:

@@ -57,7 +57,7 @@ class SeriesQuery:
     format: str | None
 
 
-def series_query(
+async def series_query(
     start: Start = None,
     end: End = None,
     period: Period = None,

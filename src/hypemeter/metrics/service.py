@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,6 +37,7 @@ from hypemeter.metrics.model import (
     Grain,
     MetricPlan,
     TimeRange,
+    bucket_labels,
     bucket_starts,
     ceil_to,
     choose_grain,
@@ -359,7 +360,7 @@ class MetricsService:
         if matrix is not None:
             # Column by column: no object per bucket and metric.
             stats.rows_read += matrix.rows_read
-            columns: list[list[Any]] = [[format_instant(b) for b in buckets]]
+            columns: list[Sequence[Any]] = [bucket_labels(time_range, grain)]
             columns += [column_values(n, matrix.values, len(buckets)) for n in plan.names]
             series: list[dict[str, Any]] | Columns = Columns(("ts", *plan.names), columns)
             total = Frame()

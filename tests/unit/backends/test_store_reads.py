@@ -14,7 +14,7 @@ import duckdb
 import numpy as np
 import pytest
 
-from hypemeter.backends.embedded.duckdb_store import DuckDBDatabase, StoreConfig
+from hypemeter.backends.embedded.duckdb_store import DuckDBDatabase, StoreConfig, queries
 from hypemeter.backends.embedded.duckdb_store.adapters import (
     DuckDBEventStore,
     DuckDBMetricsStore,
@@ -25,6 +25,7 @@ from hypemeter.clock import FixedClock
 from hypemeter.errors import StoreUnavailable
 from hypemeter.events.batch import EventBatch
 from hypemeter.events.model import EventIn, from_epoch_us, to_epoch_us
+from hypemeter.metrics.model import Grain
 
 NOW_US = 1_795_183_200_000_000  # 2026-11-20T14:00:00Z
 HOUR_US = 3_600_000_000
@@ -276,6 +277,56 @@ async def test_the_hot_index_loaded_whole_equals_entries_read_one_by_one(
             }  # the rollups keep no campaign as ""
 
         await asyncio.to_thread(compare)
+    finally:
+        await events.aclose()
+        await metrics.aclose()
+
+
+async def test_a_matrix_summed_on_the_event_loop_matches_the_tables_and_misses_no_commit(
+    tmp_path: Path,
+) -> None:
+    db, events, metrics = open_store(tmp_path / "hypemeter.duckdb")
+    await events.start()
+    await metrics.start()
+    hourly = CounterQuery(
+        NOW_US - 3 * HOUR_US, NOW_US + HOUR_US, ("likes", "views"), Filters("inf-1"), (), Grain.HOUR
+    )
+    early = from_epoch_us(NOW_US - 2 * HOUR_US + 5)
+    try:
+        await events.append(
+            "acme",
+            batch(
+                likes("a", 3),
+                EventIn(influencer_id="inf-1", platform="x", metric="views", value=7, ts=early),
+                EventIn(influencer_id="inf-2", platform="x", metric="likes", value=50, ts=early),
+            ),
+        )
+        assert metrics.wait_folded()
+        hot = db.hot
+        assert hot is not None
+        answer = await metrics.counter_matrix("acme", hourly)  # reads the entry in
+        assert answer is not None
+        assert {m: v.tolist() for m, v in answer.values.items()} == {
+            "likes": [0.0, 0.0, 3.0, 0.0],
+            "views": [0.0, 7.0, 0.0, 0.0],
+        }
+        # The index now holds everything committed: answered without a query thread.
+        horizon = db.applied_horizon()
+        assert horizon is not None
+        cached = queries.cached_matrix("acme", hourly, horizon, hot)
+        assert cached is not None
+        assert {m: v.tolist() for m, v in cached.values.items()} == {
+            m: v.tolist() for m, v in answer.values.items()
+        }
+        # A commit the index does not hold yet: the event loop leaves it to SQL.
+        await events.append("acme", batch(likes("b", 4)))
+        db.wait_applied()
+        horizon = db.applied_horizon()
+        assert horizon is not None
+        assert queries.cached_matrix("acme", hourly, horizon, hot) is None
+        answer = await metrics.counter_matrix("acme", hourly)
+        assert answer is not None
+        assert answer.values["likes"].tolist() == [0.0, 0.0, 7.0, 0.0]
     finally:
         await events.aclose()
         await metrics.aclose()

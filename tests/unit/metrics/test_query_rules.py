@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hypemeter.errors import InvalidInput
@@ -14,6 +16,7 @@ from hypemeter.metrics.model import (
     HOUR_US,
     MINUTE_US,
     AccountReadings,
+    Columns,
     Frame,
     Grain,
     TimeRange,
@@ -210,3 +213,26 @@ def test_plain_numbers() -> None:
     assert plain_number(3.0) == 3 and isinstance(plain_number(3.0), int)
     assert plain_number(2.5) == 2.5
     assert plain_number(None) is None
+
+
+cells = st.one_of(
+    st.none(),
+    st.integers(min_value=-(2**53), max_value=2**53),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.text(max_size=6),  # commas, quotes and escapes included
+    st.lists(st.text(alphabet=',a"', max_size=3), max_size=3),
+)
+
+
+@settings(deadline=None)  # the first example pays for warming the encoder
+@given(
+    st.integers(min_value=0, max_value=6).flatmap(
+        lambda rows: st.lists(st.lists(cells, min_size=rows, max_size=rows), min_size=1, max_size=4)
+    )
+)
+def test_columns_encode_the_rows_they_hold(columns: list[list[object]]) -> None:
+    keys = [f"k{i}," for i in range(len(columns))]
+    table = Columns(keys, columns)
+    assert json.loads(table.json()) == [
+        dict(zip(keys, row, strict=True)) for row in zip(*columns, strict=True)
+    ]

@@ -342,6 +342,13 @@ class DuckDBMetricsStore(_Reads, _SharedFile):
         hot = self._db.hot
         if hot is None or not hot.loaded or query.filters.influencer_id is None:
             return None
+        horizon = self._db.applied_horizon()
+        if horizon is not None:
+            # Summed right here when the index holds every committed event: handing
+            # these microseconds of numpy to a query thread costs more (GIL hand-offs).
+            found = queries.cached_matrix(tenant_id, query, horizon, hot)
+            if found is not None:
+                return found
         return await self._db.read(
             lambda con: queries.hot_matrix(
                 con, tenant_id, query, self._db.horizon(), hot, self._db.now_us()
@@ -349,9 +356,15 @@ class DuckDBMetricsStore(_Reads, _SharedFile):
         )
 
     async def trending(self, tenant_id: str, query: TrendingQuery) -> Answer[TrendingRow]:
-        return await self._db.read(
-            lambda con: queries.trending(con, tenant_id, query, self._db.horizon())
-        )
+        def run(con: duckdb.DuckDBPyConnection) -> Answer[TrendingRow]:
+            horizon = self._db.horizon()
+            engagement = self._db.engagement
+            entry = None if engagement is None else engagement.get(tenant_id, horizon.committed)
+            if entry is not None and query.start_us >= entry.since_us:
+                return entry.trending(query, queries.TOP_TAGS)
+            return queries.trending(con, tenant_id, query, horizon)
+
+        return await self._db.read(run)
 
     async def user_activity(
         self,

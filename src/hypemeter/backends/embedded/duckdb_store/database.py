@@ -36,6 +36,7 @@ from hypemeter.backends.embedded.duckdb_store import snapshots
 from hypemeter.backends.embedded.duckdb_store.applier import Applier, Staged
 from hypemeter.backends.embedded.duckdb_store.erasure import erase_influencer
 from hypemeter.backends.embedded.duckdb_store.hot import HotHours
+from hypemeter.backends.embedded.duckdb_store.hot_engagement import HotEngagement
 from hypemeter.backends.embedded.duckdb_store.journal import Journal
 from hypemeter.backends.embedded.duckdb_store.queries import Horizon
 from hypemeter.backends.embedded.duckdb_store.rollups import RollupMaintainer
@@ -110,6 +111,7 @@ class DuckDBDatabase:
         self._pins: asyncio.Semaphore | None = None
         self.maintainer: RollupMaintainer | None = None
         self.hot: HotHours | None = None
+        self.engagement: HotEngagement | None = None
         self._maintenance_con: duckdb.DuckDBPyConnection | None = None
 
     def start(self) -> None:
@@ -153,6 +155,13 @@ class DuckDBDatabase:
         committed = self._seq
         folded = self.maintainer.folded_seq if self.maintainer is not None else 0
         return Horizon(folded, committed <= folded, committed)
+
+    def applied_horizon(self) -> Horizon | None:
+        """``horizon()`` when DuckDB already holds every group acknowledged before the
+        call (so an answer from it misses no acknowledged event); None otherwise."""
+        acked = self._acked
+        horizon = self.horizon()
+        return horizon if horizon.committed >= acked else None
 
     def now_us(self) -> int:
         return self._clock.now_us()
@@ -266,6 +275,8 @@ class DuckDBDatabase:
             self._snapshots.forget(tenant_id, influencer_id)
             if self.hot is not None:
                 self.hot.clear()  # read back whole by the maintainer's next step
+            if self.engagement is not None:
+                self.engagement.clear()
         # Every acknowledged group is in DuckDB (this runs behind the writer's barrier):
         # the journal's copies of the erased events go too.
         self._journal.purge()
@@ -302,9 +313,11 @@ class DuckDBDatabase:
             self._maintenance_con = con.cursor()
             self._maintenance_con.execute("SET TimeZone = 'UTC'")
             self.hot = HotHours()
+            self.engagement = HotEngagement()
             self.maintainer = RollupMaintainer(
                 self._maintenance_con,
                 hot=self.hot,
+                engagement=self.engagement,
                 clock=self._clock,
                 fold_interval=self._config.fold_interval,
                 compact_min_rows=self._config.compact_min_rows,

@@ -17,7 +17,7 @@ from __future__ import annotations
 import itertools
 import threading
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import duckdb
 import numpy as np
@@ -50,6 +50,19 @@ class HourSeries:
     bucket: npt.NDArray[np.int64]
     total: npt.NDArray[np.float64]
     events: npt.NDArray[np.int64]
+    # Each metric's rows, [first, last): found once, not per query.
+    ranges: dict[str, tuple[int, int]] = field(init=False, compare=False)
+
+    def __post_init__(self) -> None:
+        codes = np.arange(len(self.metrics), dtype=np.int32)
+        firsts = self.metric.searchsorted(codes, "left").tolist()
+        lasts = self.metric.searchsorted(codes, "right").tolist()
+        ranges = {
+            name: (first, last)
+            for name, first, last in zip(self.metrics, firsts, lasts, strict=True)
+            if last > first
+        }
+        object.__setattr__(self, "ranges", ranges)
 
     def sums(
         self,
@@ -149,15 +162,14 @@ class HourSeries:
             if value is not None
         ]
         for i, name in enumerate(metrics):
-            if name not in self.metrics:
+            span = self.ranges.get(name)
+            if span is None:
                 continue
             # Rows are sorted by metric, then bucket: each metric's range is a slice.
-            code = self.metrics.index(name)
-            first = int(np.searchsorted(self.metric, code, "left"))
-            last = int(np.searchsorted(self.metric, code, "right"))
+            first, last = span
             hours = self.bucket[first:last]
-            lo = first + int(np.searchsorted(hours, start_us, "left"))
-            hi = first + int(np.searchsorted(hours, end_us, "left"))
+            lo = first + int(hours.searchsorted(start_us))
+            hi = first + int(hours.searchsorted(end_us))
             totals, bucket = self.total[lo:hi], self.bucket[lo:hi]
             for code_of, codes in wanted:
                 keep = codes[lo:hi] == code_of
@@ -239,6 +251,13 @@ class HotHours:
             if self.loaded:
                 self._entries[key] = entry
         return entry
+
+    def peek(self, tenant_id: str, influencer_id: str) -> HourSeries | None:
+        """The entry if it is in memory now; None otherwise (never reads the database)."""
+        if not self.loaded:
+            return None
+        with self._lock:
+            return self._entries.get((tenant_id, influencer_id))
 
     def evict(self, keys: Iterable[Key]) -> None:
         with self._lock:

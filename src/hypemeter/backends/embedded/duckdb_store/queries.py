@@ -9,7 +9,7 @@ row groups outside the range.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -159,13 +159,9 @@ class _HotPlan:
 
 
 def _hot_plan(
-    con: duckdb.DuckDBPyConnection,
-    tenant_id: str,
-    q: CounterQuery,
-    horizon: Horizon,
-    hot: HotHours,
-    now_us: int,
+    q: CounterQuery, horizon: Horizon, entry_of: Callable[[str], HourSeries | None]
 ) -> _HotPlan | None:
+    """How the hot entry ``entry_of(influencer)`` answers ``q``, or None when it cannot."""
     influencer = q.filters.influencer_id
     if influencer is None or q.filters.content_id is not None:
         return None
@@ -173,7 +169,7 @@ def _hot_plan(
     middle = [p for p in pieces if p.grain is not None]
     if not middle or any(p.grain is not Grain.HOUR for p in middle):
         return None
-    entry = hot.get(con, tenant_id, influencer, now_us)
+    entry = entry_of(influencer)
     if entry is None or middle[0].start_us < entry.since_us:
         return None
     start, end = middle[0].start_us, middle[-1].end_us
@@ -195,7 +191,7 @@ def hot_counters(
     plan = (
         None
         if not set(q.by) <= {"platform"}
-        else _hot_plan(con, tenant_id, q, horizon, hot, now_us)
+        else _hot_plan(q, horizon, lambda influencer: hot.get(con, tenant_id, influencer, now_us))
     )
     if plan is None:
         return None
@@ -245,10 +241,31 @@ def hot_matrix(
     now_us: int,
 ) -> CounterMatrix | None:
     """One influencer's bucketed counters as arrays from the hot index, or None."""
-    grain = q.grain
-    plan = None if q.by or grain is None else _hot_plan(con, tenant_id, q, horizon, hot, now_us)
-    if plan is None or grain is None:
+    if q.by or q.grain is None:
         return None
+    plan = _hot_plan(q, horizon, lambda influencer: hot.get(con, tenant_id, influencer, now_us))
+    return None if plan is None else _matrix(plan, tenant_id, q, con)
+
+
+def cached_matrix(
+    tenant_id: str, q: CounterQuery, horizon: Horizon, hot: HotHours
+) -> CounterMatrix | None:
+    """As ``hot_matrix`` when the index alone holds the answer (no SQL), else None.
+
+    Cheap enough to run on the event loop: it never reads the database.
+    """
+    if q.by or q.grain is None:
+        return None
+    plan = _hot_plan(q, horizon, lambda influencer: hot.peek(tenant_id, influencer))
+    return None if plan is None or plan.spans else _matrix(plan, tenant_id, q, None)
+
+
+def _matrix(
+    plan: _HotPlan, tenant_id: str, q: CounterQuery, con: duckdb.DuckDBPyConnection | None
+) -> CounterMatrix:
+    """The plan's sums per metric and bucket; ``con`` reads its raw spans (if any)."""
+    grain = q.grain
+    assert grain is not None
     origin = q.start_us - q.start_us % grain.us
     buckets = len(range(origin, q.end_us, grain.us))
     sums, read = plan.entry.matrix(
@@ -262,6 +279,7 @@ def hot_matrix(
         buckets=buckets,
     )
     if plan.spans:
+        assert con is not None
         where = plan.tail_where(tenant_id, q)
         row_of = {name: i for i, name in enumerate(q.metrics)}
         for bucket, metric, total, events in _run(

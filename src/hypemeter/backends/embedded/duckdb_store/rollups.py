@@ -26,6 +26,7 @@ from dataclasses import dataclass
 import duckdb
 
 from hypemeter.backends.embedded.duckdb_store.hot import HotHours
+from hypemeter.backends.embedded.duckdb_store.hot_engagement import HotEngagement
 from hypemeter.backends.embedded.duckdb_store.transactions import transaction
 from hypemeter.clock import Clock
 from hypemeter.metrics.model import DAY_US, ENGAGEMENT, HOUR_US, MINUTE_US
@@ -381,10 +382,12 @@ class RollupMaintainer:
         fold_interval: float,
         compact_min_rows: int,
         hot: HotHours | None = None,
+        engagement: HotEngagement | None = None,
         clock: Clock | None = None,
     ) -> None:
         self._con = con
         self._hot = hot
+        self._engagement = engagement
         self._clock = clock
         self._interval = fold_interval
         self._min_rows = compact_min_rows
@@ -470,6 +473,8 @@ class RollupMaintainer:
                     # compacting (influencer queries are served from the index; compaction
                     # changes no sum, so the entries stay valid).
                     self._hot.load_all(self._con, self._clock.now_us())
+                if self._engagement is not None and self._clock and self._engagement.stale:
+                    self._engagement.load_all(self._con, self._clock.now_us())
                 for table in TABLES:
                     if self._partials.get(table.name):
                         self._sizes[table.name] = compact(self._con, table)
@@ -491,6 +496,11 @@ class RollupMaintainer:
                 self._hot.evict(touched)
             else:
                 self._hot.load_all(self._con, self._clock.now_us())
+        if self._engagement is not None and self._clock is not None:
+            if folded:
+                self._engagement.stale = True
+            elif self._engagement.watermark is None:
+                self._engagement.load_all(self._con, self._clock.now_us())
         if more:
             self._wake.set()
         if not folded:

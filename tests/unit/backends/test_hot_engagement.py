@@ -1,0 +1,151 @@
+"""The hot engagement index answers trending exactly as the rollup tables do: the same
+items, counts, sums, latest times, sample texts and tags, in the same order, page by
+page, with or without a platform; and it steps aside once anything newer is committed."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from pathlib import Path
+
+import pytest
+
+from hypemeter.backends.embedded.duckdb_store import DuckDBDatabase, StoreConfig, queries
+from hypemeter.backends.embedded.duckdb_store.adapters import (
+    DuckDBEventStore,
+    DuckDBMetricsStore,
+)
+from hypemeter.backends.ports import Answer, TrendingQuery, TrendingRow
+from hypemeter.clock import FixedClock
+from hypemeter.events.batch import EventBatch
+from hypemeter.events.model import EventIn, from_epoch_us, to_epoch_us
+
+HOUR_US = 3_600_000_000
+NOW_US = 1_795_183_200_000_000 + 25 * 60_000_000  # 2026-11-20T14:25:00Z
+END_US = NOW_US - NOW_US % HOUR_US + HOUR_US
+PLATFORMS = ("instagram", "tiktok", "x")
+CONFIG = StoreConfig(
+    dedup_window_us=HOUR_US,
+    dedup_memory_entries=10_000,
+    queue_limit=100_000,
+    commit_max_events=100_000,
+    query_threads=2,
+)
+
+
+def workload(seed: int) -> list[EventIn]:
+    rng = random.Random(seed)
+    events = []
+    for _ in range(rng.randint(50, 400)):
+        text = rng.choice([None, None, "wow", "nice, really", "zz", "a"])
+        events.append(
+            EventIn(
+                influencer_id=rng.choice(["inf-1", "inf-2", "inf-3"]),
+                platform=rng.choice(PLATFORMS),
+                metric=rng.choice(["likes", "comments", "shares", "saves", "views"]),
+                value=rng.choice([1.0, 2.0, 5.0, 0.5]),
+                content_id=rng.choice([None, *(f"post-{i}" for i in range(12))]),
+                # Some hours before the index's window; many share an instant, so the
+                # greatest sample often has to be chosen by its text.
+                ts=from_epoch_us(
+                    NOW_US - rng.choice([rng.randint(0, 80), 10 * rng.randint(0, 8)]) * HOUR_US // 2
+                ),
+                text=text,
+                tags=rng.sample(["sale", "fall", "ad", "diy"], rng.randint(0, 3)) or None,
+            )
+        )
+    return events
+
+
+def pages(run: object, base: TrendingQuery) -> list[list[TrendingRow]]:
+    """Every page of a query, following the (engagement, content id) cursor."""
+    out: list[list[TrendingRow]] = []
+    after = None
+    while True:
+        q = TrendingQuery(
+            base.start_us, base.end_us, base.platform, base.min_interactions, after, base.limit
+        )
+        answer: Answer[TrendingRow] = run(q)  # type: ignore[operator]
+        out.append(answer.rows)
+        if len(answer.rows) < base.limit or len(out) > 40:
+            return out
+        after = (answer.rows[-1].engagement, answer.rows[-1].content_id)
+
+
+@pytest.mark.parametrize("seed", range(6))
+async def test_trending_from_the_index_equals_trending_from_the_tables(
+    tmp_path: Path, seed: int
+) -> None:
+    db = DuckDBDatabase(tmp_path / "hypemeter.duckdb", clock=FixedClock(NOW_US), config=CONFIG)
+    events, metrics = DuckDBEventStore(db), DuckDBMetricsStore(db)
+    await events.start()
+    await metrics.start()
+    sample = workload(seed)
+    rng = random.Random(seed)
+    try:
+        for tenant in ("acme", "globex"):
+            chosen = [e for e in sample if rng.random() < 0.7]
+            await events.append(
+                tenant, EventBatch.from_events(chosen, [to_epoch_us(e.ts) for e in chosen])
+            )
+        assert metrics.wait_folded()
+        engagement = db.engagement
+        assert engagement is not None
+
+        def compare() -> int:
+            con = db._readers.get()
+            try:
+                engagement.load_all(con, NOW_US)
+                horizon = db.horizon()
+                compared = 0
+                for _ in range(25):
+                    tenant = rng.choice(["acme", "globex", "nobody"])
+                    entry = engagement.get(tenant, horizon.committed)
+                    assert entry is not None
+                    base = TrendingQuery(
+                        END_US - rng.randint(1, 36) * HOUR_US,
+                        END_US,
+                        rng.choice([None, *PLATFORMS, "linkedin"]),
+                        rng.choice([0, 1, 2, 4]),
+                        None,
+                        rng.randint(1, 6),
+                    )
+                    assert base.start_us >= entry.since_us
+                    hot = pages(lambda q, e=entry: e.trending(q, queries.TOP_TAGS), base)
+                    sql = pages(lambda q, t=tenant: queries.trending(con, t, q, horizon), base)
+                    assert hot == sql, base
+                    compared += sum(len(p) for p in sql)
+                return compared
+            finally:
+                db._readers.put(con)
+
+        assert await asyncio.to_thread(compare) > 0
+        # An erasure rewrites rollups without a commit: the index read before it goes.
+        assert await events.erase_influencer("acme", "inf-1") > 0
+        assert metrics.wait_folded()
+        everything = TrendingQuery(END_US - 36 * HOUR_US, END_US, None, 0, None, 1000)
+
+        def after_erasure() -> list[TrendingRow]:
+            con = db._readers.get()
+            try:
+                horizon = db.horizon()
+                entry = engagement.get("acme", horizon.committed)
+                if entry is None:  # not read back yet
+                    engagement.load_all(con, NOW_US)
+                    entry = engagement.get("acme", horizon.committed)
+                assert entry is not None
+                hot = entry.trending(everything, queries.TOP_TAGS).rows
+                assert hot == queries.trending(con, "acme", everything, horizon).rows
+                return hot
+            finally:
+                db._readers.put(con)
+
+        assert await asyncio.to_thread(after_erasure)
+        # Anything committed after the index was read: the tables answer.
+        late = EventIn(influencer_id="inf-1", platform="x", metric="likes", content_id="post-1")
+        await events.append("acme", EventBatch.from_events([late], [NOW_US]))
+        db.wait_applied()
+        assert engagement.get("acme", db.horizon().committed) is None
+    finally:
+        await events.aclose()
+        await metrics.aclose()
