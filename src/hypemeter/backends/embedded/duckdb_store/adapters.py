@@ -325,6 +325,14 @@ class DuckDBMetricsStore(_Reads, _SharedFile):
             yield PinnedDuckDBView(self._db, con, seq, horizon)
 
     async def counters(self, tenant_id: str, query: CounterQuery) -> Answer[CounterRow]:
+        horizon = self._db.applied_horizon()
+        if horizon is not None and query.filters.influencer_id is None:
+            # Summed right here when the hot sums hold the whole answer (no SQL).
+            hot_sums = self._db.tenant_sums(tenant_id, horizon.committed)
+            found = None if hot_sums is None else queries.cached_counters(query, hot_sums)
+            if found is not None:
+                return found
+
         def run(con: duckdb.DuckDBPyConnection) -> Answer[CounterRow]:
             horizon = self._db.horizon()
             hot = self._db.hot
@@ -334,7 +342,8 @@ class DuckDBMetricsStore(_Reads, _SharedFile):
                 )
                 if answer is not None:
                     return answer
-            return queries.counters(con, tenant_id, query, horizon)
+            hot_sums = self._db.tenant_sums(tenant_id, horizon.committed)
+            return queries.counters(con, tenant_id, query, horizon, hot_sums)
 
         return await self._db.read(run)
 

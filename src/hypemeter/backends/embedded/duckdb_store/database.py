@@ -37,6 +37,12 @@ from hypemeter.backends.embedded.duckdb_store.applier import Applier, Staged
 from hypemeter.backends.embedded.duckdb_store.erasure import erase_influencer
 from hypemeter.backends.embedded.duckdb_store.hot import HotHours
 from hypemeter.backends.embedded.duckdb_store.hot_engagement import HotEngagement
+from hypemeter.backends.embedded.duckdb_store.hot_tenant import (
+    HOT_MINUTE_HOURS,
+    HOT_TENANT_HOURS,
+    HotTenantBuckets,
+    TenantSums,
+)
 from hypemeter.backends.embedded.duckdb_store.journal import Journal
 from hypemeter.backends.embedded.duckdb_store.queries import Horizon
 from hypemeter.backends.embedded.duckdb_store.rollups import RollupMaintainer
@@ -112,6 +118,8 @@ class DuckDBDatabase:
         self.maintainer: RollupMaintainer | None = None
         self.hot: HotHours | None = None
         self.engagement: HotEngagement | None = None
+        self.minutes: HotTenantBuckets | None = None
+        self.tenant_hours: HotTenantBuckets | None = None
         self._maintenance_con: duckdb.DuckDBPyConnection | None = None
 
     def start(self) -> None:
@@ -162,6 +170,14 @@ class DuckDBDatabase:
         acked = self._acked
         horizon = self.horizon()
         return horizon if horizon.committed >= acked else None
+
+    def tenant_sums(self, tenant_id: str, committed: int) -> TenantSums | None:
+        """The tenant's hot sums valid at ``committed``, or None."""
+        if self.minutes is None or self.tenant_hours is None:
+            return None
+        return TenantSums(
+            self.minutes.get(tenant_id, committed), self.tenant_hours.get(tenant_id, committed)
+        )
 
     def now_us(self) -> int:
         return self._clock.now_us()
@@ -275,8 +291,9 @@ class DuckDBDatabase:
             self._snapshots.forget(tenant_id, influencer_id)
             if self.hot is not None:
                 self.hot.clear()  # read back whole by the maintainer's next step
-            if self.engagement is not None:
-                self.engagement.clear()
+            for index in (self.engagement, self.minutes, self.tenant_hours):
+                if index is not None:
+                    index.clear()  # an erasure rewrites rollups without a commit
         # Every acknowledged group is in DuckDB (this runs behind the writer's barrier):
         # the journal's copies of the erased events go too.
         self._journal.purge()
@@ -314,10 +331,12 @@ class DuckDBDatabase:
             self._maintenance_con.execute("SET TimeZone = 'UTC'")
             self.hot = HotHours()
             self.engagement = HotEngagement()
+            self.minutes = HotTenantBuckets("rollup_minute", HOT_MINUTE_HOURS)
+            self.tenant_hours = HotTenantBuckets("rollup_tenant_hour", HOT_TENANT_HOURS)
             self.maintainer = RollupMaintainer(
                 self._maintenance_con,
                 hot=self.hot,
-                engagement=self.engagement,
+                indexes=(self.engagement, self.minutes, self.tenant_hours),
                 clock=self._clock,
                 fold_interval=self._config.fold_interval,
                 compact_min_rows=self._config.compact_min_rows,

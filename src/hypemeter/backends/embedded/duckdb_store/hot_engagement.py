@@ -18,6 +18,7 @@ from __future__ import annotations
 import bisect
 import threading
 from dataclasses import dataclass, field
+from typing import Generic, TypeVar
 
 import duckdb
 import numpy as np
@@ -31,6 +32,7 @@ from hypemeter.metrics.model import HOUR_US
 HOT_HOURS = 72
 MAX_WINDOWS = 16  # window sums kept per entry
 NO_SAMPLE = np.iinfo(np.int64).min
+E = TypeVar("E")
 _WATERMARK = "(SELECT value::BIGINT FROM meta WHERE key = 'rollup_seq')"
 
 
@@ -163,38 +165,31 @@ class _Window:
     tags: npt.NDArray[np.float64]  # (content code, tag code) -> count
 
 
-class HotEngagement:
-    """Per-tenant ``EngagementHours`` and the watermark they were read at."""
+class WatermarkedIndex(Generic[E]):
+    """Per-tenant entries read from the rollups in one snapshot, and its fold watermark.
+
+    ``get`` hands an entry out only while nothing newer than that watermark is
+    committed, so an answer from it equals the tables' answer.
+    """
+
+    hours = HOT_HOURS
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._entries: dict[str, EngagementHours] = {}
+        self._entries: dict[str, E] = {}
         self.watermark: int | None = None  # None: not loaded (or dropped)
         self.stale = True
         self._since = 0
 
     def load_all(self, con: duckdb.DuckDBPyConnection, now_us: int) -> int:
-        """Read every tenant's recent engagement hours in one snapshot; tenants read."""
-        since = (now_us // HOUR_US - HOT_HOURS) * HOUR_US
+        """Read every tenant's entry in one snapshot; tenants read."""
+        since = (now_us // HOUR_US - self.hours) * HOUR_US
         con.execute("BEGIN TRANSACTION")
         try:
             watermark = int(con.execute(f"SELECT coalesce({_WATERMARK}, 0)").fetchall()[0][0])
-            hours = con.sql(
-                "SELECT tenant_id, content_id, platform, bucket, sum(events)::DOUBLE AS events, "
-                "sum(total) AS total, max(latest) AS latest, max(sample) AS sample "
-                "FROM rollup_engagement_hour WHERE bucket >= $since "
-                "GROUP BY ALL ORDER BY tenant_id, bucket, content_id",
-                params={"since": since},
-            ).to_arrow_table()
-            tags = con.sql(
-                "SELECT tenant_id, content_id, platform, bucket, tag, sum(n)::DOUBLE AS n "
-                "FROM rollup_engagement_tags_hour WHERE bucket >= $since "
-                "GROUP BY ALL ORDER BY tenant_id, bucket",
-                params={"since": since},
-            ).to_arrow_table()
+            entries = self._read(con, since)
         finally:
             con.execute("ROLLBACK")
-        entries = _entries(hours, tags, since)
         with self._lock:
             self._entries = entries
             self._since = since
@@ -202,20 +197,49 @@ class HotEngagement:
             self.stale = False
         return len(entries)
 
-    def get(self, tenant_id: str, committed: int) -> EngagementHours | None:
-        """The tenant's hours when the index was read at ``committed`` (nothing newer
+    def get(self, tenant_id: str, committed: int) -> E | None:
+        """The tenant's entry when the index was read at ``committed`` (nothing newer
         is committed); None when the tables must answer."""
         with self._lock:
             if self.watermark is None or self.watermark < committed:
                 return None
             found = self._entries.get(tenant_id)
-            return found if found is not None else _empty(self._since)
+            return found if found is not None else self._empty(self._since)
 
     def clear(self) -> None:
         with self._lock:
             self._entries = {}
             self.watermark = None
             self.stale = True
+
+    def _read(self, con: duckdb.DuckDBPyConnection, since: int) -> dict[str, E]:
+        raise NotImplementedError
+
+    def _empty(self, since: int) -> E:
+        raise NotImplementedError
+
+
+class HotEngagement(WatermarkedIndex[EngagementHours]):
+    """Per-tenant ``EngagementHours``."""
+
+    def _read(self, con: duckdb.DuckDBPyConnection, since: int) -> dict[str, EngagementHours]:
+        hours = con.sql(
+            "SELECT tenant_id, content_id, platform, bucket, sum(events)::DOUBLE AS events, "
+            "sum(total) AS total, max(latest) AS latest, max(sample) AS sample "
+            "FROM rollup_engagement_hour WHERE bucket >= $since "
+            "GROUP BY ALL ORDER BY tenant_id, bucket, content_id",
+            params={"since": since},
+        ).to_arrow_table()
+        tags = con.sql(
+            "SELECT tenant_id, content_id, platform, bucket, tag, sum(n)::DOUBLE AS n "
+            "FROM rollup_engagement_tags_hour WHERE bucket >= $since "
+            "GROUP BY ALL ORDER BY tenant_id, bucket",
+            params={"since": since},
+        ).to_arrow_table()
+        return _entries(hours, tags, since)
+
+    def _empty(self, since: int) -> EngagementHours:
+        return _empty(since)
 
 
 def _weighted(
@@ -229,27 +253,27 @@ def _code(vocabulary: list[str], value: str) -> int:
     return at if at < len(vocabulary) and vocabulary[at] == value else -1
 
 
-def _encode(column: pa.ChunkedArray) -> tuple[list[str], npt.NDArray[np.int64]]:
+def encode_column(column: pa.ChunkedArray) -> tuple[list[str], npt.NDArray[np.int64]]:
+    """The distinct values in name order, and each row's index among them (-1 for null)."""
     values = column.combine_chunks()
     vocabulary = sorted(pc.unique(values).drop_null().to_pylist())
-    codes = pc.index_in(values, value_set=pa.array(vocabulary, values.type))
-    return vocabulary, np.asarray(codes.to_numpy(zero_copy_only=False), dtype=np.int64)
+    return vocabulary, _codes_in(values, vocabulary)
 
 
-def _codes_in(column: pa.ChunkedArray, vocabulary: list[str]) -> npt.NDArray[np.int64]:
+def _codes_in(column: pa.ChunkedArray | pa.Array, vocabulary: list[str]) -> npt.NDArray[np.int64]:
     codes = pc.index_in(column, value_set=pa.array(vocabulary, pa.string()))
     return np.asarray(pc.fill_null(codes, -1).to_numpy(zero_copy_only=False), dtype=np.int64)
 
 
-def _ints(table: pa.Table, name: str) -> npt.NDArray[np.int64]:
+def column_ints(table: pa.Table, name: str) -> npt.NDArray[np.int64]:
     return np.asarray(table.column(name).to_numpy(), dtype=np.int64)
 
 
-def _floats(table: pa.Table, name: str) -> npt.NDArray[np.float64]:
+def column_floats(table: pa.Table, name: str) -> npt.NDArray[np.float64]:
     return np.asarray(table.column(name).to_numpy(), dtype=np.float64)
 
 
-def _bounds(column: pa.ChunkedArray) -> dict[str, tuple[int, int]]:
+def runs_of(column: pa.ChunkedArray) -> dict[str, tuple[int, int]]:
     """Each value's [first, last) rows in a column sorted by it."""
     runs = pc.run_end_encode(column.combine_chunks())
     ends = runs.run_ends.to_pylist()
@@ -260,11 +284,11 @@ def _bounds(column: pa.ChunkedArray) -> dict[str, tuple[int, int]]:
 def _entries(hours: pa.Table, tags: pa.Table, since: int) -> dict[str, EngagementHours]:
     if not hours.num_rows:
         return {}
-    contents, content = _encode(hours.column("content_id"))
-    platforms, platform = _encode(hours.column("platform"))
+    contents, content = encode_column(hours.column("content_id"))
+    platforms, platform = encode_column(hours.column("platform"))
     # Tag rows always have their hour row (one fold writes both, one snapshot reads both).
     tags = tags.filter(pc.is_in(tags.column("content_id"), value_set=pa.array(contents)))
-    tag_names, tag = _encode(tags.column("tag"))
+    tag_names, tag = encode_column(tags.column("tag"))
     tag_content = _codes_in(tags.column("content_id"), contents)
     tag_platform = _codes_in(tags.column("platform"), platforms)
     sample = hours.column("sample").combine_chunks()
@@ -272,15 +296,15 @@ def _entries(hours: pa.Table, tags: pa.Table, since: int) -> dict[str, Engagemen
         pc.fill_null(pc.struct_field(sample, "t"), NO_SAMPLE).to_numpy(), dtype=np.int64
     )
     sample_text: list[str | None] = pc.struct_field(sample, "text").to_pylist()
-    bucket = _ints(hours, "bucket")
-    events = _floats(hours, "events")
-    total = _floats(hours, "total")
-    latest = _ints(hours, "latest")
-    tag_bucket = _ints(tags, "bucket")
-    tag_n = _floats(tags, "n")
-    tag_rows = _bounds(tags.column("tenant_id")) if tags.num_rows else {}
+    bucket = column_ints(hours, "bucket")
+    events = column_floats(hours, "events")
+    total = column_floats(hours, "total")
+    latest = column_ints(hours, "latest")
+    tag_bucket = column_ints(tags, "bucket")
+    tag_n = column_floats(tags, "n")
+    tag_rows = runs_of(tags.column("tenant_id")) if tags.num_rows else {}
     entries: dict[str, EngagementHours] = {}
-    for tenant, (first, last) in _bounds(hours.column("tenant_id")).items():
+    for tenant, (first, last) in runs_of(hours.column("tenant_id")).items():
         # The tenant's own vocabulary of content ids: bincounts stay as small as it.
         used, local = np.unique(content[first:last], return_inverse=True)
         remap = np.full(len(contents), -1, dtype=np.int64)

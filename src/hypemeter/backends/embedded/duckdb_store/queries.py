@@ -16,6 +16,7 @@ from typing import Any
 import duckdb
 
 from hypemeter.backends.embedded.duckdb_store.hot import HotHours, HourSeries
+from hypemeter.backends.embedded.duckdb_store.hot_tenant import TenantBuckets, TenantSums
 from hypemeter.backends.embedded.duckdb_store.rollups import (
     CONTENT_HOUR,
     ENGAGEMENT_HOUR,
@@ -294,8 +295,56 @@ def _matrix(
 
 
 def counters(
-    con: duckdb.DuckDBPyConnection, tenant_id: str, q: CounterQuery, horizon: Horizon
+    con: duckdb.DuckDBPyConnection,
+    tenant_id: str,
+    q: CounterQuery,
+    horizon: Horizon,
+    hot: TenantSums | None = None,
 ) -> Answer[CounterRow]:
+    """Counter sums from the rollups (and the raw events they do not cover).
+
+    ``hot``, the tenant's hot sums (valid for ``horizon``), answers the pieces of a
+    tenant-wide query it holds instead of the tables.
+    """
+    pieces, held = _hot_pieces(q, hot)
+    dims = list(q.by)
+    selects, params = _counter_selects(tenant_id, q, pieces, horizon)
+    if not selects and not held:
+        return Answer([], 0)
+    rows: list[tuple[Any, ...]] = []
+    if selects:
+        group = ", ".join([*dims, "b", "metric"])
+        sql = (
+            selects[0]
+            if len(selects) == 1
+            else f"SELECT {group}, sum(total), sum(events), sum(n) FROM ("
+            + " UNION ALL ".join(selects)
+            + f") GROUP BY {group}"
+        )
+        rows = _run(con, sql, params)
+    if held:
+        rows = _merged([*rows, *held], len(dims))
+    return counter_answer(rows, len(dims))
+
+
+def cached_counters(q: CounterQuery, hot: TenantSums) -> Answer[CounterRow] | None:
+    """As ``counters`` when the hot sums hold the whole answer (no SQL), else None.
+
+    Cheap enough to run on the event loop: it never reads the database.
+    """
+    if not TenantBuckets.answers(q.by, q.filters.influencer_id, q.filters.content_id):
+        return None
+    pieces, held = _hot_pieces(q, hot)
+    if pieces:  # rollup pieces it does not hold, or raw ends
+        return None
+    return counter_answer(_merged(held, len(q.by)), len(q.by))
+
+
+def _hot_pieces(
+    q: CounterQuery, hot: TenantSums | None
+) -> tuple[list[Piece], list[tuple[Any, ...]]]:
+    """The pieces of ``q``'s range the tables must answer, and the rows of the others,
+    summed from the hot sums (a tenant-wide query only)."""
     if "content_id" in q.by or q.filters.content_id is not None:
         grains: tuple[Grain, ...] = (
             (Grain.HOUR,) if q.grain is None or q.grain.us >= Grain.HOUR.us else ()
@@ -303,9 +352,35 @@ def counters(
     else:
         grains = grains_up_to(q.grain)
     pieces = cover(q.start_us, q.end_us, grains)
+    if hot is None or not TenantBuckets.answers(
+        q.by, q.filters.influencer_id, q.filters.content_id
+    ):
+        return pieces, []
+    tables: list[Piece] = []
+    held: list[tuple[Any, ...]] = []
+    for piece in pieces:
+        entry = None if piece.grain is None else hot.covering(piece.grain, piece.start_us)
+        if entry is None:
+            tables.append(piece)
+            continue
+        held += entry.sums(
+            piece.start_us,
+            piece.end_us,
+            metrics=q.metrics,
+            by=q.by,
+            platform=q.filters.platform,
+            campaign=q.filters.campaign_id,
+            grain_us=None if q.grain is None else q.grain.us,
+        )
+    return tables, held
+
+
+def _counter_selects(
+    tenant_id: str, q: CounterQuery, pieces: list[Piece], horizon: Horizon
+) -> tuple[list[str], list[Any]]:
+    """One SELECT per rollup piece and raw span, and their parameters."""
     dims = list(q.by)
     head = ", ".join(dims) + ", " if dims else ""
-    group = ", ".join([*dims, "b", "metric"])
     selects: list[str] = []
     params: list[Any] = []
     for piece in pieces:
@@ -334,17 +409,22 @@ def counters(
             f"WHERE {where.sql()} GROUP BY ALL"
         )
         params += where.params
-    if not selects:
-        return Answer([], 0)
-    sql = (
-        selects[0]
-        if len(selects) == 1
-        else f"SELECT {group}, sum(total), sum(events), sum(n) FROM ("
-        + " UNION ALL ".join(selects)
-        + f") GROUP BY {group}"
-    )
-    rows = _run(con, sql, params)
-    return counter_answer(rows, len(dims))
+    return selects, params
+
+
+def _merged(rows: list[tuple[Any, ...]], width: int) -> list[tuple[Any, ...]]:
+    """Rows of (dimensions, bucket, metric, total, events, n) summed per group."""
+    sums: dict[tuple[Any, ...], list[Any]] = {}
+    for row in rows:
+        key = tuple(row[: width + 2])
+        acc = sums.get(key)
+        if acc is None:
+            sums[key] = [float(row[width + 2]), int(row[width + 3]), int(row[width + 4])]
+        else:
+            acc[0] += float(row[width + 2])
+            acc[1] += int(row[width + 3])
+            acc[2] += int(row[width + 4])
+    return [(*key, *acc) for key, acc in sums.items()]
 
 
 def gauges(

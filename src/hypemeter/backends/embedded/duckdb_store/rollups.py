@@ -20,13 +20,14 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import duckdb
 
 from hypemeter.backends.embedded.duckdb_store.hot import HotHours
-from hypemeter.backends.embedded.duckdb_store.hot_engagement import HotEngagement
+from hypemeter.backends.embedded.duckdb_store.hot_engagement import WatermarkedIndex
 from hypemeter.backends.embedded.duckdb_store.transactions import transaction
 from hypemeter.clock import Clock
 from hypemeter.metrics.model import DAY_US, ENGAGEMENT, HOUR_US, MINUTE_US
@@ -382,12 +383,12 @@ class RollupMaintainer:
         fold_interval: float,
         compact_min_rows: int,
         hot: HotHours | None = None,
-        engagement: HotEngagement | None = None,
+        indexes: Sequence[WatermarkedIndex[Any]] = (),
         clock: Clock | None = None,
     ) -> None:
         self._con = con
         self._hot = hot
-        self._engagement = engagement
+        self._indexes = tuple(indexes)
         self._clock = clock
         self._interval = fold_interval
         self._min_rows = compact_min_rows
@@ -473,8 +474,9 @@ class RollupMaintainer:
                     # compacting (influencer queries are served from the index; compaction
                     # changes no sum, so the entries stay valid).
                     self._hot.load_all(self._con, self._clock.now_us())
-                if self._engagement is not None and self._clock and self._engagement.stale:
-                    self._engagement.load_all(self._con, self._clock.now_us())
+                for index in self._indexes:
+                    if index.stale and self._clock is not None:
+                        index.load_all(self._con, self._clock.now_us())
                 for table in TABLES:
                     if self._partials.get(table.name):
                         self._sizes[table.name] = compact(self._con, table)
@@ -496,11 +498,12 @@ class RollupMaintainer:
                 self._hot.evict(touched)
             else:
                 self._hot.load_all(self._con, self._clock.now_us())
-        if self._engagement is not None and self._clock is not None:
+        for index in self._indexes:
+            # Read at start-up (and after an erasure); after folds, once ingest pauses.
             if folded:
-                self._engagement.stale = True
-            elif self._engagement.watermark is None:
-                self._engagement.load_all(self._con, self._clock.now_us())
+                index.stale = True
+            elif index.watermark is None and self._clock is not None:
+                index.load_all(self._con, self._clock.now_us())
         if more:
             self._wake.set()
         if not folded:

@@ -1,6 +1,7 @@
-"""The hot engagement index answers trending exactly as the rollup tables do: the same
-items, counts, sums, latest times, sample texts and tags, in the same order, page by
-page, with or without a platform; and it steps aside once anything newer is committed."""
+"""The hot indexes answer exactly as the rollup tables do. Engagement: trending's items,
+counts, sums, latest times, sample texts and tags, in the same order, page by page,
+with or without a platform. Minutes: tenant-wide counters whose ranges start and end
+inside an hour. Both step aside once anything newer is committed, or an erasure."""
 
 from __future__ import annotations
 
@@ -15,10 +16,12 @@ from hypemeter.backends.embedded.duckdb_store.adapters import (
     DuckDBEventStore,
     DuckDBMetricsStore,
 )
-from hypemeter.backends.ports import Answer, TrendingQuery, TrendingRow
+from hypemeter.backends.embedded.duckdb_store.hot_tenant import TenantSums
+from hypemeter.backends.ports import Answer, CounterQuery, Filters, TrendingQuery, TrendingRow
 from hypemeter.clock import FixedClock
 from hypemeter.events.batch import EventBatch
 from hypemeter.events.model import EventIn, from_epoch_us, to_epoch_us
+from hypemeter.metrics.model import Grain
 
 HOUR_US = 3_600_000_000
 NOW_US = 1_795_183_200_000_000 + 25 * 60_000_000  # 2026-11-20T14:25:00Z
@@ -45,10 +48,13 @@ def workload(seed: int) -> list[EventIn]:
                 metric=rng.choice(["likes", "comments", "shares", "saves", "views"]),
                 value=rng.choice([1.0, 2.0, 5.0, 0.5]),
                 content_id=rng.choice([None, *(f"post-{i}" for i in range(12))]),
+                campaign_id=rng.choice([None, "c-1", "c-2"]),
                 # Some hours before the index's window; many share an instant, so the
                 # greatest sample often has to be chosen by its text.
                 ts=from_epoch_us(
-                    NOW_US - rng.choice([rng.randint(0, 80), 10 * rng.randint(0, 8)]) * HOUR_US // 2
+                    NOW_US
+                    - rng.choice([rng.randint(0, 80), 10 * rng.randint(0, 8)]) * HOUR_US // 2
+                    - rng.choice([0, rng.randint(0, HOUR_US)])
                 ),
                 text=text,
                 tags=rng.sample(["sale", "fall", "ad", "diy"], rng.randint(0, 3)) or None,
@@ -146,6 +152,92 @@ async def test_trending_from_the_index_equals_trending_from_the_tables(
         await events.append("acme", EventBatch.from_events([late], [NOW_US]))
         db.wait_applied()
         assert engagement.get("acme", db.horizon().committed) is None
+    finally:
+        await events.aclose()
+        await metrics.aclose()
+
+
+def counter_rows(answer: Answer[object]) -> list[tuple[object, ...]]:
+    return sorted(
+        (r.key, r.bucket, r.metric, r.total, r.events)  # type: ignore[attr-defined]
+        for r in answer.rows
+    )
+
+
+@pytest.mark.parametrize("seed", range(4))
+async def test_tenant_counters_from_the_minute_index_equal_the_tables(
+    tmp_path: Path, seed: int
+) -> None:
+    db = DuckDBDatabase(tmp_path / "hypemeter.duckdb", clock=FixedClock(NOW_US), config=CONFIG)
+    events, metrics = DuckDBEventStore(db), DuckDBMetricsStore(db)
+    await events.start()
+    await metrics.start()
+    rng = random.Random(seed)
+    sample = workload(seed)
+    try:
+        await events.append(
+            "acme", EventBatch.from_events(sample, [to_epoch_us(e.ts) for e in sample])
+        )
+        assert metrics.wait_folded()
+        indexes = (db.minutes, db.tenant_hours)
+
+        def compare() -> int:
+            con = db._readers.get()
+            try:
+                for index in indexes:
+                    assert index is not None
+                    index.load_all(con, NOW_US)
+                horizon = db.horizon()
+                hot_sums = db.tenant_sums("acme", horizon.committed)
+                assert hot_sums is not None
+                entry = hot_sums.minutes
+                assert entry is not None and hot_sums.hours is not None
+                compared = 0
+                for _ in range(30):
+                    end = NOW_US - rng.randint(0, 3 * 60) * 60_000_000
+                    start = end - rng.choice([1, 6, 24]) * HOUR_US - rng.randint(0, 59) * 60_000_000
+                    by = rng.choice(
+                        [(), ("platform",), ("campaign_id",), ("platform", "campaign_id")]
+                    )
+                    q = CounterQuery(
+                        max(start, entry.since_us),
+                        end,
+                        tuple(rng.sample(["likes", "views", "shares", "comments"], 2)),
+                        Filters(
+                            None,
+                            rng.choice([None, "x", "tiktok", "linkedin"]),
+                            rng.choice([None, None, "c-1", "c-9"]),
+                        ),
+                        by,
+                        rng.choice([None, None, Grain.HOUR, Grain.DAY]),
+                    )
+                    hot = queries.counters(con, "acme", q, horizon, hot_sums)
+                    sql = queries.counters(con, "acme", q, horizon)
+                    assert counter_rows(hot) == counter_rows(sql), q
+                    compared += len(sql.rows)
+                    # On the hour at both ends, the hot sums alone answer (no SQL).
+                    whole = CounterQuery(
+                        q.end_us - q.end_us % HOUR_US - 24 * HOUR_US,
+                        q.end_us - q.end_us % HOUR_US,
+                        q.metrics,
+                        q.filters,
+                        q.by,
+                        q.grain,
+                    )
+                    cached = queries.cached_counters(whole, hot_sums)
+                    assert cached is not None
+                    sql = queries.counters(con, "acme", whole, horizon)
+                    assert counter_rows(cached) == counter_rows(sql), whole
+                    compared += len(sql.rows)
+                return compared
+            finally:
+                db._readers.put(con)
+
+        assert await asyncio.to_thread(compare) > 0
+        late = EventIn(influencer_id="inf-1", platform="x", metric="likes")
+        await events.append("acme", EventBatch.from_events([late], [NOW_US]))
+        db.wait_applied()
+        assert db.tenant_sums("acme", db.horizon().committed) == TenantSums(None, None)
     finally:
         await events.aclose()
         await metrics.aclose()
