@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -17,7 +18,14 @@ from hypemeter.backends.embedded.duckdb_store.adapters import (
     DuckDBMetricsStore,
 )
 from hypemeter.backends.embedded.duckdb_store.hot_tenant import TenantSums
-from hypemeter.backends.ports import Answer, CounterQuery, Filters, TrendingQuery, TrendingRow
+from hypemeter.backends.ports import (
+    Answer,
+    CounterQuery,
+    CounterRow,
+    Filters,
+    TrendingQuery,
+    TrendingRow,
+)
 from hypemeter.clock import FixedClock
 from hypemeter.events.batch import EventBatch
 from hypemeter.events.model import EventIn, from_epoch_us, to_epoch_us
@@ -34,6 +42,22 @@ CONFIG = StoreConfig(
     commit_max_events=100_000,
     query_threads=2,
 )
+
+
+Store = tuple[DuckDBDatabase, DuckDBEventStore, DuckDBMetricsStore]
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[Store]:
+    db = DuckDBDatabase(tmp_path / "hypemeter.duckdb", clock=FixedClock(NOW_US), config=CONFIG)
+    events, metrics = DuckDBEventStore(db), DuckDBMetricsStore(db)
+    await events.start()
+    await metrics.start()
+    try:
+        yield db, events, metrics
+    finally:
+        await events.aclose()
+        await metrics.aclose()
 
 
 def workload(seed: int) -> list[EventIn]:
@@ -80,164 +104,143 @@ def pages(run: object, base: TrendingQuery) -> list[list[TrendingRow]]:
 
 @pytest.mark.parametrize("seed", range(6))
 async def test_trending_from_the_index_equals_trending_from_the_tables(
-    tmp_path: Path, seed: int
+    store: Store, seed: int
 ) -> None:
-    db = DuckDBDatabase(tmp_path / "hypemeter.duckdb", clock=FixedClock(NOW_US), config=CONFIG)
-    events, metrics = DuckDBEventStore(db), DuckDBMetricsStore(db)
-    await events.start()
-    await metrics.start()
+    db, events, metrics = store
     sample = workload(seed)
     rng = random.Random(seed)
-    try:
-        for tenant in ("acme", "globex"):
-            chosen = [e for e in sample if rng.random() < 0.7]
-            await events.append(
-                tenant, EventBatch.from_events(chosen, [to_epoch_us(e.ts) for e in chosen])
-            )
-        assert metrics.wait_folded()
-        engagement = db.engagement
-        assert engagement is not None
+    for tenant in ("acme", "globex"):
+        chosen = [e for e in sample if rng.random() < 0.7]
+        await events.append(
+            tenant, EventBatch.from_events(chosen, [to_epoch_us(e.ts) for e in chosen])
+        )
+    assert metrics.wait_folded()
+    engagement = db.engagement
+    assert engagement is not None
 
-        def compare() -> int:
-            con = db._readers.get()
-            try:
-                engagement.load_all(con, NOW_US)
-                horizon = db.horizon()
-                compared = 0
-                for _ in range(25):
-                    tenant = rng.choice(["acme", "globex", "nobody"])
-                    entry = engagement.get(tenant, horizon.committed)
-                    assert entry is not None
-                    base = TrendingQuery(
-                        END_US - rng.randint(1, 36) * HOUR_US,
-                        END_US,
-                        rng.choice([None, *PLATFORMS, "linkedin"]),
-                        rng.choice([0, 1, 2, 4]),
-                        None,
-                        rng.randint(1, 6),
-                    )
-                    assert base.start_us >= entry.since_us
-                    hot = pages(lambda q, e=entry: e.trending(q, queries.TOP_TAGS), base)
-                    sql = pages(lambda q, t=tenant: queries.trending(con, t, q, horizon), base)
-                    assert hot == sql, base
-                    compared += sum(len(p) for p in sql)
-                return compared
-            finally:
-                db._readers.put(con)
-
-        assert await asyncio.to_thread(compare) > 0
-        # An erasure rewrites rollups without a commit: the index read before it goes.
-        assert await events.erase_influencer("acme", "inf-1") > 0
-        assert metrics.wait_folded()
-        everything = TrendingQuery(END_US - 36 * HOUR_US, END_US, None, 0, None, 1000)
-
-        def after_erasure() -> list[TrendingRow]:
-            con = db._readers.get()
-            try:
-                horizon = db.horizon()
-                entry = engagement.get("acme", horizon.committed)
-                if entry is None:  # not read back yet
-                    engagement.load_all(con, NOW_US)
-                    entry = engagement.get("acme", horizon.committed)
+    def compare() -> int:
+        con = db._readers.get()
+        try:
+            engagement.load_all(con, NOW_US)
+            horizon = db.horizon()
+            compared = 0
+            for _ in range(25):
+                tenant = rng.choice(["acme", "globex", "nobody"])
+                entry = engagement.get(tenant, horizon.committed)
                 assert entry is not None
-                hot = entry.trending(everything, queries.TOP_TAGS).rows
-                assert hot == queries.trending(con, "acme", everything, horizon).rows
-                return hot
-            finally:
-                db._readers.put(con)
+                base = TrendingQuery(
+                    END_US - rng.randint(1, 36) * HOUR_US,
+                    END_US,
+                    rng.choice([None, *PLATFORMS, "linkedin"]),
+                    rng.choice([0, 1, 2, 4]),
+                    None,
+                    rng.randint(1, 6),
+                )
+                assert base.start_us >= entry.since_us
+                hot = pages(lambda q, e=entry: e.trending(q, queries.TOP_TAGS), base)
+                sql = pages(lambda q, t=tenant: queries.trending(con, t, q, horizon), base)
+                assert hot == sql, base
+                compared += sum(len(p) for p in sql)
+            return compared
+        finally:
+            db._readers.put(con)
 
-        assert await asyncio.to_thread(after_erasure)
-        # Anything committed after the index was read: the tables answer.
-        late = EventIn(influencer_id="inf-1", platform="x", metric="likes", content_id="post-1")
-        await events.append("acme", EventBatch.from_events([late], [NOW_US]))
-        db.wait_applied()
-        assert engagement.get("acme", db.horizon().committed) is None
-    finally:
-        await events.aclose()
-        await metrics.aclose()
+    assert await asyncio.to_thread(compare) > 0
+    # An erasure rewrites rollups without a commit: the index read before it goes.
+    assert await events.erase_influencer("acme", "inf-1") > 0
+    assert metrics.wait_folded()
+    everything = TrendingQuery(END_US - 36 * HOUR_US, END_US, None, 0, None, 1000)
+
+    def after_erasure() -> list[TrendingRow]:
+        con = db._readers.get()
+        try:
+            horizon = db.horizon()
+            entry = engagement.get("acme", horizon.committed)
+            if entry is None:  # not read back yet
+                engagement.load_all(con, NOW_US)
+                entry = engagement.get("acme", horizon.committed)
+            assert entry is not None
+            hot = entry.trending(everything, queries.TOP_TAGS).rows
+            assert hot == queries.trending(con, "acme", everything, horizon).rows
+            return hot
+        finally:
+            db._readers.put(con)
+
+    assert await asyncio.to_thread(after_erasure)
+    # Anything committed after the index was read: the tables answer.
+    late = EventIn(influencer_id="inf-1", platform="x", metric="likes", content_id="post-1")
+    await events.append("acme", EventBatch.from_events([late], [NOW_US]))
+    db.wait_applied()
+    assert engagement.get("acme", db.horizon().committed) is None
 
 
-def counter_rows(answer: Answer[object]) -> list[tuple[object, ...]]:
-    return sorted(
-        (r.key, r.bucket, r.metric, r.total, r.events)  # type: ignore[attr-defined]
-        for r in answer.rows
-    )
+def counter_rows(answer: Answer[CounterRow]) -> list[tuple[object, ...]]:
+    return sorted((r.key, r.bucket, r.metric, r.total, r.events) for r in answer.rows)
 
 
 @pytest.mark.parametrize("seed", range(4))
 async def test_tenant_counters_from_the_minute_index_equal_the_tables(
-    tmp_path: Path, seed: int
+    store: Store, seed: int
 ) -> None:
-    db = DuckDBDatabase(tmp_path / "hypemeter.duckdb", clock=FixedClock(NOW_US), config=CONFIG)
-    events, metrics = DuckDBEventStore(db), DuckDBMetricsStore(db)
-    await events.start()
-    await metrics.start()
+    db, events, metrics = store
     rng = random.Random(seed)
     sample = workload(seed)
-    try:
-        await events.append(
-            "acme", EventBatch.from_events(sample, [to_epoch_us(e.ts) for e in sample])
-        )
-        assert metrics.wait_folded()
-        indexes = (db.minutes, db.tenant_hours)
+    await events.append("acme", EventBatch.from_events(sample, [to_epoch_us(e.ts) for e in sample]))
+    assert metrics.wait_folded()
+    indexes = (db.minutes, db.tenant_hours)
 
-        def compare() -> int:
-            con = db._readers.get()
-            try:
-                for index in indexes:
-                    assert index is not None
-                    index.load_all(con, NOW_US)
-                horizon = db.horizon()
-                hot_sums = db.tenant_sums("acme", horizon.committed)
-                assert hot_sums is not None
-                entry = hot_sums.minutes
-                assert entry is not None and hot_sums.hours is not None
-                compared = 0
-                for _ in range(30):
-                    end = NOW_US - rng.randint(0, 3 * 60) * 60_000_000
-                    start = end - rng.choice([1, 6, 24]) * HOUR_US - rng.randint(0, 59) * 60_000_000
-                    by = rng.choice(
-                        [(), ("platform",), ("campaign_id",), ("platform", "campaign_id")]
-                    )
-                    q = CounterQuery(
-                        max(start, entry.since_us),
-                        end,
-                        tuple(rng.sample(["likes", "views", "shares", "comments"], 2)),
-                        Filters(
-                            None,
-                            rng.choice([None, "x", "tiktok", "linkedin"]),
-                            rng.choice([None, None, "c-1", "c-9"]),
-                        ),
-                        by,
-                        rng.choice([None, None, Grain.HOUR, Grain.DAY]),
-                    )
-                    hot = queries.counters(con, "acme", q, horizon, hot_sums)
-                    sql = queries.counters(con, "acme", q, horizon)
-                    assert counter_rows(hot) == counter_rows(sql), q
-                    compared += len(sql.rows)
-                    # On the hour at both ends, the hot sums alone answer (no SQL).
-                    whole = CounterQuery(
-                        q.end_us - q.end_us % HOUR_US - 24 * HOUR_US,
-                        q.end_us - q.end_us % HOUR_US,
-                        q.metrics,
-                        q.filters,
-                        q.by,
-                        q.grain,
-                    )
-                    cached = queries.cached_counters(whole, hot_sums)
-                    assert cached is not None
-                    sql = queries.counters(con, "acme", whole, horizon)
-                    assert counter_rows(cached) == counter_rows(sql), whole
-                    compared += len(sql.rows)
-                return compared
-            finally:
-                db._readers.put(con)
+    def compare() -> int:
+        con = db._readers.get()
+        try:
+            for index in indexes:
+                assert index is not None
+                index.load_all(con, NOW_US)
+            horizon = db.horizon()
+            hot_sums = db.tenant_sums("acme", horizon.committed)
+            assert hot_sums is not None
+            entry = hot_sums.minutes
+            assert entry is not None and hot_sums.hours is not None
+            compared = 0
+            for _ in range(30):
+                end = NOW_US - rng.randint(0, 3 * 60) * 60_000_000
+                start = end - rng.choice([1, 6, 24]) * HOUR_US - rng.randint(0, 59) * 60_000_000
+                by = rng.choice([(), ("platform",), ("campaign_id",), ("platform", "campaign_id")])
+                q = CounterQuery(
+                    max(start, entry.since_us),
+                    end,
+                    tuple(rng.sample(["likes", "views", "shares", "comments"], 2)),
+                    Filters(
+                        None,
+                        rng.choice([None, "x", "tiktok", "linkedin"]),
+                        rng.choice([None, None, "c-1", "c-9"]),
+                    ),
+                    by,
+                    rng.choice([None, None, Grain.HOUR, Grain.DAY]),
+                )
+                hot = queries.counters(con, "acme", q, horizon, hot_sums)
+                sql = queries.counters(con, "acme", q, horizon)
+                assert counter_rows(hot) == counter_rows(sql), q
+                compared += len(sql.rows)
+                # On the hour at both ends, the hot sums alone answer (no SQL).
+                whole = CounterQuery(
+                    q.end_us - q.end_us % HOUR_US - 24 * HOUR_US,
+                    q.end_us - q.end_us % HOUR_US,
+                    q.metrics,
+                    q.filters,
+                    q.by,
+                    q.grain,
+                )
+                cached = queries.cached_counters(whole, hot_sums)
+                assert cached is not None
+                sql = queries.counters(con, "acme", whole, horizon)
+                assert counter_rows(cached) == counter_rows(sql), whole
+                compared += len(sql.rows)
+            return compared
+        finally:
+            db._readers.put(con)
 
-        assert await asyncio.to_thread(compare) > 0
-        late = EventIn(influencer_id="inf-1", platform="x", metric="likes")
-        await events.append("acme", EventBatch.from_events([late], [NOW_US]))
-        db.wait_applied()
-        assert db.tenant_sums("acme", db.horizon().committed) == TenantSums(None, None)
-    finally:
-        await events.aclose()
-        await metrics.aclose()
+    assert await asyncio.to_thread(compare) > 0
+    late = EventIn(influencer_id="inf-1", platform="x", metric="likes")
+    await events.append("acme", EventBatch.from_events([late], [NOW_US]))
+    db.wait_applied()
+    assert db.tenant_sums("acme", db.horizon().committed) == TenantSums(None, None)
