@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from hypemeter.backends.embedded.duckdb_store import DuckDBDatabase, StoreConfig, queries
+from hypemeter.backends.embedded.duckdb_store import hot as hot_module
 from hypemeter.backends.embedded.duckdb_store.adapters import (
     DuckDBEventStore,
     DuckDBMetricsStore,
@@ -225,9 +226,12 @@ def hour_rows(entry: HourSeries) -> set[tuple[str, str | None, str, int, float, 
     }
 
 
+@pytest.mark.parametrize("chunk_rows", [1, 2, 3, hot_module.LOAD_CHUNK_ROWS])
 async def test_the_hot_index_loaded_whole_equals_entries_read_one_by_one(
-    tmp_path: Path,
+    tmp_path: Path, chunk_rows: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # Loading reads chunks of rows; small ones split influencers and vocabularies.
+    monkeypatch.setattr(hot_module, "LOAD_CHUNK_ROWS", chunk_rows)
     db, events, metrics = open_store(tmp_path / "hypemeter.duckdb")
     await events.start()
     await metrics.start()

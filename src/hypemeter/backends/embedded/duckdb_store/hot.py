@@ -28,6 +28,7 @@ import pyarrow.compute as pc
 from hypemeter.metrics.model import DAY_US
 
 HOT_DAYS = 35
+LOAD_CHUNK_ROWS = 262_144
 _COLUMNS = "platform, campaign_id, metric, bucket, sum(total) AS total, sum(events) AS events"
 _WATERMARK = "(SELECT value::BIGINT FROM meta WHERE key = 'rollup_seq')"
 
@@ -195,29 +196,28 @@ class HotHours:
         return (now_us - HOT_DAYS * DAY_US) // DAY_US * DAY_US
 
     def load_all(self, con: duckdb.DuckDBPyConnection, now_us: int) -> int:
-        """Read every influencer's recent hours in one statement; entries made."""
+        """Read every influencer's recent hours in one statement; entries made.
+
+        The rows arrive in chunks and only their codes and numbers are kept, so
+        the strings of the whole table are never in memory at once.
+        """
         since = self.since(now_us)
-        table = con.sql(
+        reader = con.sql(
             f"SELECT tenant_id, influencer_id, {_COLUMNS}, {_WATERMARK} AS w "
             f"FROM rollup_hour WHERE bucket >= {since} AND events > 0 "
             "GROUP BY tenant_id, influencer_id, platform, campaign_id, metric, bucket "
             "ORDER BY tenant_id, influencer_id, metric, bucket"
-        ).to_arrow_table()
+        ).to_arrow_reader(LOAD_CHUNK_ROWS)
+        loader = _Loader()
+        for batch in reader:
+            loader.add(pa.Table.from_batches([batch]))
         entries: dict[Key, HourSeries] = {}
-        if table.num_rows:
-            watermark = int(table.column("w")[0].as_py())
-            # Where (tenant, influencer) changes, found in Arrow: no Python string per row.
-            owner = pc.binary_join_element_wise(
-                table.column("tenant_id"), table.column("influencer_id"), "\x00"
-            ).combine_chunks()
-            changed = pc.not_equal(owner.slice(1), owner.slice(0, len(owner) - 1))
-            starts = [0, *(np.flatnonzero(changed.to_numpy(zero_copy_only=False)) + 1).tolist()]
-            starts.append(table.num_rows)
+        if loader.rows:
             # Encoded and converted once for the whole table; each entry holds slices.
-            whole = _series(table, watermark, since)
-            for first, last in itertools.pairwise(starts):
-                tenant, influencer = owner[first].as_py().split("\x00", 1)
-                entries[(tenant, influencer)] = whole.rows(first, last)
+            whole = loader.series(since)
+            bounds = [*loader.starts, loader.rows]
+            for owner, (first, last) in zip(loader.owners, itertools.pairwise(bounds), strict=True):
+                entries[owner] = whole.rows(first, last)
         with self._lock:
             self._entries = entries
             self.loaded = True
@@ -269,6 +269,81 @@ class HotHours:
         with self._lock:
             self._entries = {}
             self.loaded = False
+
+
+class _Loader:
+    """Accumulates chunks of ``load_all``'s rows as codes and numbers."""
+
+    def __init__(self) -> None:
+        self.rows = 0
+        self.watermark = 0
+        self.owners: list[Key] = []
+        self.starts: list[int] = []  # the first row of each owner
+        self._last: str | None = None
+        # Codes in order of first sight; renumbered in name order at the end.
+        self._seen: dict[str, dict[str, int]] = {"platform": {}, "campaign_id": {}, "metric": {}}
+        self._codes: dict[str, list[npt.NDArray[np.int32]]] = {k: [] for k in self._seen}
+        self._numbers: dict[str, list[npt.NDArray[np.generic]]] = {
+            "bucket": [],
+            "total": [],
+            "events": [],
+        }
+
+    def add(self, table: pa.Table) -> None:
+        if not table.num_rows:
+            return
+        if not self.rows:
+            self.watermark = int(table.column("w")[0].as_py())
+        # Where (tenant, influencer) changes, found in Arrow: no Python string per row.
+        owner = pc.binary_join_element_wise(
+            table.column("tenant_id"), table.column("influencer_id"), "\x00"
+        ).combine_chunks()
+        changed = pc.not_equal(owner.slice(1), owner.slice(0, len(owner) - 1))
+        starts = (np.flatnonzero(changed.to_numpy(zero_copy_only=False)) + 1).tolist()
+        if owner[0].as_py() != self._last:
+            starts.insert(0, 0)
+        for start in starts:
+            tenant, influencer = owner[start].as_py().split("\x00", 1)
+            self.owners.append((tenant, influencer))
+            self.starts.append(self.rows + start)
+        self._last = owner[len(owner) - 1].as_py()
+        for name, seen in self._seen.items():
+            column = table.column(name).combine_chunks()
+            for value in pc.unique(column).drop_null().to_pylist():
+                seen.setdefault(value, len(seen))
+            codes = pc.index_in(column, value_set=pa.array(list(seen), column.type))
+            self._codes[name].append(
+                np.asarray(pc.fill_null(codes, -1).to_numpy(zero_copy_only=False), np.int32)
+            )
+        dtypes = {"bucket": np.int64, "total": np.float64, "events": np.int64}
+        for name, dtype in dtypes.items():
+            self._numbers[name].append(np.array(table.column(name).to_numpy(), dtype=dtype))
+        self.rows += table.num_rows
+
+    def series(self, since_us: int) -> HourSeries:
+        vocabularies: list[list[str]] = []
+        codes: list[npt.NDArray[np.int32]] = []
+        for name, seen in self._seen.items():
+            names = sorted(seen)
+            renumber = np.full(len(seen) + 1, -1, dtype=np.int32)  # the last one keeps -1
+            renumber[[seen[n] for n in names]] = np.arange(len(names), dtype=np.int32)
+            vocabularies.append(names)
+            codes.append(renumber[np.concatenate(self._codes[name])])
+        platforms, campaigns, metrics = vocabularies
+        platform, campaign, metric = codes
+        return HourSeries(
+            self.watermark,
+            since_us,
+            platforms,
+            campaigns,
+            metrics,
+            platform,
+            campaign,
+            metric,
+            np.concatenate(self._numbers["bucket"]).astype(np.int64, copy=False),
+            np.concatenate(self._numbers["total"]).astype(np.float64, copy=False),
+            np.concatenate(self._numbers["events"]).astype(np.int64, copy=False),
+        )
 
 
 def _codes(column: pa.ChunkedArray) -> tuple[list[str], npt.NDArray[np.int32]]:
