@@ -1463,8 +1463,9 @@ def _content_under_an_hour(srv: LiveServer, who: str, ts: dt.datetime, metric: s
     return dict(pairs(answer)).get(who)
 
 
-def _trending_one_hour(srv: LiveServer, who: str, ts: dt.datetime, metric: str) -> Any:
-    answer = ok(srv, "acme", TRENDING, hours_back=1, min_interactions=1)
+def _trending_two_hours(srv: LiveServer, who: str, ts: dt.datetime, metric: str) -> Any:
+    # Two hours: an event 30 s old may sit in the hour before the current one.
+    answer = ok(srv, "acme", TRENDING, hours_back=2, min_interactions=1)
     return {c["content_id"]: c["total_engagement"] for c in answer["data"]}.get(who)
 
 
@@ -1474,7 +1475,7 @@ def _trending_one_hour(srv: LiveServer, who: str, ts: dt.datetime, metric: str) 
         pytest.param(_short_series, "likes", "delta", id="series-within-a-minute"),
         pytest.param(_short_series, "followers", "snapshot", id="followers-within-a-minute"),
         pytest.param(_content_under_an_hour, "likes", "delta", id="aggregate-by-content"),
-        pytest.param(_trending_one_hour, "likes", "delta", id="trending-1h"),
+        pytest.param(_trending_two_hours, "likes", "delta", id="trending-2h"),
     ],
 )
 def test_unfolded_events_count_in_ranges_without_whole_rollup_buckets(
