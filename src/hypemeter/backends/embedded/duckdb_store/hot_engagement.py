@@ -109,7 +109,7 @@ class EngagementHours:
         lo, hi = (int(i) for i in self.bucket.searchsorted([start_us, end_us]))
         rows = np.arange(lo, hi)
         if platform is not None:
-            rows = rows[self.platform[lo:hi] == _code(self.platforms, platform)]
+            rows = rows[self.platform[lo:hi] == code_of(self.platforms, platform)]
         content = self.content[rows]
         count = np.bincount(content, minlength=size)
         total = _weighted(content, self.total[rows], size)
@@ -120,7 +120,7 @@ class EngagementHours:
         tlo, thi = (int(i) for i in self.tag_bucket.searchsorted([start_us, end_us]))
         keep = np.ones(thi - tlo, dtype=np.bool_)
         if platform is not None:
-            keep = self.tag_platform[tlo:thi] == _code(self.platforms, platform)
+            keep = self.tag_platform[tlo:thi] == code_of(self.platforms, platform)
         key = self.tag_content[tlo:thi][keep] * width + self.tag[tlo:thi][keep]
         tags = _weighted(key, self.tag_n[tlo:thi][keep], size * width)
         return _Window(
@@ -248,7 +248,8 @@ def _weighted(
     return np.bincount(codes, weights=weights, minlength=size).astype(np.float64, copy=False)
 
 
-def _code(vocabulary: list[str], value: str) -> int:
+def code_of(vocabulary: list[str], value: str) -> int:
+    """``value``'s index in a sorted vocabulary, or -1 when it is not there."""
     at = bisect.bisect_left(vocabulary, value)
     return at if at < len(vocabulary) and vocabulary[at] == value else -1
 

@@ -21,6 +21,7 @@ import numpy.typing as npt
 
 from hypemeter.backends.embedded.duckdb_store.hot_engagement import (
     WatermarkedIndex,
+    code_of,
     column_floats,
     column_ints,
     encode_column,
@@ -77,9 +78,9 @@ class TenantBuckets:
         names = {"platform": self.platforms, "campaign_id": self.campaigns}
         for dim, value in (("platform", platform), ("campaign_id", campaign)):
             if value is not None:
-                keep &= codes[dim] == _code(names[dim], value)
+                keep &= codes[dim] == code_of(names[dim], value)
         if "campaign_id" in by:
-            keep &= codes["campaign_id"] != _code(self.campaigns, "")
+            keep &= codes["campaign_id"] != code_of(self.campaigns, "")
         picked = np.flatnonzero(keep) + lo
         if not len(picked):
             return []
@@ -176,7 +177,3 @@ class HotTenantBuckets(WatermarkedIndex[TenantBuckets]):
     def _empty(self, since: int) -> TenantBuckets:
         ints, floats = np.zeros(0, dtype=np.int64), np.zeros(0)
         return TenantBuckets(since, [], [], [], ints, ints, ints, ints, floats, floats, floats)
-
-
-def _code(vocabulary: list[str], value: str) -> int:
-    return vocabulary.index(value) if value in vocabulary else -1
