@@ -53,6 +53,32 @@ class Tenant:
 
 
 @dataclass(frozen=True, slots=True)
+class KeyLimits:
+    """What a key is narrowed to, beyond its scopes. An empty set means no limit.
+
+    A read key limited to influencers or campaigns sees only their numbers (REST, live
+    and CSV alike); an ingest key limited to platforms, metrics, influencers or
+    campaigns may write only such events, with values up to ``max_value``.
+    """
+
+    platforms: frozenset[str] = frozenset()
+    metrics: frozenset[str] = frozenset()
+    influencers: frozenset[str] = frozenset()
+    campaigns: frozenset[str] = frozenset()
+    max_value: float | None = None
+
+    @property
+    def unlimited(self) -> bool:
+        return (
+            not (self.platforms or self.metrics or self.influencers or self.campaigns)
+            and self.max_value is None
+        )
+
+
+NO_LIMITS = KeyLimits()
+
+
+@dataclass(frozen=True, slots=True)
 class ApiKey:
     """A stored key. The secret itself is never kept, only its SHA-256."""
 
@@ -63,6 +89,7 @@ class ApiKey:
     name: str
     created_at_us: int
     revoked_at_us: int | None = None
+    limits: KeyLimits = NO_LIMITS
 
     @property
     def active(self) -> bool:
@@ -107,6 +134,7 @@ class Principal:
     tenant_id: str
     key_id: str
     scopes: frozenset[Scope]
+    limits: KeyLimits = NO_LIMITS
 
     def allows(self, scope: Scope) -> bool:
         return scope in self.scopes

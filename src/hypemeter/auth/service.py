@@ -41,11 +41,13 @@ class AuthService:
         self._announce = announce or _nobody
         self._by_hash: dict[str, ApiKey] = {}
         self._tenants: set[str] = set()
+        self._active_ids: frozenset[str] = frozenset()
 
     async def load(self) -> None:
         """Fill the caches from the store; called once at start-up."""
         self._tenants = {t.tenant_id for t in await self._store.list_tenants()}
         self._by_hash = {k.key_hash: k for k in await self._store.list_keys() if k.active}
+        self._active_ids = frozenset(k.key_id for k in self._by_hash.values())
 
     async def create_tenant(self, name: str) -> Tenant:
         try:
@@ -81,6 +83,7 @@ class AuthService:
         new = mint_key(tenant_id, scopes, name=name, created_at_us=self._clock.now_us())
         await self._store.add_key(new.record)
         self._by_hash[new.record.key_hash] = new.record
+        self._active_ids = self._active_ids | {new.record.key_id}
         await self._announce()
         return new
 
@@ -96,8 +99,13 @@ class AuthService:
         if revoked is None:
             raise NotFound(f"no key {key_id!r}", field="key_id")
         self._by_hash.pop(revoked.key_hash, None)
+        self._active_ids = self._active_ids - {revoked.key_id}
         await self._announce()
         return revoked
+
+    def key_active(self, key_id: str) -> bool:
+        """Whether the key of that id is known here and not revoked."""
+        return key_id in self._active_ids
 
     def authenticate(self, secret: str | None) -> Principal:
         """The caller behind a key; raises Unauthenticated for a missing or unknown key."""
@@ -108,7 +116,7 @@ class AuthService:
         key = self._by_hash.get(hash_key(secret))
         if key is None:
             raise Unauthenticated("unknown or revoked API key", field="Authorization")
-        return Principal(key.tenant_id, key.key_id, key.scopes)
+        return Principal(key.tenant_id, key.key_id, key.scopes, key.limits)
 
     @staticmethod
     def authorize(principal: Principal, scope: Scope) -> None:
