@@ -16,19 +16,22 @@ from fastapi import Request, Response
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from hypemeter.auth.model import Principal, Scope
+from hypemeter.auth.model import TENANT_WIDE, Principal, ReadNarrowing, Scope
 from hypemeter.auth.ratelimit import RateState
 from hypemeter.errors import (
     BatchRejected,
     Conflict,
     Forbidden,
+    Gone,
     HypemeterError,
+    InvalidClient,
     InvalidInput,
     NotFound,
     Overloaded,
     PayloadTooLarge,
     RateLimited,
     StoreUnavailable,
+    TokenRequestRefused,
     Unauthenticated,
     UnsupportedMediaType,
 )
@@ -41,6 +44,9 @@ STATUS: dict[type[HypemeterError], int] = {
     Forbidden: 403,
     NotFound: 404,
     Conflict: 409,
+    Gone: 410,
+    TokenRequestRefused: 400,
+    InvalidClient: 401,
     PayloadTooLarge: 413,
     UnsupportedMediaType: 415,
     RateLimited: 429,
@@ -79,6 +85,8 @@ def status_of(exc: HypemeterError) -> int:
 
 
 def error_body(exc: HypemeterError) -> dict[str, Any]:
+    if isinstance(exc, TokenRequestRefused):
+        return {"error": exc.code, "error_description": exc.message}  # RFC 6749 §5.2
     error: dict[str, Any] = {"code": exc.code, "message": exc.message}
     if exc.field is not None:
         error["field"] = exc.field
@@ -106,6 +114,11 @@ async def handle_hypemeter_error(request: Request, exc: Exception) -> Response:
         response.headers["Retry-After"] = "5"
     elif isinstance(exc, Unauthenticated):
         response.headers["WWW-Authenticate"] = 'Bearer realm="hypemeter"'
+    elif isinstance(exc, TokenRequestRefused):
+        response.headers["Cache-Control"] = "no-store"
+        response.headers["Pragma"] = "no-cache"
+        if isinstance(exc, InvalidClient):
+            response.headers["WWW-Authenticate"] = 'Basic realm="hypemeter"'
     return response
 
 
@@ -150,18 +163,50 @@ def bearer_secret(request: Request) -> str | None:
     return None
 
 
-def require(scope: Scope) -> Callable[[Request], Awaitable[Principal]]:
-    """A FastAPI dependency: authenticate the key, check the scope, count the request."""
+def require(
+    scope: Scope, *alternatives: Scope, narrowing: ReadNarrowing = TENANT_WIDE
+) -> Callable[[Request], Awaitable[Principal]]:
+    """A FastAPI dependency: authenticate the key, check the scope (or one of the
+    ``alternatives``), count the request.
+
+    A read by a key limited to influencers or campaigns must name one of them where
+    ``narrowing`` says; by default a route reads the whole tenant, which such a key
+    may not, so a new route stays closed to it until it says how it is narrowed.
+    """
+    reads = Scope.READ in (scope, *alternatives)
 
     async def dependency(request: Request) -> Principal:
         services = request.app.state.services
         principal: Principal = services.auth.authenticate(bearer_secret(request))
-        services.auth.authorize(principal, scope)
+        if not any(principal.allows(other) for other in alternatives):
+            services.auth.authorize(principal, scope)
+        if reads and principal.limits.narrows_reads:
+            services.auth.authorize_read(
+                principal, narrowing, _named_params(request, narrowing), _route_of(request)
+            )
         request.state.rate = await services.rate_limiter.hit_request(principal.key_id)
         request.state.principal = principal
         return principal
 
     return dependency
+
+
+def _named_params(request: Request, narrowing: ReadNarrowing) -> dict[str, list[str]]:
+    """The values of the path or query parameters ``narrowing`` names."""
+    out: dict[str, list[str]] = {}
+    for name in (narrowing.influencer, narrowing.campaign):
+        if name is None:
+            continue
+        if name in request.path_params:
+            out[name] = [str(request.path_params[name])]
+        else:
+            out[name] = request.query_params.getlist(name)
+    return out
+
+
+def _route_of(request: Request) -> str:
+    route = request.scope.get("route")
+    return f"{request.method} {getattr(route, 'path', request.url.path)}"
 
 
 def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
@@ -172,6 +217,7 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
         403: ("The key lacks the required scope", "forbidden"),
         404: ("Not found", "not_found"),
         409: ("Already exists", "conflict"),
+        410: ("It exists but is disabled; the message says why", "gone"),
         413: ("A request limit was exceeded; the body names the limit", "payload_too_large"),
         415: ("Content-Type or Content-Encoding not accepted", "unsupported_media_type"),
         422: ("A query or body parameter is invalid", "invalid_input"),

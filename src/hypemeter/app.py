@@ -20,17 +20,23 @@ from hypemeter.api import (
     handle_hypemeter_error,
     handle_validation_error,
 )
+from hypemeter.auth.audit_log import AuditLog
+from hypemeter.auth.audit_middleware import AuditMiddleware
+from hypemeter.auth.audit_routes import router as audit_router
+from hypemeter.auth.oauth import TokenIssuer
+from hypemeter.auth.oauth_routes import router as oauth_router
 from hypemeter.auth.ratelimit import RateLimiter
 from hypemeter.auth.routes import router as keys_router
 from hypemeter.auth.service import AuthService
+from hypemeter.auth.token_secret import access_tokens_of
 from hypemeter.backends.dsn import redacted
 from hypemeter.backends.ports import EventStore, LiveBus, MetricsStore, RegistryStore, TenantStore
 from hypemeter.backends.selection import Check, open_backends
 from hypemeter.clock import Clock, SystemClock
-from hypemeter.connectors.pollers import PollScheduler
 from hypemeter.connectors.routes import admin as connectors_router
 from hypemeter.connectors.routes import ingestion as ingestion_router
 from hypemeter.connectors.routes import webhooks as webhooks_router
+from hypemeter.connectors.scheduler import PollScheduler
 from hypemeter.connectors.service import ConnectorService
 from hypemeter.connectors.websub import WebSubSubscriber
 from hypemeter.control import ControlServer
@@ -41,16 +47,23 @@ from hypemeter.events.routes import router as events_router
 from hypemeter.events.service import IngestService
 from hypemeter.live.hub import LiveConfig, LiveHub
 from hypemeter.live.routes import router as live_router
+from hypemeter.live.streams import OpenStreams
 from hypemeter.live.tokens import StreamTokens
-from hypemeter.logs import RequestContextMiddleware
+from hypemeter.logs import RequestContextMiddleware, protect_logs
 from hypemeter.metrics.routes import router as metrics_router
 from hypemeter.metrics.service import MetricsService
+from hypemeter.ops.readiness import cached_checks
 from hypemeter.ops.routes import router as ops_router
 from hypemeter.ops.telemetry import Telemetry
+from hypemeter.privacy.model import RetentionPolicy
+from hypemeter.privacy.routes import router as privacy_router
+from hypemeter.privacy.service import PrivacyService
 from hypemeter.registry.routes import router as registry_router
 from hypemeter.registry.service import RegistryService
+from hypemeter.sealing import KeySource, SealedRegistryStore
 from hypemeter.settings import Settings
 from hypemeter.sync import SharedConfig
+from hypemeter.transport import StrictTransportSecurity
 
 log = logging.getLogger("hypemeter")
 
@@ -58,6 +71,7 @@ DESCRIPTION = """Real-time engagement analytics for influencer marketing.
 
 Authenticate every `/v1` route with `Authorization: Bearer <key>` (HTTP Basic with
 the key as user name works too). Keys carry the scopes `ingest`, `read` and `admin`.
+A short-lived access token from `POST /v1/oauth/token` works wherever its key does.
 """
 
 
@@ -71,6 +85,8 @@ class Services:
     rollups: MetricsStore
     bus: LiveBus
     auth: AuthService
+    token_issuer: TokenIssuer
+    audit: AuditLog
     ingest: IngestService
     metrics: MetricsService
     live: LiveHub
@@ -79,8 +95,10 @@ class Services:
     telemetry: Telemetry
     shared: SharedConfig
     registry_store: RegistryStore
+    sealed: SealedRegistryStore  # the same store: its keys, for `hypemeter secrets rotate`
     registry: RegistryService
     connectors: ConnectorService
+    privacy: PrivacyService
     pollers: PollScheduler | None
     websub: WebSubSubscriber | None
     checks: dict[str, Check]
@@ -89,12 +107,21 @@ class Services:
 def build_services(settings: Settings, clock: Clock | None = None) -> Services:
     clock = clock or SystemClock()
     backends = open_backends(settings, clock)
+    # Connector secrets and credentials are encrypted in the store (``sealing``).
+    sealed = SealedRegistryStore(backends.registry, KeySource.of(settings))
     shared = SharedConfig(backends.bus, refresh_seconds=config_refresh_seconds(settings))
+    privacy = PrivacyService(
+        backends.store,
+        sealed,
+        clock,
+        RetentionPolicy(settings.retention_days, settings.dead_letter_days),
+        interval_s=settings.purge_interval_minutes * 60,
+    )
     registry = RegistryService(
         backends.registry,
         clock,
         announce=shared.changed,
-        eraser=backends.store.erase_influencer,
+        eraser=privacy.erase,
     )
     ingest = IngestService(
         backends.store,
@@ -106,22 +133,26 @@ def build_services(settings: Settings, clock: Clock | None = None) -> Services:
         announce=shared.changed,
         directory=registry.directory,
     )
-    connectors = ConnectorService(
-        backends.registry, ingest, registry, clock, announce=shared.changed
-    )
+    connectors = ConnectorService(sealed, ingest, registry, clock, announce=shared.changed)
     metrics = MetricsService(
         backends.metrics, ingest.catalog, clock, retention_days=settings.retention_days
     )
+    tokens = access_tokens_of(settings)
+    auth = AuthService(backends.tenants, clock, announce=shared.changed, tokens=tokens)
     return Services(
         settings=settings,
         store=backends.store,
         tenants=backends.tenants,
         rollups=backends.metrics,
         bus=backends.bus,
-        auth=AuthService(backends.tenants, clock, announce=shared.changed),
+        auth=auth,
+        token_issuer=TokenIssuer(auth.authenticate, tokens, lambda: clock.now_us() // 1_000_000),
+        audit=AuditLog(backends.audit, clock, retention_days=settings.audit_retention_days),
         shared=shared,
-        registry_store=backends.registry,
+        registry_store=sealed,
+        sealed=sealed,
         registry=registry,
+        privacy=privacy,
         connectors=connectors,
         pollers=PollScheduler(
             connectors,
@@ -130,6 +161,7 @@ def build_services(settings: Settings, clock: Clock | None = None) -> Services:
             clock,
             base_urls=settings.platform_urls(),
             backoff=(settings.poll_backoff_base_seconds, settings.poll_backoff_cap_seconds),
+            token_urls=settings.token_urls(),
         )
         if settings.poll_connectors
         else None,
@@ -143,7 +175,7 @@ def build_services(settings: Settings, clock: Clock | None = None) -> Services:
         )
         if settings.public_url and settings.poll_connectors
         else None,
-        checks=backends.checks,
+        checks=cached_checks(backends.checks, clock, settings.ready_probe_seconds),
         ingest=ingest,
         metrics=metrics,
         live=LiveHub(
@@ -157,12 +189,21 @@ def build_services(settings: Settings, clock: Clock | None = None) -> Services:
                 queue_messages=settings.live_queue_messages,
                 max_lags=settings.live_max_lags,
                 heartbeat_s=settings.live_heartbeat_seconds,
-                max_connections=settings.live_max_connections,
                 max_subscriptions=settings.live_max_subscriptions,
                 token_s=settings.stream_token_seconds,
+                max_channels_per_tenant=settings.live_max_channels_per_tenant,
+                retention_days=settings.retention_days,
+                ops_rate=settings.live_ops_rate,
+                max_refused_ops=settings.live_max_refused_ops,
             ),
         ),
-        stream_tokens=StreamTokens(backends.tenants, backends.bus),
+        stream_tokens=StreamTokens(
+            backends.tenants,
+            backends.bus,
+            OpenStreams(settings.live_max_connections),
+            per_key=settings.stream_tokens_per_key,
+            lookups=settings.stream_token_lookups,
+        ),
         rate_limiter=RateLimiter(
             requests=settings.rate_limit,
             events=settings.rate_limit_events,
@@ -183,10 +224,13 @@ def config_refresh_seconds(settings: Settings) -> float:
 
 
 async def start_services(services: Services) -> None:
+    # First: a store holding secrets that no configured key opens refuses to start
+    # here, before anything else runs (it closes what it opened).
+    await services.registry_store.start()
     await services.store.start()
     await services.tenants.start()
     await services.rollups.start()
-    await services.registry_store.start()
+    await services.audit.start()
     await services.bus.start()
     await services.auth.load()
     await services.ingest.start()
@@ -196,9 +240,13 @@ async def start_services(services: Services) -> None:
     services.shared.on_change(services.ingest.reload_metrics)
     services.shared.on_change(services.registry.reload)
     services.shared.on_change(services.connectors.reload)
+    # After the keys reload: end the live access of keys revoked elsewhere.
+    services.shared.on_change(lambda: services.stream_tokens.recheck(services.auth.key_active))
+    services.auth.on_revoke(services.stream_tokens.key_revoked)
     await services.shared.start()
     await services.stream_tokens.start()
     await services.live.start()
+    await services.privacy.start()
     if services.pollers is not None:
         await services.pollers.start()
     if services.websub is not None:
@@ -210,6 +258,7 @@ async def stop_services(services: Services) -> None:
         await services.websub.aclose()
     if services.pollers is not None:
         await services.pollers.aclose()
+    await services.privacy.aclose()
     await services.live.aclose()
     await services.stream_tokens.aclose()
     await services.shared.aclose()
@@ -218,6 +267,7 @@ async def stop_services(services: Services) -> None:
     await services.rate_limiter.aclose()
     await services.rollups.aclose()
     await services.registry_store.aclose()
+    await services.audit.aclose()
     await services.tenants.aclose()
     await services.store.aclose()
 
@@ -238,12 +288,19 @@ def mount_docs(app: FastAPI) -> None:
 
 
 def create_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
+    protect_logs()  # whoever configured logging: no credential in a logged URL
     services = build_services(settings, clock)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        await start_services(services)
-        control = ControlServer(settings.control_socket(), services.auth)
+        try:
+            await start_services(services)
+        except HypemeterError as exc:
+            log.error("hypemeter cannot start: %s", exc.message)  # the fix, on one line
+            raise
+        control = ControlServer(
+            settings.control_socket(), services.auth, secrets=services.sealed, audit=services.audit
+        )
         await control.start()
         log.info(
             "hypemeter ready",
@@ -273,15 +330,20 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
     app.include_router(ops_router)
     app.include_router(events_router)
     app.include_router(keys_router)
+    app.include_router(oauth_router)
+    app.include_router(audit_router)
     app.include_router(metrics_router)
     app.include_router(registry_router)  # after the queries: /v1/content/trending first
     app.include_router(connectors_router)
+    app.include_router(privacy_router)
     app.include_router(ingestion_router)
     app.include_router(webhooks_router)
     app.include_router(live_router)
+    app.add_middleware(AuditMiddleware, audit=services.audit)
     app.add_middleware(
         RequestContextMiddleware,
         observe=services.telemetry.observe,
         access_log=settings.access_log,
     )
+    app.add_middleware(StrictTransportSecurity, max_age=settings.hsts_seconds)
     return app

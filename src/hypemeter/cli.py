@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import random
 import sys
@@ -20,6 +21,8 @@ tenants_app = typer.Typer(help="Manage tenants.", no_args_is_help=True)
 keys_app = typer.Typer(help="Manage API keys.", no_args_is_help=True)
 app.add_typer(tenants_app, name="tenants")
 app.add_typer(keys_app, name="keys")
+secrets_app = typer.Typer(help="Keys that encrypt connector secrets at rest.", no_args_is_help=True)
+app.add_typer(secrets_app, name="secrets")
 
 DataOpt = Annotated[
     Path | None, typer.Option("--data", help="Data directory [env HYPEMETER_DATA, default ./data]")
@@ -52,9 +55,32 @@ def serve(
     port: Annotated[int | None, typer.Option(help="Port [default 8080]")] = None,
     data: DataOpt = None,
     profile: ProfileOpt = None,
+    ssl_certfile: Annotated[
+        Path | None,
+        typer.Option(help="Serve HTTPS with this PEM certificate [env HYPEMETER_SSL_CERTFILE]"),
+    ] = None,
+    ssl_keyfile: Annotated[
+        Path | None,
+        typer.Option(help="The certificate's PEM private key [env HYPEMETER_SSL_KEYFILE]"),
+    ] = None,
+    forwarded_allow_ips: Annotated[
+        str | None,
+        typer.Option(
+            help="Proxies whose X-Forwarded-For/-Proto are trusted, comma-separated or * "
+            "[env HYPEMETER_FORWARDED_ALLOW_IPS, default 127.0.0.1]"
+        ),
+    ] = None,
 ) -> None:
     """Run the service until SIGTERM or Ctrl-C (in-flight requests finish first)."""
-    settings = checked_settings(host=host, port=port, data=data, profile=profile)
+    settings = checked_settings(
+        host=host,
+        port=port,
+        data=data,
+        profile=profile,
+        ssl_certfile=ssl_certfile,
+        ssl_keyfile=ssl_keyfile,
+        forwarded_allow_ips=forwarded_allow_ips,
+    )
     run_server(settings)
 
 
@@ -123,12 +149,18 @@ async def migrate_backends(settings: Settings) -> list[str]:
 
 
 def run_server(settings: Settings) -> None:
+    from hypemeter.errors import HypemeterError
     from hypemeter.logs import configure_logging
     from hypemeter.serving import make_server, prepare_process
 
     configure_logging(settings.log_level)
     prepare_process()
-    make_server(settings, graceful_seconds=15).run()
+    try:
+        server = make_server(settings, graceful_seconds=15)
+    except HypemeterError as exc:
+        fail(exc.message)
+        raise
+    server.run()  # a failed start-up exits with status 3, the log saying why
 
 
 def admin(settings: Settings, op: str, args: dict[str, Any]) -> dict[str, Any]:
@@ -156,20 +188,52 @@ def tenants_list(data: DataOpt = None) -> None:
         typer.echo(name)
 
 
+LimitOpt = Annotated[str | None, typer.Option(help="Comma-separated; the key is limited to them")]
+
+
 @keys_app.command("create")
 def keys_create(
     tenant: Annotated[str, typer.Option(help="Tenant name")],
     scopes: Annotated[str, typer.Option(help="Comma-separated: ingest, read, admin")],
     name: Annotated[str, typer.Option(help="A label for the key")] = "",
+    limit_influencers: LimitOpt = None,
+    limit_campaigns: LimitOpt = None,
+    limit_platforms: LimitOpt = None,
+    limit_metrics: LimitOpt = None,
+    max_value: Annotated[
+        float | None, typer.Option(help="Ingest: no event value above this (absolute)")
+    ] = None,
     data: DataOpt = None,
 ) -> None:
-    """Create a key; it is printed once, alone on the last line."""
-    result = admin(
-        load_settings(data=data), "keys.create", {"tenant": tenant, "scopes": scopes, "name": name}
-    )
+    """Create a key; it is printed once, alone on the last line.
+
+    Influencer and campaign limits bind what the key writes and reads; platform,
+    metric and value limits bind what an ingest key writes.
+    """
+    lists = {
+        "influencers": limit_influencers,
+        "campaigns": limit_campaigns,
+        "platforms": limit_platforms,
+        "metrics": limit_metrics,
+    }
+    limits: dict[str, Any] = {
+        k: [part.strip() for part in v.split(",") if part.strip()]
+        for k, v in lists.items()
+        if v is not None
+    }
+    if max_value is not None:
+        limits["max_value"] = max_value
+    args = {"tenant": tenant, "scopes": scopes, "name": name, "limits": limits or None}
+    result = admin(load_settings(data=data), "keys.create", args)
     typer.echo(f"key {result['id']} for tenant {tenant} with scopes {','.join(result['scopes'])}")
+    if result.get("limits"):
+        typer.echo(f"limited to {_json(result['limits'])}")
     typer.echo("store it now: it is not shown again")
     typer.echo(result["key"])
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"))
 
 
 @keys_app.command("list")
@@ -181,8 +245,10 @@ def keys_list(
     result = admin(load_settings(data=data), "keys.list", {"tenant": tenant})
     for key in result["keys"]:
         state = "revoked" if key["revoked"] else "active"
+        limits = f"\t{_json(key['limits'])}" if key.get("limits") else ""
         typer.echo(
             f"{key['id']}\t{key['tenant']}\t{','.join(key['scopes'])}\t{state}\t{key['name']}"
+            + limits
         )
 
 
@@ -191,6 +257,27 @@ def keys_revoke(key_id: str, data: DataOpt = None) -> None:
     """Revoke a key; a running server refuses it from the next request on."""
     result = admin(load_settings(data=data), "keys.revoke", {"key_id": key_id})
     typer.echo(f"revoked key {result['id']} of tenant {result['tenant']}")
+
+
+@secrets_app.command("generate")
+def secrets_generate() -> None:
+    """Print a new key, to put first in HYPEMETER_SECRET_KEYS (or the key file)."""
+    from hypemeter.sealing import new_key
+
+    typer.echo(new_key())
+
+
+@secrets_app.command("rotate")
+def secrets_rotate(data: DataOpt = None) -> None:
+    """Encrypt every stored connector secret again with the newest key.
+
+    A running server does it with its own keys; otherwise this command opens the
+    store with the keys of its environment. Afterwards the older keys can go."""
+    result = admin(load_settings(data=data), "secrets.rotate", {})
+    typer.echo(
+        f"re-encrypted {result['resealed']} of {result['total']} connector records "
+        f"with the newest key of {result['keys']}"
+    )
 
 
 @app.command()
@@ -292,6 +379,7 @@ def export_command(
     data: DataOpt = None,
 ) -> None:
     """Write a tenant's raw events as NDJSON, in the format POST /v1/events takes."""
+    from hypemeter.datadir import open_private
     from hypemeter.errors import HypemeterError
     from hypemeter.transfer import export_events
 
@@ -306,7 +394,7 @@ def export_command(
             if out is None:
                 count = asyncio.run(export_events(settings, tenant, sys.stdout.buffer, progress))
             else:
-                with out.open("wb") as sink:
+                with open_private(out) as sink:  # raw events: readable by this user only
                     count = asyncio.run(export_events(settings, tenant, sink, progress))
         except HypemeterError as exc:
             bar.stop()

@@ -5,11 +5,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import time
 
 from hypemeter.auth.model import parse_scopes
 from hypemeter.control import offline_auth
+from hypemeter.datadir import private_dir, write_private
 from hypemeter.errors import Unauthenticated
 from hypemeter.settings import Settings
 
@@ -41,10 +41,8 @@ async def ensure_demo_keys(settings: Settings) -> dict[str, str]:
                     continue
             new = await auth.create_key(DEMO_TENANT, parse_scopes(scopes), name=f"demo-{role}")
             keys[role] = new.secret
-    settings.data.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        json.dump(keys, handle)
+    private_dir(settings.data)
+    write_private(path, json.dumps(keys))
     return keys
 
 
@@ -66,7 +64,7 @@ async def _seed(
     origin_us = int(state.get("origin_us") or time.time_ns() // 1000 - HISTORY_DAYS * DAY_US)
     if state.get("done"):
         return origin_us
-    mark.write_text(json.dumps({"origin_us": origin_us, "done": False}))
+    write_private(mark, json.dumps({"origin_us": origin_us, "done": False}))
     seeding = asyncio.create_task(
         backfill(
             url,
@@ -89,7 +87,8 @@ async def _seed(
     tally = seeding.result()
     if tally.failures:
         raise RuntimeError(f"seeding the demo failed: {'; '.join(tally.errors[:3])}")
-    mark.write_text(json.dumps({"origin_us": origin_us, "done": True, "accepted": tally.accepted}))
+    done = {"origin_us": origin_us, "done": True, "accepted": tally.accepted}
+    write_private(mark, json.dumps(done))
     return origin_us
 
 

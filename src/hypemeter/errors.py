@@ -12,9 +12,13 @@ Services raise these; the API layer maps them to HTTP statuses in one place
     ├── Forbidden                    403  the key lacks the scope
     ├── NotFound                     404
     ├── Conflict                     409
+    ├── Gone                         410  it exists, and refuses everything (a disabled connector)
+    ├── TokenRequestRefused          400  an OAuth token request, answered as RFC 6749 §5.2
+    │   └── InvalidClient            401  the client (key id and key) did not authenticate
     ├── RateLimited                  429  carries retry_after and limit figures
     ├── Overloaded                   503  ingest queue full; carries retry_after
     └── StoreUnavailable             503  the store cannot be written
+        └── SecretsUnavailable       503  no key opens (or seals) secrets at rest
 """
 
 from __future__ import annotations
@@ -92,6 +96,24 @@ class Conflict(HypemeterError):
     code = "conflict"
 
 
+class Gone(HypemeterError):
+    code = "gone"
+
+
+class TokenRequestRefused(HypemeterError):
+    """A refused OAuth token request; ``code`` is the RFC 6749 §5.2 ``error``
+    (invalid_request, invalid_grant, unsupported_grant_type, invalid_scope...)."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class InvalidClient(TokenRequestRefused):
+    def __init__(self, message: str = "client authentication failed") -> None:
+        super().__init__("invalid_client", message)
+
+
 class RateLimited(HypemeterError):
     code = "rate_limited"
 
@@ -120,3 +142,10 @@ class Overloaded(HypemeterError):
 
 class StoreUnavailable(HypemeterError):
     code = "store_unavailable"
+
+
+class SecretsUnavailable(StoreUnavailable):
+    """Secrets at rest cannot be encrypted or decrypted: no key, or not the right one.
+    The message names the setting to fix."""
+
+    code = "secrets_unavailable"

@@ -47,6 +47,11 @@ class Settings(BaseSettings):
     youtube_api_url: str = Field(
         default="https://www.googleapis.com", description="YouTube Data API base URL"
     )
+    instagram_token_url: str = Field(
+        default="https://graph.instagram.com",
+        description="Where Instagram long-lived tokens are refreshed (GET "
+        "/refresh_access_token), unversioned",
+    )
     tiktok_api_url: str = Field(
         default="https://open.tiktokapis.com", description="TikTok API base URL"
     )
@@ -93,7 +98,25 @@ class Settings(BaseSettings):
     max_events_per_request: int = Field(default=10_000, ge=1)
     max_body_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
     max_event_bytes: int = Field(default=32 * 1024, ge=256)
-    retention_days: int = Field(default=400, ge=1)
+    retention_days: int = Field(
+        default=400,
+        ge=1,
+        description="Days events are kept: older ones are refused on ingest and purged in "
+        "the background, whole UTC days at a time",
+    )
+    purge_interval_minutes: float = Field(
+        default=60.0,
+        gt=0,
+        le=24 * 60,
+        description="How often each API process purges what is past the retention and the "
+        "dead-letter TTL (and once at start-up)",
+    )
+    dead_letter_days: int = Field(
+        default=30,
+        ge=1,
+        description="Days a dead letter (a whole raw delivery) is kept after it was received "
+        "or last replayed",
+    )
     max_future_seconds: int = Field(default=3600, ge=0)
     dedup_window_seconds: int = Field(default=24 * 3600, ge=60, le=MAX_DEDUP_WINDOW_SECONDS)
     dedup_memory_entries: int = Field(
@@ -144,8 +167,31 @@ class Settings(BaseSettings):
     live_max_subscriptions: int = Field(
         default=100, ge=1, description="Subscriptions and tails per WebSocket connection"
     )
+    live_max_channels_per_tenant: int = Field(
+        default=1000,
+        ge=1,
+        description="Distinct live channels (filter, metrics, granularity, since) per tenant "
+        "and process; idle ones are dropped first",
+    )
+    live_ops_rate: str = Field(
+        default="50/second", description="Messages a WebSocket client may send (fixed window)"
+    )
+    live_max_refused_ops: int = Field(
+        default=20,
+        ge=1,
+        description="Messages in a row refused by live_ops_rate before the WebSocket is "
+        "closed (1008)",
+    )
     stream_token_seconds: int = Field(
         default=3600, ge=60, description="Lifetime of a stream token from /v1/metrics/subscribe"
+    )
+    stream_tokens_per_key: int = Field(
+        default=1000, ge=1, description="Unexpired stream tokens one key may have"
+    )
+    stream_token_lookups: str = Field(
+        default="200/second",
+        description="Store reads per process for stream tokens it has not cached; unknown "
+        "tokens are remembered for a minute besides",
     )
     rate_limit: str = Field(default="2000/second", description="Requests per API key")
     rate_limit_events: str = Field(default="2000000/minute", description="Events per API key")
@@ -156,6 +202,60 @@ class Settings(BaseSettings):
     )
     metrics_token: SecretStr | None = Field(
         default=None, description="Bearer token that may scrape /metrics"
+    )
+    secret_keys: SecretStr | None = Field(
+        default=None,
+        description="Fernet keys that encrypt connector secrets and polling credentials at "
+        "rest, comma-separated, newest first: the newest encrypts, every one decrypts",
+    )
+    secret_key_file: Path | None = Field(
+        default=None,
+        description="Instead of secret_keys: a file holding the keys, one a line, newest "
+        "first. When neither is set, the embedded profile uses <data>/secret.key (created "
+        "0600 on first start); the cluster profile has no key until one is set",
+    )
+    ready_probe_seconds: float = Field(
+        default=5.0,
+        gt=0,
+        le=300.0,
+        description="How long /readyz answers from its last probe of the backends; the "
+        "store's write check runs at most once per period",
+    )
+    ssl_certfile: Path | None = Field(
+        default=None, description="Serve HTTPS with this PEM certificate (chain)"
+    )
+    ssl_keyfile: Path | None = Field(
+        default=None, description="The private key of ssl_certfile (PEM)"
+    )
+    hsts_seconds: int = Field(
+        default=31_536_000,
+        ge=0,
+        description="max-age of Strict-Transport-Security, sent on requests that arrived "
+        "over HTTPS (0 sends none)",
+    )
+    forwarded_allow_ips: str = Field(
+        default="127.0.0.1",
+        description="Comma-separated addresses (or *) of the proxies whose X-Forwarded-For "
+        "and X-Forwarded-Proto are trusted",
+    )
+    jwt_secret: SecretStr | None = Field(
+        default=None,
+        min_length=32,
+        description="Secret (32+ bytes) that signs OAuth access tokens (HS256), the same on "
+        "every API process. Unset: the embedded profile uses <data>/jwt.secret (created 0600 "
+        "on first start); the cluster profile issues no access tokens",
+    )
+    jwt_issuer: str = Field(
+        default="hypemeter", min_length=1, description="The iss claim of access tokens"
+    )
+    access_token_seconds: int = Field(
+        default=900,
+        ge=60,
+        le=86_400,
+        description="Lifetime of an access token from POST /v1/oauth/token",
+    )
+    audit_retention_days: int = Field(
+        default=365, ge=1, description="Days an audit log entry is kept before it is purged"
     )
     log_level: str = "info"
     access_log: bool = True
@@ -182,6 +282,13 @@ class Settings(BaseSettings):
             "youtube": self.youtube_api_url.rstrip("/"),
             "tiktok": self.tiktok_api_url.rstrip("/"),
             "x": self.x_api_url.rstrip("/"),
+        }
+
+    def token_urls(self) -> dict[str, str]:
+        """Where each platform whose tokens expire refreshes them."""
+        return {
+            "instagram": self.instagram_token_url.rstrip("/"),
+            "tiktok": self.tiktok_api_url.rstrip("/"),
         }
 
     def ingest_limits(self) -> IngestLimits:

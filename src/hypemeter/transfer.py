@@ -16,11 +16,14 @@ from typing import IO, Any
 
 import msgspec
 
+from hypemeter.auth.audit import Action
+from hypemeter.auth.audit_log import AuditLog
 from hypemeter.auth.model import Tenant
 from hypemeter.backends.embedded.memory_bus import MemoryLiveBus
-from hypemeter.backends.selection import open_backends
+from hypemeter.backends.selection import Backends, open_backends
 from hypemeter.clock import SystemClock
 from hypemeter.errors import BatchRejected, InvalidInput, Rejection
+from hypemeter.events.admission import Origin
 from hypemeter.events.service import IngestService
 from hypemeter.metrics.model import format_instant
 from hypemeter.settings import Settings
@@ -41,6 +44,8 @@ async def export_events(
     try:
         if tenant_id not in {t.tenant_id for t in await backends.tenants.list_tenants()}:
             raise InvalidInput(f"no tenant named {tenant_id!r}", field="tenant")
+        # Recorded before the first line leaves: an interrupted export still shows.
+        await _audited(settings, backends, tenant_id, "events.export")
         total = await store.count_events(tenant_id)
         done = 0
         progress(0, total)
@@ -92,6 +97,7 @@ async def import_events(
     await backends.tenants.start()
     try:
         await backends.tenants.create_tenant(Tenant(tenant_id, clock.now_us()))
+        await _audited(settings, backends, tenant_id, "events.import")
         await ingest.start()
         result = ImportResult()
         read = 0
@@ -105,6 +111,9 @@ async def import_events(
                     content_type="application/x-ndjson",
                     content_encoding=None,
                     quota=_no_quota,
+                    # The file replays events a deployment accepted: connector ids
+                    # included, whatever the value bounds of this one.
+                    origin=Origin.IMPORT,
                 )
             except BatchRejected as exc:
                 _rejected(result, exc.rejected, first_line)
@@ -119,6 +128,16 @@ async def import_events(
         await ingest.aclose()
         await backends.tenants.aclose()
         await backends.store.aclose()
+
+
+async def _audited(settings: Settings, backends: Backends, tenant_id: str, action: str) -> None:
+    """Record a command-line export or import of a tenant's events in its audit log."""
+    audit = AuditLog(backends.audit, SystemClock(), retention_days=settings.audit_retention_days)
+    await audit.start(purge=False)
+    try:
+        await audit.record_local(tenant_id, Action(action, "tenant", tenant_id))
+    finally:
+        await audit.aclose()
 
 
 async def _no_quota(_: int) -> None:

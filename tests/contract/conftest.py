@@ -431,6 +431,21 @@ async def metrics_store(store_backend: StoreBackend, event_store: EventStore) ->
     return await store_backend.open_metrics_store(event_store)
 
 
+@pytest.fixture
+async def documents(
+    store_backend: StoreBackend, event_store: EventStore
+) -> AsyncIterator[RegistryStore]:
+    """A registry store on the database of ``event_store``, as ``open_backends`` builds
+    them (retention and erasure work on both)."""
+    db = store_backend._database_of(event_store)
+    store: RegistryStore = (
+        DuckDBRegistryStore(db) if isinstance(db, DuckDBDatabase) else PostgresRegistryStore(db)
+    )
+    await store.start()
+    yield store
+    await store.aclose()
+
+
 @pytest.fixture(params=BUS_BACKENDS)
 async def bus(request: pytest.FixtureRequest) -> AsyncIterator[LiveBus]:
     factory: Callable[[], LiveBus] = request.param

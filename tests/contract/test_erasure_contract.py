@@ -8,13 +8,20 @@ datasets without them, as committed and once folded.
 
 from __future__ import annotations
 
+import base64
+import json
 from typing import Any
 
 import pytest
 
-from hypemeter.backends.ports import EventStore, GaugeQuery, MetricsStore
+from hypemeter.backends.ports import EventStore, GaugeQuery, MetricsStore, RegistryStore
+from hypemeter.connectors.model import DEAD_LETTER, DeadLetter, letter_record
 from hypemeter.metrics.model import DAY_US
+from hypemeter.privacy.model import RetentionPolicy
+from hypemeter.privacy.service import PrivacyService
+from hypemeter.registry.service import Erasure
 
+from .conftest import NOW_US
 from .test_metrics_store_contract import (
     DAY0,
     append,
@@ -130,3 +137,58 @@ async def test_gauges_forget_the_erased_influencer(
     query = GaugeQuery(start_us=DAY0, end_us=DAY0 + 3 * DAY_US, metrics=("followers",))
     answer = await metrics_store.gauges("acme", query)
     assert {row.influencer_id for row in answer.rows} == {"ana"}
+
+
+def letter(letter_id: str, body: bytes) -> DeadLetter:
+    return DeadLetter(
+        id=letter_id,
+        connector_id="con_1",
+        platform="instagram",
+        received_us=NOW_US,
+        reasons=("unknown field",),
+        headers={},
+        body_b64=base64.b64encode(body).decode(),
+    )
+
+
+def meta_delivery(account: str) -> bytes:
+    entry = {"id": account, "changes": [{"field": "reel_remixes", "value": {"text": "hi"}}]}
+    return json.dumps({"object": "instagram", "entry": [entry]}).encode()
+
+
+# The letters of "acme": which name zed (id "zed", accounts "1784" and "UCzed").
+LETTERS = {
+    "dl_1": (meta_delivery("1784"), True),  # their Instagram account's entry
+    "dl_2": (json.dumps({"data": [{"user": "zed", "n": 1}]}).encode(), True),  # their id
+    "dl_3": (b"<feed><yt:channelId>UCzed</yt:channelId></feed>", True),  # Atom, not JSON
+    "dl_4": (json.dumps({"entry": [{"id": 1784}]}).encode(), True),  # the id as a number
+    "dl_5": (meta_delivery("17845"), False),  # another account, whose id starts alike
+    "dl_6": (b"<feed><yt:channelId>UCzed-2</yt:channelId></feed>", False),  # a longer id
+    "dl_7": (json.dumps({"text": "zed is great"}).encode(), False),  # not a whole value
+}
+
+
+async def test_erasing_an_influencer_erases_the_dead_letters_naming_them(
+    store_backend: Any, event_store: EventStore, documents: RegistryStore
+) -> None:
+    await append(
+        event_store, "acme", [event("c1", "zed", "instagram", "comments", 1, at(1), text="hi")]
+    )
+    for letter_id, (body, _) in LETTERS.items():
+        await documents.insert_entity("acme", letter_record(letter(letter_id, body), NOW_US))
+    await documents.insert_entity("other", letter_record(letter("dl_1", LETTERS["dl_1"][0]), 1))
+    privacy = PrivacyService(
+        event_store,
+        documents,
+        store_backend.clock,
+        RetentionPolicy(retention_days=400, dead_letter_days=30),
+        interval_s=3600,
+    )
+    assert await privacy.erase(Erasure("acme", "zed", ("1784", "UCzed"))) == 1
+    left = await documents.all_entities(DEAD_LETTER)
+    kept = sorted(letter_id for letter_id, (_, named) in LETTERS.items() if not named)
+    assert [(t, r.entity_id) for t, r in left] == [
+        *(("acme", letter_id) for letter_id in kept),
+        ("other", "dl_1"),  # another tenant's letter is no business of this erasure
+    ]
+    assert await event_store.count_events("acme") == 0

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
-from hypemeter.auth.model import ApiKey, Scope, Tenant, mint_key
+import asyncpg
+import duckdb
+
+from hypemeter.auth.model import NO_LIMITS, ApiKey, KeyLimits, Scope, Tenant, mint_key
 from hypemeter.backends.ports import StreamTokenRecord, TenantStore
-from hypemeter.events.model import MetricDefinition, MetricKind
+from hypemeter.events.model import MetricDefinition, MetricKind, ValueLimit
+
+from .conftest import POSTGRES_DSN, DuckDBBackend
 
 NOW_US = 1_795_183_200_000_000
 
@@ -151,3 +157,89 @@ async def test_revoking_a_stream_token_needs_its_tenant(tenant_store: TenantStor
     assert await tenant_store.revoke_stream_token("acme", "sub_1") == token(1)
     assert await tenant_store.find_stream_token("hash-1", 1_000) is None
     assert await tenant_store.revoke_stream_token("acme", "sub_1") is None
+
+
+# -- key limits and value limits ----------------------------------------------------------
+
+LIMITED = KeyLimits(
+    platforms=frozenset({"app", "web"}),
+    metrics=frozenset({"clicks"}),
+    influencers=frozenset({"inf-1", "inf-☃"}),
+    campaigns=frozenset({"summer"}),
+    max_value=250.0,
+)
+
+
+async def test_a_keys_limits_are_kept_and_survive_revocation(tenant_store: TenantStore) -> None:
+    limited = mint_key(
+        "acme", frozenset({Scope.INGEST}), name="sdk", created_at_us=NOW_US, limits=LIMITED
+    ).record
+    plain = key("acme", at_us=NOW_US + 1)
+    await tenant_store.add_key(limited)
+    await tenant_store.add_key(plain)
+    assert await tenant_store.list_keys("acme") == [limited, plain]
+    assert [k.limits for k in await tenant_store.list_keys()] == [LIMITED, NO_LIMITS]
+    revoked = await tenant_store.revoke_key(limited.key_id, NOW_US + 5)
+    assert revoked is not None
+    assert revoked.limits == LIMITED
+
+
+async def test_keys_stored_before_limits_existed_have_none(store_backend: Any) -> None:
+    """A data file or schema made before keys had limits: the column is added at start,
+    the old keys come back unlimited, and new keys keep their limits."""
+    await _store_a_key_the_old_way(store_backend)
+    store = await store_backend.open_tenant_store()
+    (old,) = await store.list_keys("acme")
+    assert (old.key_id, old.name, old.limits) == ("0123456789ab", "old", NO_LIMITS)
+    assert old.scopes == frozenset({Scope.INGEST})
+    new = mint_key("acme", frozenset({Scope.READ}), name="new", created_at_us=NOW_US + 1)
+    narrowed = KeyLimits(campaigns=frozenset({"summer"}))
+    await store.add_key(dataclasses.replace(new.record, limits=narrowed))
+    assert [k.limits for k in await store.list_keys("acme")] == [NO_LIMITS, narrowed]
+
+
+OLD_KEYS = (
+    "CREATE TABLE api_keys (key_id {t} PRIMARY KEY, tenant_id {t} NOT NULL, "
+    "key_hash {t} NOT NULL UNIQUE, scopes {t}[] NOT NULL, name {t} NOT NULL, "
+    "created_at_us BIGINT NOT NULL, revoked_at_us BIGINT)"
+)
+OLD_ROW = ("0123456789ab", "acme", "old-hash", ["ingest"], "old", NOW_US, None)
+
+
+async def _store_a_key_the_old_way(store_backend: Any) -> None:
+    if isinstance(store_backend, DuckDBBackend):
+        with duckdb.connect(str(store_backend.path)) as con:
+            con.execute(OLD_KEYS.format(t="VARCHAR"))
+            con.execute("INSERT INTO api_keys VALUES (?, ?, ?, ?, ?, ?, ?)", list(OLD_ROW))
+        return
+    con = await asyncpg.connect(POSTGRES_DSN)
+    try:
+        await con.execute(f'CREATE SCHEMA "{store_backend.schema}"')
+        await con.execute(f'SET search_path TO "{store_backend.schema}"')
+        await con.execute(OLD_KEYS.format(t="text"))
+        await con.execute("INSERT INTO api_keys VALUES ($1, $2, $3, $4, $5, $6, $7)", *OLD_ROW)
+    finally:
+        await con.close()
+
+
+async def test_value_limits_are_set_replaced_and_removed(tenant_store: TenantStore) -> None:
+    assert await tenant_store.list_value_limits() == []
+    await tenant_store.set_value_limits(
+        "acme", {"conversions": ValueLimit(5_000, 1e9), "likes": ValueLimit(10, 20)}
+    )
+    await tenant_store.set_value_limits("other", {"likes": ValueLimit(1, 2)})
+    await tenant_store.set_value_limits(
+        "acme", {"likes": None, "conversions": ValueLimit(6_000, 1e9), "views": None}
+    )
+    assert await tenant_store.list_value_limits() == [
+        ("acme", "conversions", ValueLimit(6_000, 1e9)),
+        ("other", "likes", ValueLimit(1, 2)),
+    ]
+
+
+async def test_value_limits_survive_reopen(store_backend: Any) -> None:
+    store = await store_backend.open_tenant_store()
+    await store.set_value_limits("acme", {"revenue": ValueLimit(1e7, 1e11)})
+    await store.aclose()
+    reopened = await store_backend.open_tenant_store()
+    assert await reopened.list_value_limits() == [("acme", "revenue", ValueLimit(1e7, 1e11))]

@@ -52,6 +52,8 @@ RUN = hashlib.md5(str(time.time_ns()).encode(), usedforsecurity=False).hexdigest
 SCHEMA_PREFIX = f"hm_e2e_{RUN}_"
 STREAM_PREFIX = f"E2E_{RUN}_"
 SETTLE_SECONDS = 60.0
+# Seals connector secrets in the PostgreSQL runs (the embedded ones make a key file).
+E2E_SECRET_KEY = "-CI4SFNXRO1PNXfusXsy28h0-ZuXf9EPrRsgVLjmXqQ="
 INGEST_PATHS = ("/v1/events", "/v1/track/", "/v1/sdk/")
 
 
@@ -67,7 +69,8 @@ def backend_env(data: Path | None) -> dict[str, str]:
     """The settings (as environment) that put a server of ``data`` on the shared engines."""
     if not POSTGRES or data is None:
         return {}
-    env = {"HYPEMETER_STORE": store_dsn(data)}
+    # A shared store has no key file beside it: every process of a server gets this key.
+    env = {"HYPEMETER_STORE": store_dsn(data), "HYPEMETER_SECRET_KEYS": E2E_SECRET_KEY}
     if CLUSTER:
         env.update(
             HYPEMETER_PROFILE="cluster",

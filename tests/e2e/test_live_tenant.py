@@ -197,7 +197,7 @@ async def test_a_tenant_wide_stream_token(make_server: ServerFactory) -> None:
     acme = srv.keys["acme"]
     inf = new_id("inf")
     await ingest(srv, [ev(influencer_id=inf, value=2), ev(influencer_id=new_id("inf"), value=5)])
-    issued = await issue_token(srv, {"metrics": ["likes"]}, acme.read)
+    issued = await issue_token(srv, {"metrics": ["likes"], "tail": True}, acme.read)
     token = issued["token"]
     sse_url = urlsplit(issued["sse_url"])
     assert sse_url.path == "/v1/stream/sse"

@@ -8,6 +8,11 @@ the platform's side: no window ever holds more calls than allowed, Retry-After
 and ``x-rate-limit-reset`` are waited out, 5xx answers are retried after a
 pause, YouTube's daily units run out and stay out, X's "0 remaining" is waited out
 until its reset.
+
+The fake also records where each credential travelled (a header, never the URL)
+and refreshes tokens as Instagram and TikTok do, so the tests check that expiring
+tokens are refreshed, used and kept, that a refused refresh shows in the
+ingestion health, and that no credential reaches a process log.
 """
 
 from __future__ import annotations
@@ -18,13 +23,27 @@ import itertools
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import Any
+from pathlib import Path
+from typing import Any, cast
 
 import httpx
 import pytest
 
+from hypemeter.settings import Settings
+
+from . import cluster
 from .fake_platforms import CallRecord, FakePlatforms, Limit, Scripted
-from .support import LiveServer, ServerFactory, bearer, rfc3339, utc_now
+from .support import (
+    LiveServer,
+    ServerFactory,
+    ServerProcess,
+    TenantKeys,
+    bearer,
+    provision,
+    rfc3339,
+    run_coroutine,
+    utc_now,
+)
 
 PLATFORMS = ("instagram", "youtube", "tiktok", "x")
 CREDENTIAL = {
@@ -40,6 +59,7 @@ SECRETS = {
     "x": {"consumer_secret": "s"},
 }
 URL_SETTING = {p: f"{p}_api_url" for p in PLATFORMS}
+TOKEN_URL_SETTING = "instagram_token_url"  # TikTok refreshes on its API host
 PERIOD = {"period": "2h", "granularity": "hour"}  # the current and the previous hour
 ROOMY = {"window_calls": 100, "window_s": 10, "capacity": 10, "refill_per_s": 10}
 FAST = [[None, 0.2]]  # poll every item on every round (a round each 0.5 s)
@@ -117,12 +137,20 @@ class Polled:
         return content_id
 
     def connector(
-        self, platform: str, tokens: Sequence[str], poll: Mapping[str, Any] | None = None
+        self,
+        platform: str,
+        tokens: Sequence[str | Mapping[str, Any]],
+        poll: Mapping[str, Any] | None = None,
+        secrets: Mapping[str, str] | None = None,
     ) -> str:
+        """A polling connector; a token is a credential's secret, or the whole credential."""
         body = {
             "platform": platform,
-            "secrets": SECRETS[platform],
-            "credentials": [{CREDENTIAL[platform]: token} for token in tokens],
+            "secrets": dict(secrets or SECRETS[platform]),
+            "credentials": [
+                {CREDENTIAL[platform]: token} if isinstance(token, str) else dict(token)
+                for token in tokens
+            ],
             "poll": dict(poll or {}),
         }
         response = self.admin.post("/v1/admin/connectors", json=body)
@@ -215,7 +243,7 @@ def polled(make_server: ServerFactory, fake: FakePlatforms) -> Iterator[Callable
     def start(**settings: Any) -> Polled:
         settings.setdefault("poll_backoff_base_seconds", 0.05)
         settings.setdefault("poll_backoff_cap_seconds", 0.2)
-        urls = {URL_SETTING[p]: fake.url for p in PLATFORMS}
+        urls = {URL_SETTING[p]: fake.url for p in PLATFORMS} | {TOKEN_URL_SETTING: fake.url}
         env = Polled(make_server(**urls, **settings), fake)
         made.append(env)
         return env
@@ -722,3 +750,229 @@ def test_youtube_uses_every_credentials_units(polled: Callable[..., Polled]) -> 
     time.sleep(2.0)
     assert env.polling(connector)["quota_left"] == 0
     assert len(env.calls("youtube")) == 6
+
+
+# -- 9. credentials: in headers, never in a log; expiring tokens refreshed ---------------
+
+
+def operator_key(srv: LiveServer) -> str:
+    """A key with the read and admin scopes: the ingestion health is a read route, and
+    what only admins see shows to keys that also hold the admin scope."""
+    with httpx.Client(base_url=srv.url, headers=bearer(srv.keys["acme"].admin)) as client:
+        made = client.post("/v1/admin/keys", json={"scopes": ["read", "admin"], "name": "ops"})
+    assert made.status_code == 201, made.text
+    secret: str = made.json()["key"]
+    return secret
+
+
+def health_of(srv: LiveServer, key: str, connector_id: str) -> tuple[dict[str, Any], str]:
+    """The connector's entry in ``/v1/ingestion/health`` seen with ``key`` (from the
+    process that polls), and the whole answer's text."""
+    with httpx.Client(base_url=srv.url, headers=bearer(key), timeout=30) as client:
+        response = client.get("/v1/ingestion/health")
+    assert response.status_code == 200, response.text
+    (entry,) = [c for c in response.json()["connectors"] if c["id"] == connector_id]
+    return entry, response.text
+
+
+class Spawned:
+    """What ``Polled`` uses of a live server, for a ``hypemeter serve`` subprocess."""
+
+    def __init__(self, url: str, keys: dict[str, TenantKeys]) -> None:
+        self.url, self.keys = url, keys
+
+    def client(self, key: str) -> httpx.Client:
+        return httpx.Client(base_url=self.url, headers=bearer(key), timeout=30)
+
+
+def polling_shows(
+    srv: LiveServer, key: str, connector_id: str, *path: str
+) -> tuple[dict[str, Any], str] | None:
+    """``health_of`` once the connector's polling health holds a value at ``path``."""
+    entry, text = health_of(srv, key, connector_id)
+    found: Any = entry["polling"]
+    for name in path:
+        found = found.get(name) if isinstance(found, dict) else None
+    return (entry, text) if found else None
+
+
+def test_credentials_travel_in_headers_and_never_reach_the_process_log(
+    tmp_path: Path, fake: FakePlatforms
+) -> None:
+    """``hypemeter serve`` at log level debug, with its access log, polls Instagram (whose
+    token is refreshed first: Meta documents that request with the token in the query)
+    and YouTube; no credential, old or new, is anywhere in the process's log."""
+    data = tmp_path / "data"
+    keys = run_coroutine(provision(Settings(data=data, **cluster.backend_overrides(data))))
+    urls = {URL_SETTING[p]: fake.url for p in PLATFORMS} | {TOKEN_URL_SETTING: fake.url}
+    env = {f"HYPEMETER_{name.upper()}": url for name, url in urls.items()} | {
+        "HYPEMETER_LOG_LEVEL": "debug",
+        "HYPEMETER_ACCESS_LOG": "true",
+    }
+    server = ServerProcess(data, tmp_path / "serve.log", env=env).wait_ready()
+    old_token, new_token, api_key = unique("IGQold"), unique("IGQnew"), unique("AIzaKey")
+    fake.issue["instagram"].append(new_token)
+    try:
+        env_ = Polled(cast(LiveServer, Spawned(server.url, keys)), fake)
+        channel = unique("UC")
+        for platform, account in (("instagram", None), ("youtube", channel)):
+            influencer = env_.influencer(platform, account)
+            item = env_.content(platform, influencer, unique(platform))
+            fake.set(platform, item, **raw(platform, counts(3, 1, 30, 1, 1)))
+        fake.set("youtube-channel", channel, subscriberCount=10)
+        ig = {"access_token": old_token, "expires_in": "3600"}  # within the 7-day margin
+        env_.connector("instagram", [ig], {**ROOMY, "curve": FAST})
+        env_.connector("youtube", [api_key], {**ROOMY, "curve": FAST})
+        # A second call of each: the first one's answer has been received (and logged).
+        env_.wait_calls("instagram", 2)
+        env_.wait_calls("youtube", 3)
+        log = server.log()
+        assert '"hypemeter ready"' in log or "hypemeter ready" in log
+        for secret in (old_token, new_token, api_key):
+            assert secret not in log
+        polled_calls = env_.calls("instagram") + env_.calls("youtube")
+        assert {c.credential_in for c in polled_calls} == {"header"}
+        assert all(c.token not in c.query for c in polled_calls)
+        assert {c.token for c in env_.calls("youtube")} == {api_key}
+        env_.close()
+    finally:
+        server.terminate()
+    log = server.log()
+    for secret in (old_token, new_token, api_key, keys["acme"].admin):
+        assert secret not in log
+    (refresh,) = fake.refreshes_of("instagram")
+    assert (refresh.token, refresh.status, refresh.issued) == (old_token, 200, new_token)
+    assert {c.token for c in fake.calls_of("instagram")} == {new_token}
+
+
+def test_expiring_tokens_are_refreshed_used_and_kept_across_a_restart(
+    polled: Callable[..., Polled],
+) -> None:
+    env = polled()
+    fake = env.fake
+    items = {}
+    for platform in ("instagram", "tiktok"):
+        influencer = env.influencer(platform)
+        items[platform] = env.content(platform, influencer, unique(platform))
+        fake.set(platform, items[platform], **raw(platform, counts(2, 1, 20, 1, 1)))
+    ig_old, ig_new = unique("IGQold"), unique("IGQnew")
+    tt_old, tt_new, refresh_token = unique("act.old"), unique("act.new"), unique("rft.")
+    fake.issue["instagram"].append(ig_new)
+    fake.issue["tiktok"].append(tt_new)
+    poll = {**ROOMY, "curve": FAST}
+    ig_connector = env.connector(
+        "instagram", [{"access_token": ig_old, "expires_in": 86_400}], poll
+    )
+    tt_credential = {
+        "access_token": tt_old,
+        "refresh_token": refresh_token,
+        "client_key": "ck-1",
+        "expires_in": 300,  # within TikTok's 15-minute margin
+        "refresh_expires_in": 31_536_000,
+    }
+    tt_connector = env.connector("tiktok", [tt_credential], poll)
+    env.wait_calls("instagram", 2, ig_new)
+    env.wait_calls("tiktok", 2, tt_new)
+
+    # Refreshed once each, before the first poll: the old tokens polled nothing.
+    (ig_refresh,) = fake.refreshes_of("instagram")
+    assert (ig_refresh.token, ig_refresh.issued) == (ig_old, ig_new)
+    (tt_refresh,) = fake.refreshes_of("tiktok")
+    assert (tt_refresh.token, tt_refresh.issued) == (refresh_token, tt_new)
+    assert tt_refresh.form == {
+        "client_key": "ck-1",
+        "client_secret": SECRETS["tiktok"]["client_secret"],
+        "grant_type": "refresh_token",
+        "refresh_token": refresh_token,
+    }
+    assert tt_refresh.query == ""  # the secrets went in the form body
+    assert env.calls("instagram", ig_old) == [] and env.calls("tiktok", tt_old) == []
+    for connector, lifetime in ((ig_connector, 5183944), (tt_connector, 86400)):
+        tokens = env.polling(connector)["tokens"]
+        assert tokens["last_refresh"] is not None and tokens["refresh_error"] is None
+        expires = dt.datetime.fromisoformat(tokens["expires_at"])
+        assert abs((expires - utc_now()).total_seconds() - lifetime) < 60
+        assert env.polling(connector)["failing"] is False
+
+    # Saved: a restart polls with the new tokens, and refreshes nothing again.
+    data, keys = env.srv.data, env.srv.keys
+    env.close()
+    env.srv.stop()
+    calls = {p: len(fake.calls_of(p)) for p in ("instagram", "tiktok")}
+    again = polled(data=data, keys=keys)
+    again.wait_calls("instagram", calls["instagram"] + 2)
+    again.wait_calls("tiktok", calls["tiktok"] + 2)
+    assert {c.token for c in fake.calls_of("instagram")[calls["instagram"] :]} == {ig_new}
+    assert {c.token for c in fake.calls_of("tiktok")[calls["tiktok"] :]} == {tt_new}
+    assert len(fake.refreshes) == 2
+    assert again.polling(tt_connector)["tokens"]["refresh_error"] is None
+
+
+UPSTREAM = "upstream-says-7f3a: token 190 for app 42 is invalid"
+
+
+def test_a_refused_refresh_marks_the_connector_failing_in_the_ingestion_health(
+    polled: Callable[..., Polled],
+) -> None:
+    env = polled()
+    influencer = env.influencer("tiktok")
+    item = env.content("tiktok", influencer, unique("tt"))
+    env.fake.set("tiktok", item, **raw("tiktok", counts(4, 0, 9, 0, 0)))
+    refused = {"error": "invalid_grant", "error_description": UPSTREAM, "log_id": "L-77"}
+    env.fake.refusals["tiktok"].append(Scripted(401, body=refused))
+    old, refresh_token = unique("act.old"), unique("rft.")
+    credential = {
+        "access_token": old,
+        "refresh_token": refresh_token,
+        "client_key": "ck-2",
+        "expires_in": 120,
+    }
+    client_secret = unique("tt-client-secret")
+    connector = env.connector(
+        "tiktok", [credential], {**ROOMY, "curve": FAST}, {"client_secret": client_secret}
+    )
+    keys = env.srv.keys["acme"]
+    operator = operator_key(env.srv)
+    entry, text = wait_for(
+        lambda: polling_shows(env.srv, operator, connector, "tokens", "refresh_error"),
+        15.0,
+        "the refused refresh in the health",
+    )
+    reason = "tiktok token refresh refused: HTTP 401, error invalid_grant (log_id L-77)"
+    tokens = entry["polling"]["tokens"]
+    assert (tokens["refresh_error"], tokens["refresh_error_detail"]) == (reason, UPSTREAM)
+    assert tokens["last_refresh"] is None
+    assert entry["polling"]["failing"] is True
+    # A read key sees that it fails and why, in Hypemeter's words only.
+    seen, read_text = health_of(env.srv, keys.read, connector)
+    assert seen["polling"]["tokens"]["refresh_error"] == reason
+    assert seen["polling"]["failing"] is True
+    assert "refresh_error_detail" not in seen["polling"]["tokens"]
+    assert UPSTREAM not in read_text
+    for secret in (old, refresh_token, client_secret):
+        assert secret not in text and secret not in read_text
+    # Polling goes on with the token it has until the platform refuses it.
+    env.wait_totals(influencer, {"likes": 4})
+    assert {c.token for c in env.calls("tiktok")} == {old}
+
+
+def test_upstream_error_bodies_show_to_admin_keys_only(polled: Callable[..., Polled]) -> None:
+    env = polled()
+    influencer = env.influencer("x")
+    item = env.content("x", influencer, unique("x"))
+    env.fake.set("x", item, **raw("x", counts(1, 0, 10, 0, 0)))
+    env.fake.script("x", Scripted(403, body={"title": "Forbidden", "detail": UPSTREAM}))
+    connector = env.connector("x", [unique("bearer")], {**ROOMY, "curve": FAST})
+    keys = env.srv.keys["acme"]
+    operator = operator_key(env.srv)
+    entry, _ = wait_for(
+        lambda: polling_shows(env.srv, operator, connector, "last_error"),
+        15.0,
+        "the 403 in the health",
+    )
+    assert entry["polling"]["last_error"] == "x answered 403"
+    assert UPSTREAM in entry["polling"]["last_error_detail"]
+    seen, read_text = health_of(env.srv, keys.read, connector)
+    assert seen["polling"]["last_error"] == "x answered 403"
+    assert "last_error_detail" not in seen["polling"]
+    assert UPSTREAM not in read_text

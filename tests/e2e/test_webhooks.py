@@ -10,9 +10,10 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import httpx
 import pytest
 
-from .support import LiveServer
+from .support import LiveServer, bearer
 from .webhooks_support import (
     PLATFORMS,
     SECRET_NAMES,
@@ -139,8 +140,10 @@ def test_secret_values_never_appear_in_any_answer(acme: Webhooks) -> None:
             "deliveries": 0,
             "refused": 0,
             "dead_letters": 0,
+            "replays": 0,
             "last_success": None,
             "last_error": None,
+            "last_error_detail": None,
             "last_error_at": None,
         }
 
@@ -397,3 +400,45 @@ def test_a_tenant_cannot_write_into_read_or_replay_another_tenants_webhooks(
     assert fine.status_code == 200
     assert acme.totals(influencer, "comments") == {"comments": 2}
     assert acme.dead_letters(ours) == [acme_letter]
+
+
+def test_payload_excerpts_in_the_ingestion_health_show_to_admin_keys_only(
+    srv: LiveServer, acme: Webhooks
+) -> None:
+    """A dead letter's reasons quote the delivery (comment text, authors); the ingestion
+    health, a read route, shows them to keys that also hold the admin scope, and the
+    reasons without the quote to the others. So does the connector's last error."""
+    account = unique("1784")
+    acme.influencer("instagram", account)
+    connector = acme.connector("instagram")
+    marker = unique("private-comment-")
+    change = {"field": "sparkles", "value": {"text": marker, "from": {"username": "ana"}}}
+    body = encode(
+        {"object": "instagram", "entry": [{"id": account, "time": now_s(), "changes": [change]}]}
+    )
+    assert acme.deliver(connector, body, meta_signed(connector.secret(), body)).status_code == 200
+    why = "unknown Meta webhook field 'sparkles'"
+    made = acme.admin.post("/v1/admin/keys", json={"scopes": ["read", "admin"], "name": "ops"})
+    assert made.status_code == 201, made.text
+
+    def seen(key: str) -> tuple[dict[str, Any], dict[str, Any], str]:
+        with httpx.Client(base_url=srv.url, headers=bearer(key), timeout=30) as client:
+            answer = client.get("/v1/ingestion/health")
+        assert answer.status_code == 200, answer.text
+        (letter,) = [
+            d for d in answer.json()["dead_letters"]["open"] if d["connector_id"] == connector.id
+        ]
+        (entry,) = [c for c in answer.json()["connectors"] if c["id"] == connector.id]
+        return letter, entry["health"], answer.text
+
+    letter, health, text = seen(made.json()["key"])
+    assert len(letter["reasons"]) == 1 and letter["reasons"][0].startswith(f"{why}: ")
+    assert marker in letter["reasons"][0] and marker in health["last_error_detail"]
+    assert health["last_error"] == why
+    letter, health, text = seen(srv.keys["acme"].read)
+    assert letter["reasons"] == [why]
+    assert health["last_error"] == why and "last_error_detail" not in health
+    assert marker not in text
+    # The dead letter itself, body and all, stays an admin's to read and replay.
+    (full,) = acme.dead_letters(connector)
+    assert marker in full["body"] and marker in full["reasons"][0]

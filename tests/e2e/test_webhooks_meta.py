@@ -250,7 +250,9 @@ def test_an_unknown_field_is_a_dead_letter_and_the_rest_is_counted(
     assert grown(before, acme.telemetry("deliveries", platform)) == {"dead_letter": 1}
     health = acme.health(connector)
     assert (health["deliveries"], health["refused"], health["dead_letters"]) == (1, 0, 1)
-    assert health["last_error"] == letter["reasons"][0]
+    # The reason in Hypemeter's words; with the excerpt of the delivery, for admins.
+    assert health["last_error"] == "unknown Meta webhook field 'reel_remixes'"
+    assert health["last_error_detail"] == letter["reasons"][0]
 
     # The mapping still does not know the field: the replay counts nothing new.
     replay = acme.replayed(letter["id"])

@@ -21,6 +21,7 @@ from .webhooks_support import (
     Connector,
     Webhooks,
     encode,
+    error_of,
     grown,
     module_server,
     reason,
@@ -147,16 +148,17 @@ def test_poll_messages_are_votes_readings_counted_once_per_message(acme: Webhook
     assert (status, content) == (204, b"")
     assert votes(acme, influencer, poll_id) == (9, 9)
 
-    # Twitch retries a message with the same id: it is the same reading.
+    # Twitch retries a message with the same id: answered, and dropped as a replay.
     again = acme.deliver(connector, second, headers)
     assert (again.status_code, again.content) == (204, b"")
     end = poll("end", broadcaster, poll_id, [0, 9])
     assert notify(acme, connector, end, seconds_ago=10)[:2] == (204, b"")
     assert votes(acme, influencer, poll_id) == (9, 9)
 
-    assert grown(before, acme.telemetry("deliveries", "twitch")) == {"counted": 5}
+    assert grown(before, acme.telemetry("deliveries", "twitch")) == {"counted": 4, "replay": 1}
     health = acme.health(connector)
-    assert (health["deliveries"], health["refused"], health["dead_letters"]) == (5, 0, 0)
+    assert (health["deliveries"], health["refused"], health["dead_letters"]) == (4, 0, 0)
+    assert health["replays"] == 1
     assert acme.dead_letters(connector) == []
 
 
@@ -249,3 +251,103 @@ def test_a_revocation_disables_the_connector(acme: Webhooks) -> None:
         f"Twitch revoked EventSub subscription {revoked['id']} (channel.poll.progress): "
         "status authorization_revoked"
     )
+
+
+# -- replays, message types and disabled connectors ---------------------------------------
+
+
+def test_a_replayed_message_is_answered_and_not_processed_again(acme: Webhooks) -> None:
+    """Twitch redelivers a message with the same id when unsure it arrived; so may anyone
+    who captured one. The process that stored it answers 2xx and drops it: not counted,
+    and not a second dead letter. (Deliveries go to one process; see the docs.)"""
+    stranger, poll_id = unique("1"), unique("poll-")
+    connector = acme.connector("twitch")
+    before = acme.telemetry("deliveries", "twitch")
+    unknown = poll("progress", stranger, poll_id, [1, 2])  # no influencer: a dead letter
+    status, _, headers = notify(acme, connector, unknown, seconds_ago=20)
+    assert status == 204
+    for _ in range(2):
+        again = acme.deliver(connector, unknown, headers)
+        assert (again.status_code, again.content) == (204, b"")
+    assert len(acme.dead_letters(connector)) == 1
+
+    broadcaster, counted_poll = unique("1"), unique("poll-")
+    influencer = acme.influencer("twitch", broadcaster)
+    body = poll("progress", broadcaster, counted_poll, [3, 4])
+    status, _, headers = notify(acme, connector, body, seconds_ago=10)
+    assert status == 204
+    assert acme.deliver(connector, body, headers).status_code == 204
+    assert votes(acme, influencer, counted_poll) == (7, 7)
+
+    assert grown(before, acme.telemetry("deliveries", "twitch")) == {
+        "dead_letter": 1,
+        "counted": 1,
+        "replay": 3,
+    }
+    health = acme.health(connector)
+    assert (health["deliveries"], health["dead_letters"], health["replays"]) == (2, 1, 3)
+
+
+def test_only_the_documented_message_types_are_accepted(acme: Webhooks) -> None:
+    broadcaster, poll_id = unique("1"), unique("poll-")
+    influencer = acme.influencer("twitch", broadcaster)
+    connector = acme.connector("twitch")
+    body = poll("progress", broadcaster, poll_id, [0, 5])
+    for kind in ("keepalive", "notifications", "Notification"):
+        signed = twitch_signed(connector.secret(), body, kind=kind)
+        answer = acme.deliver(connector, body, signed)
+        error = error_of(answer, 400, "invalid_input")
+        assert error["field"] == "Twitch-Eventsub-Message-Type"
+        assert error["message"] == (
+            f"Twitch-Eventsub-Message-Type {kind!r} is not one of notification, "
+            "webhook_callback_verification, revocation"
+        )
+    # The type header is not signed: a captured notification relabelled as a revocation
+    # would disable the connector. Its body is no revocation: refused.
+    relabelled = twitch_signed(connector.secret(), body, kind="revocation")
+    error = error_of(acme.deliver(connector, body, relabelled), 400, "invalid_input")
+    assert error["message"] == (
+        "the signed body is not a revocation message (Twitch-Eventsub-Message-Type is not signed)"
+    )
+    (shown,) = [c for c in acme.connectors() if c["id"] == connector.id]
+    assert shown["disabled"] is None
+    assert acme.dead_letters(connector) == []
+    assert acme.totals(influencer, "votes") == {"votes": 0}
+
+
+def test_a_disabled_connector_refuses_every_delivery(acme: Webhooks) -> None:
+    broadcaster, poll_id = unique("1"), unique("poll-")
+    influencer = acme.influencer("twitch", broadcaster)
+    connector = acme.connector("twitch")
+    revoked = encode(
+        {"subscription": subscription("channel.poll.progress", broadcaster, "user_removed")}
+    )
+    headers = twitch_signed(connector.secret(), revoked, kind="revocation")
+    assert acme.deliver(connector, revoked, headers).status_code == 204
+    before = acme.telemetry("refused", "twitch")
+
+    body = poll("progress", broadcaster, poll_id, [2, 5])
+    for kind, message in (("notification", body), ("revocation", revoked)):
+        answer = acme.deliver(
+            connector, message, twitch_signed(connector.secret(), message, kind=kind)
+        )
+        error = error_of(answer, 410, "gone")
+        assert error["field"] == "connector_id"
+        assert error["message"] == (
+            f"the twitch connector '{connector.id}' is disabled; it takes no requests"
+        )
+        assert "user_removed" not in answer.text  # why is for the tenant's admins
+    assert acme.totals(influencer, "votes") == {"votes": 0}
+    assert acme.dead_letters(connector) == []
+    assert grown(before, acme.telemetry("refused", "twitch")) == {"disabled": 2}
+
+
+def test_a_challenge_is_never_taken_for_html(acme: Webhooks) -> None:
+    connector = acme.connector("twitch")
+    challenge = "<script>alert(1)</script>"
+    body = encode({"challenge": challenge, "subscription": subscription("channel.poll.end", "1")})
+    headers = twitch_signed(connector.secret(), body, kind="webhook_callback_verification")
+    answer = acme.deliver(connector, body, headers)
+    assert (answer.status_code, answer.text) == (200, challenge)
+    assert answer.headers["content-type"].startswith("text/plain")
+    assert answer.headers["x-content-type-options"] == "nosniff"

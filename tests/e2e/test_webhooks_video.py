@@ -102,20 +102,43 @@ def assert_video(
     return item
 
 
-def test_youtube_confirms_subscriptions_by_echoing_the_challenge(acme: Webhooks) -> None:
+def feed_of(channel: str) -> str:
+    return f"https://www.youtube.com/xml/feeds/videos.xml?channel_id={channel}"
+
+
+def test_youtube_confirms_subscriptions_to_its_channels_by_echoing_the_challenge(
+    acme: Webhooks,
+) -> None:
+    """The connector's topics are the feeds of its tenant's YouTube channels: it confirms
+    subscribing to those (in plain text, never sniffed as HTML), unsubscribing from
+    others, and nothing else, whichever process the hub calls."""
+    channel, other = unique("UC"), unique("UC")
+    acme.influencer("youtube", channel)
     connector = acme.connector("youtube")
-    for mode in ("subscribe", "unsubscribe"):
+
+    def handshake(mode: str, topic: str) -> Any:
         params = {
             "hub.mode": mode,
-            "hub.topic": "https://www.youtube.com/xml/feeds/videos.xml?channel_id=UC1",
+            "hub.topic": topic,
             "hub.challenge": "8230714501296517441",
             "hub.lease_seconds": "432000",
         }
-        answer = acme.handshake(connector, params)
+        return acme.handshake(connector, params)
+
+    for mode, topic in (("subscribe", feed_of(channel)), ("unsubscribe", feed_of(other))):
+        answer = handshake(mode, topic)
         assert (answer.status_code, answer.content) == (200, b"8230714501296517441")
+        assert answer.headers["content-type"].startswith("text/plain")
+        assert answer.headers["x-content-type-options"] == "nosniff"
+    for mode, topic in (("subscribe", feed_of(other)), ("unsubscribe", feed_of(channel))):
+        refused = handshake(mode, topic)
+        assert (refused.status_code, refused.content) == (
+            404,
+            b"no subscription to this topic was asked for",
+        )
     for params in ({"hub.mode": "subscribe"}, {"hub.mode": "denied", "hub.challenge": "1"}, {}):
         refused = acme.handshake(connector, params)
-        assert (refused.status_code, refused.content) == (404, b"no hub.challenge to confirm")
+        assert refused.status_code == 404
 
 
 def test_a_signed_youtube_push_registers_the_video_once_for_the_channels_influencer(
@@ -281,7 +304,8 @@ def test_a_signed_tiktok_publish_registers_the_video_once(acme: Webhooks) -> Non
     first = assert_video(acme, video, influencer, "tiktok", None, stamp)
 
     # A redelivery (signed again, at another t) and the same video by Video Kit's event.
-    again = acme.deliver(connector, public, tiktok_signed(connector.secret(), public))
+    resigned = tiktok_signed(connector.secret(), public, sent_s=now_s(7))
+    again = acme.deliver(connector, public, resigned)
     assert again.status_code == 200
     kit = tiktok("video.publish.completed", openid, {"share_id": "s1", "video_id": video}, created)
     assert acme.deliver(connector, kit, tiktok_signed(connector.secret(), kit)).status_code == 200
@@ -401,3 +425,41 @@ def test_tiktok_authorization_removed_disables_the_connector(acme: Webhooks) -> 
     assert shown["disabled"] == (
         f"TikTok authorization.removed for {openid}: reason 1 (user disconnected the app)"
     )
+
+
+def test_a_replayed_tiktok_request_is_answered_and_dropped(acme: Webhooks) -> None:
+    """The same signed request again (same t, same s) within the window is a replay:
+    answered 200, processed once (one dead letter, not two)."""
+    openid, video = unique("act."), unique("73")
+    connector = acme.connector("tiktok")
+    body = tiktok("post.publish.publicly_available", openid, {"post_id": video})
+    signed = tiktok_signed(connector.secret(), body)
+    before = acme.telemetry("deliveries", "tiktok")
+    answers = [acme.deliver(connector, body, signed) for _ in range(3)]
+    assert [(a.status_code, a.content) for a in answers] == [(200, b"")] * 3
+    assert len(acme.dead_letters(connector)) == 1
+    assert grown(before, acme.telemetry("deliveries", "tiktok")) == {
+        "dead_letter": 1,
+        "replay": 2,
+    }
+    # TikTok's own retry is signed anew: processed (and recognised by the registry).
+    acme.influencer("tiktok", openid)
+    again = acme.deliver(connector, body, tiktok_signed(connector.secret(), body, sent_s=now_s(1)))
+    assert again.status_code == 200
+    assert acme.content(video).status_code == 200
+
+
+def test_a_disabled_tiktok_connector_refuses_deliveries(acme: Webhooks) -> None:
+    openid, video = unique("act."), unique("73")
+    acme.influencer("tiktok", openid)
+    connector = acme.connector("tiktok")
+    removed = tiktok("authorization.removed", openid, {"reason": 2})
+    assert (
+        acme.deliver(connector, removed, tiktok_signed(connector.secret(), removed)).status_code
+        == 200
+    )
+    body = tiktok("post.publish.publicly_available", openid, {"post_id": video})
+    answer = acme.deliver(connector, body, tiktok_signed(connector.secret(), body))
+    assert answer.status_code == 410, answer.text
+    assert answer.json()["error"]["code"] == "gone"
+    assert acme.content(video).status_code == 404

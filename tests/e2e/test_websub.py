@@ -135,3 +135,30 @@ def test_a_failing_hub_is_asked_again_later(make_server: ServerFactory) -> None:
         assert times[1] - times[0] >= 0.4  # not hammered: a jittered, growing delay
     finally:
         hub.stop()
+
+
+def test_without_a_subscriber_only_the_connectors_own_topics_are_confirmed(
+    server: LiveServer,
+) -> None:
+    """No public URL: this process subscribes nothing. A hub's verification is still
+    answered only for the feeds of the tenant's channels (another process, or an
+    earlier run, may have asked for them), never for a topic anyone names."""
+    register(server, "ana", "UC-ana")
+    made = connector(server)
+    url = server.url + made["callback_url"]
+
+    def verify(mode: str, channel: str) -> httpx.Response:
+        query = {"hub.mode": mode, "hub.topic": TOPIC.format(channel), "hub.challenge": "c-91"}
+        return httpx.get(url, params={**query, "hub.lease_seconds": "60"})
+
+    for mode, channel in (("subscribe", "UC-anyone"), ("unsubscribe", "UC-ana")):
+        refused = verify(mode, channel)
+        assert (refused.status_code, refused.text) == (
+            404,
+            "no subscription to this topic was asked for",
+        )
+    for mode, channel in (("subscribe", "UC-ana"), ("unsubscribe", "UC-gone")):
+        confirmed = verify(mode, channel)
+        assert (confirmed.status_code, confirmed.text) == (200, "c-91")
+        assert confirmed.headers["content-type"] == "text/plain; charset=utf-8"
+        assert confirmed.headers["x-content-type-options"] == "nosniff"

@@ -14,9 +14,39 @@ from hypemeter.errors import InvalidInput
 router = APIRouter(prefix="/v1/admin/keys", tags=["admin"])
 
 
+class LimitsIn(BaseModel, extra="forbid"):
+    """What a key is narrowed to; a member left out sets no limit."""
+
+    platforms: list[str] | None = Field(
+        default=None, description="Ingest: only events of these platforms", examples=[["app"]]
+    )
+    metrics: list[str] | None = Field(
+        default=None, description="Ingest: only events of these metrics", examples=[["clicks"]]
+    )
+    influencers: list[str] | None = Field(
+        default=None,
+        description="Ingest: only events of these influencers; read: only their numbers",
+        examples=[["inf-42"]],
+    )
+    campaigns: list[str] | None = Field(
+        default=None,
+        description="Ingest: only events of these campaigns; read: only their numbers",
+        examples=[["summer-drop"]],
+    )
+    max_value: float | None = Field(
+        default=None, description="Ingest: no event's value above this (absolute)"
+    )
+
+
 class KeyIn(BaseModel):
     scopes: list[str] = Field(examples=[["ingest"]], description="ingest, read and/or admin")
     name: str = Field(default="", max_length=200, examples=["ios-app"])
+    limits: LimitsIn | None = Field(
+        default=None,
+        examples=[{"influencers": ["inf-42"]}],
+        description="Narrow the key (not an admin key): platforms, metrics and max_value "
+        "bind ingest only; influencers and campaigns bind ingest and reads",
+    )
 
 
 def key_view(key: ApiKey) -> dict[str, Any]:
@@ -26,6 +56,7 @@ def key_view(key: ApiKey) -> dict[str, Any]:
         "scopes": sorted(s.value for s in key.scopes),
         "created_at_us": key.created_at_us,
         "revoked": not key.active,
+        "limits": key.limits.payload(),
     }
 
 
@@ -35,6 +66,7 @@ KEY_EXAMPLE = {
     "scopes": ["ingest"],
     "created_at_us": 1763647380000000,
     "revoked": False,
+    "limits": None,
 }
 
 
@@ -54,8 +86,9 @@ async def create_key(
         scopes = parse_scopes(body.scopes)
     except ValueError as exc:
         raise InvalidInput(str(exc), field="scopes") from exc
+    limits = None if body.limits is None else body.limits.model_dump(exclude_none=True)
     new = await request.app.state.services.auth.create_key(
-        principal.tenant_id, scopes, name=body.name
+        principal.tenant_id, scopes, name=body.name, limits=limits
     )
     return json_response(request, {**key_view(new.record), "key": new.secret}, 201)
 

@@ -7,7 +7,7 @@ ones implement the same Protocols and pass the same contract tests.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
@@ -16,9 +16,9 @@ import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
 
-from hypemeter.auth.model import ApiKey, Scope, Tenant
+from hypemeter.auth.model import ApiKey, Scope, Tenant, limits_from_json, limits_to_json
 from hypemeter.events.batch import EventBatch
-from hypemeter.events.model import MetricDefinition
+from hypemeter.events.model import MetricDefinition, ValueLimit
 from hypemeter.metrics.model import AccountReadings, Grain
 from hypemeter.registry.model import RegistryRecord
 
@@ -44,6 +44,15 @@ EXPORT_COLUMNS = (
 
 # The dimensions counters can be grouped by.
 DIMENSIONS = ("influencer_id", "platform", "campaign_id", "content_id")
+
+
+@dataclass(frozen=True, slots=True)
+class ExpiredDay:
+    """A UTC day of one tenant with events past the retention: what one purge step takes."""
+
+    tenant_id: str
+    day_us: int
+    events: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +93,23 @@ class EventStore(Protocol):
     async def erase_influencer(self, tenant_id: str, influencer_id: str) -> int:
         """Delete one influencer's events and everything derived from them (rollups,
         snapshot state), atomically; returns how many events were erased."""
+
+    async def expired_days(self, cutoff_us: int) -> list[ExpiredDay]:
+        """The (tenant, UTC day) pairs before ``cutoff_us`` (a day boundary) holding events
+        a purge deletes, oldest first. A purge keeps, of each snapshot series (tenant,
+        influencer, platform, metric), the newest reading before the cutoff: a gauge's
+        value at the start of a range inside the retention is that reading."""
+
+    async def purge_day(self, tenant_id: str, day_us: int, cutoff_us: int) -> int:
+        """Delete the tenant's events of one UTC day before ``cutoff_us`` but the kept
+        readings, and make the rollup rows of the day's buckets those of what is left,
+        atomically; returns how many events were deleted. One short step: ingest waits
+        for it at most."""
+
+    async def reclaim(self) -> None:
+        """After an erasure: drop the copies of deleted rows the store's files still hold,
+        where the store can (the embedded store checkpoints, which empties its WAL, and
+        rewrites its file at the next start; PostgreSQL vacuums the tables)."""
 
     async def check_writable(self) -> None:
         """Raise StoreUnavailable unless a write can commit now."""
@@ -276,8 +302,25 @@ class MetricsStore(MetricsReader, Protocol):
 
 
 # How the stores lay out a key and a stream token as a row (SQL column lists, in order).
-KEY_COLUMNS = "key_id, tenant_id, key_hash, scopes, name, created_at_us, revoked_at_us"
-TOKEN_COLUMNS = "subscription_id, tenant_id, key_id, token_hash, filter, metrics, expires_us"  # noqa: S105
+KEY_COLUMNS = "key_id, tenant_id, key_hash, scopes, name, created_at_us, revoked_at_us, limits"
+TOKEN_COLUMNS = (
+    "subscription_id, tenant_id, key_id, token_hash, filter, metrics, "  # noqa: S105
+    "expires_us, tail"
+)
+
+
+def key_values(key: ApiKey) -> list[Any]:
+    """An API key as a row of KEY_COLUMNS."""
+    return [
+        key.key_id,
+        key.tenant_id,
+        key.key_hash,
+        sorted(s.value for s in key.scopes),
+        key.name,
+        key.created_at_us,
+        key.revoked_at_us,
+        limits_to_json(key.limits),
+    ]
 
 
 def key_from_row(row: Sequence[Any]) -> ApiKey:
@@ -290,6 +333,7 @@ def key_from_row(row: Sequence[Any]) -> ApiKey:
         name=row[4],
         created_at_us=row[5],
         revoked_at_us=row[6],
+        limits=limits_from_json(row[7]),
     )
 
 
@@ -313,7 +357,8 @@ def counter_answer(rows: Sequence[Sequence[Any]], width: int) -> Answer[CounterR
 class StreamTokenRecord:
     """A stream token as stored: its hash (never the token), owner, scope and expiry.
 
-    ``filter`` is the live filter as JSON; ``metrics`` the metric names it may read.
+    ``filter`` is the live filter as JSON; ``metrics`` the metric names it may read;
+    ``tail`` whether it may also tail raw events (comment text included).
     """
 
     subscription_id: str
@@ -323,11 +368,12 @@ class StreamTokenRecord:
     filter: str
     metrics: tuple[str, ...]
     expires_us: int
+    tail: bool = False
 
     @classmethod
     def from_row(cls, row: Sequence[Any]) -> StreamTokenRecord:
         """A token from a row of TOKEN_COLUMNS."""
-        return cls(row[0], row[1], row[2], row[3], row[4], tuple(row[5]), row[6])
+        return cls(row[0], row[1], row[2], row[3], row[4], tuple(row[5]), row[6], bool(row[7]))
 
 
 class TenantStore(Protocol):
@@ -356,6 +402,15 @@ class TenantStore(Protocol):
     async def list_metrics(self) -> list[tuple[str, MetricDefinition]]:
         """Every custom metric as (tenant_id, definition)."""
 
+    async def set_value_limits(
+        self, tenant_id: str, limits: Mapping[str, ValueLimit | None]
+    ) -> None:
+        """Set a tenant's bounds on event values, per metric; None removes the tenant's
+        bound (the default applies again). All or nothing."""
+
+    async def list_value_limits(self) -> list[tuple[str, str, ValueLimit]]:
+        """Every tenant's own bounds as (tenant_id, metric, bound), in that order."""
+
     async def add_stream_token(self, token: StreamTokenRecord, *, limit: int, now_us: int) -> bool:
         """Store a token unless its key already has ``limit`` unexpired ones (False then);
         expired tokens are forgotten on the way."""
@@ -364,9 +419,13 @@ class TenantStore(Protocol):
         """The unexpired token of that hash."""
 
     async def revoke_stream_token(
-        self, tenant_id: str, subscription_id: str
+        self, tenant_id: str, subscription_id: str, *, key_id: str | None = None
     ) -> StreamTokenRecord | None:
-        """Forget a tenant's token; None when it has none of that id."""
+        """Forget a tenant's token (with ``key_id``, only one that key minted); None when
+        there is no such token."""
+
+    async def revoke_key_stream_tokens(self, key_id: str) -> list[str]:
+        """Forget every token a key minted (its revocation); their subscription ids."""
 
 
 REGISTRY_COLUMNS = "kind, entity_id, doc, keys, search, updated_us"
@@ -471,6 +530,10 @@ class RegistryStore(Protocol):
     ) -> list[tuple[str, RegistryRecord]]:
         """Every document of one kind, of one tenant or of every tenant, as (tenant,
         record): what each process keeps in memory is loaded with it."""
+
+    async def purge_entities(self, kind: str, updated_before_us: int, *, limit: int) -> list[str]:
+        """Delete at most ``limit`` documents of one kind, of every tenant, last changed
+        before ``updated_before_us``; the tenant of each one deleted."""
 
 
 class Subscription(Protocol):

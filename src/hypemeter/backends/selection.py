@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlparse
 
+from hypemeter.auth.audit import AuditStore
 from hypemeter.backends.ports import EventStore, LiveBus, MetricsStore, RegistryStore, TenantStore
 from hypemeter.clock import Clock
 from hypemeter.errors import InvalidInput
@@ -28,6 +29,7 @@ class Backends:
     metrics: MetricsStore
     bus: LiveBus
     registry: RegistryStore
+    audit: AuditStore
     # Readiness, per backend: each raises StoreUnavailable when its backend cannot serve.
     checks: dict[str, Check] = field(default_factory=dict)
 
@@ -52,14 +54,14 @@ def open_backends(
     worker, which moves events from the log into the store.
     """
     check_profile(settings)
-    store, tenants, metrics, registry = _open_store(settings, clock, admin_only=admin_only)
+    store, tenants, metrics, registry, audit = _open_store(settings, clock, admin_only=admin_only)
     bus = open_bus(settings.bus)
     checks: dict[str, Check] = {"store": store.check_writable, "bus": bus.check}
     if settings.log and not admin_only and not direct:
         logged = _open_log(settings, store)
         checks["log"] = logged.check_log
         store = logged
-    return Backends(store, tenants, metrics, bus=bus, registry=registry, checks=checks)
+    return Backends(store, tenants, metrics, bus=bus, registry=registry, audit=audit, checks=checks)
 
 
 def check_profile(settings: Settings) -> None:
@@ -116,7 +118,7 @@ def open_log(settings: Settings) -> JetStreamLog:
     return JetStreamLog(settings.log, config)
 
 
-Stores = tuple[EventStore, TenantStore, MetricsStore, RegistryStore]
+Stores = tuple[EventStore, TenantStore, MetricsStore, RegistryStore, AuditStore]
 
 
 def _open_store(settings: Settings, clock: Clock, *, admin_only: bool) -> Stores:
@@ -130,6 +132,7 @@ def _open_store(settings: Settings, clock: Clock, *, admin_only: bool) -> Stores
             DuckDBTenantStore,
             StoreConfig,
         )
+        from hypemeter.backends.embedded.duckdb_store.audit import DuckDBAuditStore
         from hypemeter.backends.embedded.duckdb_store.registry import DuckDBRegistryStore
 
         config = StoreConfig(
@@ -148,6 +151,7 @@ def _open_store(settings: Settings, clock: Clock, *, admin_only: bool) -> Stores
             DuckDBTenantStore(db),
             DuckDBMetricsStore(db),
             DuckDBRegistryStore(db),
+            DuckDBAuditStore(db),
         )
     if scheme in {"postgresql", "postgres"}:
         return _open_postgres(settings, clock, dsn)
@@ -160,6 +164,7 @@ def _open_store(settings: Settings, clock: Clock, *, admin_only: bool) -> Stores
 
 def _open_postgres(settings: Settings, clock: Clock, dsn: str) -> Stores:
     try:
+        from hypemeter.backends.cluster.postgres_audit import PostgresAuditStore
         from hypemeter.backends.cluster.postgres_database import PostgresConfig, PostgresDatabase
         from hypemeter.backends.cluster.postgres_registry import PostgresRegistryStore
         from hypemeter.backends.cluster.postgres_store import (
@@ -183,6 +188,7 @@ def _open_postgres(settings: Settings, clock: Clock, dsn: str) -> Stores:
         PostgresTenantStore(db),
         PostgresMetricsStore(db),
         PostgresRegistryStore(db),
+        PostgresAuditStore(db),
     )
 
 

@@ -18,6 +18,12 @@ from typing import Any
 import msgspec
 
 from hypemeter.connectors.polling import parse_curve
+from hypemeter.connectors.polling.tokens import (
+    EXPIRES_AT,
+    REFRESH_EXPIRES_AT,
+    format_time,
+    parse_time_us,
+)
 from hypemeter.connectors.webhooks import ADAPTERS, MappedEvent
 from hypemeter.errors import InvalidInput
 from hypemeter.events.model import EventIn, from_epoch_us
@@ -47,8 +53,10 @@ class Health(msgspec.Struct, frozen=True):
     deliveries: int = 0
     refused: int = 0
     dead_letters: int = 0
+    replays: int = 0  # deliveries already processed, answered 2xx and dropped
     last_success: str | None = None
-    last_error: str | None = None
+    last_error: str | None = None  # in Hypemeter's words
+    last_error_detail: str | None = None  # with what the delivery held: admins only
     last_error_at: str | None = None
 
 
@@ -62,6 +70,8 @@ class DeadLetter(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     body_b64: str
     state: str = "open"  # "open", or "resolved" once a replay counted everything
     replays: int = 0
+    # The reasons without the excerpts of the payload they quote: what read keys see.
+    summaries: tuple[str, ...] = ()
 
     def body(self) -> bytes:
         return base64.b64decode(self.body_b64)
@@ -100,6 +110,27 @@ def connector_view(
         "disabled": connector.disabled,
         "health": msgspec.to_builtins(health),
         "polling": dict(polling) if polling is not None else None,
+    }
+
+
+def without_details(view: Any) -> Any:
+    """``view`` without what only admins see: every ``*_detail`` member, at any depth
+    (what a platform answered, excerpts of what a delivery held)."""
+    if isinstance(view, dict):
+        return {k: without_details(v) for k, v in view.items() if not k.endswith("_detail")}
+    if isinstance(view, list):
+        return [without_details(item) for item in view]
+    return view
+
+
+def letter_summary(letter: DeadLetter, *, admin: bool) -> dict[str, Any]:
+    """An open dead letter as the ingestion health shows it: its reasons to admins, the
+    reasons without payload excerpts to everyone else."""
+    return {
+        "id": letter.id,
+        "connector_id": letter.connector_id,
+        "platform": letter.platform,
+        "reasons": list(letter.reasons if admin else letter.summaries),
     }
 
 
@@ -210,7 +241,8 @@ def check_polling(
 def _check_credentials(platform: str, credentials: Sequence[Mapping[str, Any]]) -> None:
     needed = CREDENTIAL_KEYS.get(platform)
     for index, credential in enumerate(credentials):
-        if not credential or not all(isinstance(v, str) and v for v in credential.values()):
+        strings = {k: v for k, v in credential.items() if k not in LIFETIMES}
+        if not credential or not all(isinstance(v, str) and v for v in strings.values()):
             raise InvalidInput(
                 'a credential is an object of non-empty strings, e.g. {"access_token": ...}',
                 field=f"credentials.{index}",
@@ -219,6 +251,43 @@ def _check_credentials(platform: str, credentials: Sequence[Mapping[str, Any]]) 
             raise InvalidInput(
                 f"{platform} credentials carry {needed!r}", field=f"credentials.{index}"
             )
+        _check_expiry(credential, f"credentials.{index}")
+
+
+# Lifetimes a credential may be given in (seconds from now, as the platforms' token
+# answers give them), and the times they become.
+LIFETIMES = {"expires_in": EXPIRES_AT, "refresh_expires_in": REFRESH_EXPIRES_AT}
+
+
+def _check_expiry(credential: Mapping[str, Any], where: str) -> None:
+    for name in (EXPIRES_AT, REFRESH_EXPIRES_AT):
+        if name in credential and parse_time_us(credential[name]) is None:
+            raise InvalidInput("must be an RFC 3339 time with an offset", field=f"{where}.{name}")
+    for name, becomes in LIFETIMES.items():
+        if name not in credential:
+            continue
+        if becomes in credential:
+            raise InvalidInput(f"give {name} or {becomes}, not both", field=f"{where}.{name}")
+        if _seconds(credential[name]) is None:
+            raise InvalidInput("must be a whole number of seconds > 0", field=f"{where}.{name}")
+
+
+def with_expiry_times(credential: Mapping[str, Any], now_us: int) -> dict[str, str]:
+    """A checked credential with its lifetimes (``expires_in``...) made times from now."""
+    out = {k: str(v) for k, v in credential.items() if k not in LIFETIMES}
+    for name, becomes in LIFETIMES.items():
+        seconds = _seconds(credential.get(name))
+        if seconds is not None:
+            out[becomes] = format_time(now_us + seconds * 1_000_000)
+    return out
+
+
+def _seconds(value: Any) -> int | None:
+    if isinstance(value, str) and value.isascii() and value.isdigit():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        return None
+    return value
 
 
 def _positive(value: Any, *, whole: bool) -> bool:

@@ -1,7 +1,7 @@
 """Polling the platforms for the counters of tracked content.
 
-One task per polling connector (a connector of a polled platform with
-credentials). Each round it takes the tenant's content of that platform from the
+A ``ConnectorPoller`` polls one connector, as one task (``scheduler`` runs one
+for every polling connector). Each round it takes the tenant's content of that platform from the
 registry, polls what is due on the adaptive schedule (fresh posts often, old ones
 rarely), and stores every counter read as a snapshot, so deltas follow and a
 repeated poll never double counts.
@@ -13,6 +13,12 @@ daily unit quota where the platform has one (YouTube, reset at midnight Pacific)
 and a pause whenever the platform says so (Retry-After, usage headers at 100%,
 remaining 0 until the reset). 5xx answers and network errors are retried with
 exponential backoff and full jitter.
+
+Credentials travel in request headers, never in URLs. Tokens that expire
+(Instagram long-lived tokens, TikTok user tokens) are refreshed before they do,
+at the start of a round (``refresh.TokenKeeper``), and saved through the
+connector service. What a platform says in an error body is kept apart from the
+reason in Hypemeter's words: the health shows it to admin keys only.
 """
 
 from __future__ import annotations
@@ -23,18 +29,18 @@ import dataclasses
 import datetime as dt
 import logging
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
+import msgspec
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt
 from tenacity.wait import wait_random_exponential
 
 from hypemeter.clock import Clock
 from hypemeter.connectors.model import Connector
 from hypemeter.connectors.polling import (
-    POLLERS,
     Call,
     Limits,
     PlatformPoller,
@@ -47,10 +53,11 @@ from hypemeter.connectors.polling import (
     poll_interval_s,
     rate_signal,
 )
-from hypemeter.connectors.service import ConnectorService
+from hypemeter.connectors.polling.tokens import REFRESHERS
+from hypemeter.connectors.refresh import TokenKeeper
 from hypemeter.events.model import EventIn, from_epoch_us, to_epoch_us
 from hypemeter.events.service import IngestService
-from hypemeter.registry.model import Content, Kind, rfc3339
+from hypemeter.registry.model import Content, Kind
 from hypemeter.registry.service import RegistryService
 
 log = logging.getLogger("hypemeter.pollers")
@@ -59,6 +66,10 @@ TICK_S = 0.5
 TARGETS_REFRESH_S = 5.0
 ATTEMPTS = 5
 WINDOW_MARGIN_US = 50_000  # clocks and queues between us and the platform
+# (tenant, connector id, credential index, as stored, as refreshed) -> the connector saved
+SaveCredential = Callable[
+    [str, str, int, Mapping[str, str], Mapping[str, str]], Awaitable[Connector | None]
+]
 
 
 class Transient(Exception):
@@ -121,7 +132,8 @@ class Credential:
 @dataclass(slots=True)
 class PollHealth:
     last_success: int | None = None
-    last_error: str | None = None
+    last_error: str | None = None  # Hypemeter's words
+    last_error_detail: str | None = None  # what the platform answered, for admins
     last_error_us: int | None = None
     next_poll_us: int | None = None
     calls: int = 0
@@ -142,6 +154,8 @@ class ConnectorPoller:
         ingest: IngestService,
         clock: Clock,
         backoff: tuple[float, float],
+        token_url: str | None = None,
+        save: SaveCredential | None = None,
     ) -> None:
         self.tenant_id = tenant_id
         self.connector = connector
@@ -168,6 +182,48 @@ class ConnectorPoller:
         self._targets: list[Target] = []
         self._targets_at = 0
         self.health = PollHealth()
+        self._save = save
+        refresher = REFRESHERS.get(connector.platform)
+        self.keeper = (
+            TokenKeeper(
+                refresher,
+                base_url=token_url,
+                http=http,
+                clock=clock,
+                secrets=connector.secrets,
+                save=self._save_credential,
+            )
+            if refresher is not None and token_url is not None and save is not None
+            else None
+        )
+
+    def follows(self, connector: Connector) -> bool:
+        """Whether ``connector`` (as stored) is the one this poller runs: the same
+        settings, and each credential as it polls now, or as it was before a refresh
+        not saved yet. Adopts it if so (a refresh it saved itself changes nothing)."""
+        if len(connector.credentials) != len(self.credentials):
+            return False
+        if msgspec.structs.replace(connector, credentials=()) != msgspec.structs.replace(
+            self.connector, credentials=()
+        ):
+            return False
+        unsaved = self.keeper.unsaved if self.keeper is not None else {}
+        for index, stored in enumerate(connector.credentials):
+            known = [self.credentials[index].secrets]
+            if index in unsaved:
+                known.append(unsaved[index][0])
+            if all(dict(stored) != dict(k) for k in known):
+                return False
+        self.connector = connector
+        return True
+
+    async def _save_credential(
+        self, index: int, old: Mapping[str, str], new: Mapping[str, str]
+    ) -> None:
+        assert self._save is not None
+        saved = await self._save(self.tenant_id, self.connector.id, index, old, new)
+        if saved is not None:
+            self.connector = saved
 
     async def run(self, stopping: asyncio.Event) -> None:
         while not stopping.is_set():
@@ -182,7 +238,9 @@ class ConnectorPoller:
                 await asyncio.wait_for(stopping.wait(), TICK_S)
 
     async def round(self) -> None:
-        """Poll whatever is due now."""
+        """Refresh the tokens that expire soon, then poll whatever is due now."""
+        if self.keeper is not None:
+            await self.keeper.keep(self.credentials)
         now = self._clock.now_us()
         if now - self._targets_at >= TARGETS_REFRESH_S * US:
             self._targets = await self._load_targets()
@@ -232,7 +290,10 @@ class ConnectorPoller:
                 readings = await self._call(call, credential)
             except Throttled:
                 return  # these targets stay due; another credential or a later round
-            except (Transient, PollError, httpx.HTTPError) as exc:
+            except PollError as exc:
+                self._failed(exc.reason, exc.upstream)
+                return
+            except (Transient, httpx.HTTPError) as exc:
                 self._failed(str(exc))
                 return
             await self._store(readings, self._clock.now_us())
@@ -284,6 +345,7 @@ class ConnectorPoller:
                 self._base + call.path,
                 params=list(call.params),
                 json=call.json,
+                data=dict(call.form) if call.form is not None else None,
                 headers=dict(call.headers),
             )
         except httpx.TransportError as exc:
@@ -308,11 +370,12 @@ class ConnectorPoller:
             raise Transient(f"{self._poller.platform} answered {response.status_code}")
         if response.status_code >= 400:
             raise PollError(
-                f"{self._poller.platform} answered {response.status_code}: {response.text[:200]}"
+                f"{self._poller.platform} answered {response.status_code}",
+                upstream=response.text[:200],
             )
         answer = self._poller.read(call, response.status_code, response.content)
         for problem in answer.problems:
-            self._failed(problem)
+            self._failed(problem.summary, problem.upstream)
         return list(answer.readings)
 
     async def _store(self, readings: Sequence[Reading], now_us: int) -> None:
@@ -342,8 +405,9 @@ class ConnectorPoller:
             return poll_interval_s(age_s, self._curve)
         return poll_interval_s(age_s)
 
-    def _failed(self, reason: str) -> None:
+    def _failed(self, reason: str, detail: str | None = None) -> None:
         self.health.last_error = reason[:300]
+        self.health.last_error_detail = None if detail is None else detail[:300]
         self.health.last_error_us = self._clock.now_us()
 
 
@@ -357,118 +421,3 @@ def _limits(documented: Limits, poll: Mapping[str, Any]) -> Limits:
 
 def _us(moment: str) -> int:
     return to_epoch_us(dt.datetime.fromisoformat(moment))
-
-
-def _iso(us: int | None) -> str | None:
-    return None if us is None else rfc3339(us)
-
-
-class PollScheduler:
-    """Runs a ConnectorPoller for every polling connector; follows connector changes."""
-
-    def __init__(
-        self,
-        connectors: ConnectorService,
-        registry: RegistryService,
-        ingest: IngestService,
-        clock: Clock,
-        *,
-        base_urls: Mapping[str, str],
-        backoff: tuple[float, float],
-    ) -> None:
-        self._connectors = connectors
-        self._registry = registry
-        self._ingest = ingest
-        self._clock = clock
-        self._base_urls = dict(base_urls)
-        self._backoff = backoff
-        self._running: dict[str, tuple[ConnectorPoller, asyncio.Task[None]]] = {}
-        self._broken: dict[str, Connector] = {}  # connectors whose poller could not be built
-        self._http: httpx.AsyncClient | None = None
-        self._stopping = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-
-    def status(self, connector_id: str) -> dict[str, Any] | None:
-        """The polling side of a connector's health, or None when it is not polled here."""
-        running = self._running.get(connector_id)
-        if running is None:
-            return None
-        poller = running[0]
-        now = self._clock.now_us()
-        quotas = [c.units_left(now) for c in poller.credentials]
-        health = poller.health
-        return {
-            "calls": health.calls,
-            "calls_in_window": sum(c.used_in_window(now) for c in poller.credentials),
-            "window_seconds": poller.credentials[0].limits.window_s,
-            "quota_left": None if any(q is None for q in quotas) else sum(q or 0 for q in quotas),
-            "paused_credentials": sum(c.paused_until_us > now for c in poller.credentials),
-            "next_poll": _iso(health.next_poll_us),
-            "last_success": _iso(health.last_success),
-            "last_error": health.last_error,
-            "last_error_at": _iso(health.last_error_us),
-        }
-
-    async def start(self) -> None:
-        self._http = httpx.AsyncClient(timeout=httpx.Timeout(30.0))
-        self._task = asyncio.create_task(self._follow(), name="pollers")
-
-    async def aclose(self) -> None:
-        self._stopping.set()
-        if self._task is not None:
-            await self._task
-        for _, task in self._running.values():
-            task.cancel()
-        await asyncio.gather(*(t for _, t in self._running.values()), return_exceptions=True)
-        self._running.clear()
-        if self._http is not None:
-            await self._http.aclose()
-
-    async def _follow(self) -> None:
-        while not self._stopping.is_set():
-            try:
-                self._reconcile()
-            except Exception:  # the next tick tries again; polling goes on meanwhile
-                log.exception("following the connectors failed")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), TICK_S)
-
-    def _reconcile(self) -> None:
-        wanted = {
-            c.id: (tenant, c)
-            for tenant, c in self._connectors.all_connectors()
-            if c.platform in POLLERS
-            and c.credentials
-            and c.disabled is None
-            and c.poll.get("enabled", True)
-        }
-        for cid in list(self._running):
-            poller, task = self._running[cid]
-            if cid not in wanted or wanted[cid][1] != poller.connector or task.done():
-                task.cancel()
-                del self._running[cid]
-        assert self._http is not None
-        for cid, (tenant, connector) in wanted.items():
-            if cid in self._running or self._broken.get(cid) == connector:
-                continue
-            try:
-                self._start(cid, tenant, connector)
-            except Exception:  # a connector that cannot poll must not stop the others
-                log.exception("cannot poll a connector", extra={"connector": cid})
-                self._broken[cid] = connector
-
-    def _start(self, cid: str, tenant: str, connector: Connector) -> None:
-        assert self._http is not None
-        poller = ConnectorPoller(
-            tenant,
-            connector,
-            POLLERS[connector.platform],
-            base_url=self._base_urls[connector.platform],
-            http=self._http,
-            registry=self._registry,
-            ingest=self._ingest,
-            clock=self._clock,
-            backoff=self._backoff,
-        )
-        task = asyncio.create_task(poller.run(self._stopping), name=f"poll-{cid}")
-        self._running[cid] = (poller, task)

@@ -10,7 +10,13 @@ from pydantic import BaseModel, Field
 
 from hypemeter.api import error_responses, json_response, require
 from hypemeter.auth.model import Principal, Scope
-from hypemeter.connectors.model import PLATFORMS, connector_view, letter_view
+from hypemeter.connectors.model import (
+    PLATFORMS,
+    connector_view,
+    letter_summary,
+    letter_view,
+    without_details,
+)
 from hypemeter.connectors.service import ConnectorService
 from hypemeter.connectors.webhooks import WebhookRefused
 from hypemeter.errors import PayloadTooLarge
@@ -24,6 +30,8 @@ Reader = Annotated[Principal, Depends(require(Scope.READ))]
 HEALTH_LETTERS = 20
 ADMIN_ERRORS = error_responses(400, 401, 403, 404, 409, 422, 429)
 MAX_WEBHOOK_BYTES = 4 * 1024 * 1024  # Meta batches up to 1000 changes in one request
+# Handshakes echo what the caller sent: never let a browser take it for HTML.
+PLAIN = {"X-Content-Type-Options": "nosniff", "Cache-Control": "no-store"}
 
 
 CONNECTOR_EXAMPLE = {
@@ -39,8 +47,10 @@ CONNECTOR_EXAMPLE = {
         "deliveries": 12,
         "refused": 0,
         "dead_letters": 1,
+        "replays": 0,
         "last_success": "2026-11-20T14:05:00.000000Z",
         "last_error": None,
+        "last_error_detail": None,
         "last_error_at": None,
     },
     "polling": {
@@ -52,7 +62,16 @@ CONNECTOR_EXAMPLE = {
         "next_poll": "2026-11-20T14:06:00.000000Z",
         "last_success": "2026-11-20T14:05:00.000000Z",
         "last_error": None,
+        "last_error_detail": None,
         "last_error_at": None,
+        "failing": False,
+        "tokens": {
+            "expires_at": "2027-01-10T09:00:00.000000Z",
+            "last_refresh": "2026-11-11T09:00:00.000000Z",
+            "refresh_error": None,
+            "refresh_error_detail": None,
+            "refresh_error_at": None,
+        },
     },
 }
 LETTER_EXAMPLE = {
@@ -87,8 +106,11 @@ class ConnectorIn(BaseModel, extra="forbid"):
         default_factory=list,
         max_length=100,
         description="For polling: Instagram access_token, YouTube api_key, TikTok "
-        "access_token, X bearer_token (one object per credential)",
-        examples=[[{"access_token": "..."}]],
+        "access_token, X bearer_token (one object per credential). Tokens that expire: "
+        "expires_at (RFC 3339) or expires_in (seconds); TikTok also refresh_token, "
+        "client_key and refresh_expires_at or refresh_expires_in. They are refreshed "
+        "before they expire",
+        examples=[[{"access_token": "...", "expires_in": 5183944}]],
     )
     poll: dict[str, Any] = Field(
         default_factory=dict,
@@ -193,20 +215,49 @@ async def replay_dead_letter(request: Request, letter_id: str, principal: Admin)
     )
 
 
+@admin.delete(
+    "/dead-letters/{letter_id}",
+    summary="Delete a dead letter and the raw delivery it keeps",
+    responses=_documented(200, {"id": LETTER_EXAMPLE["id"], "deleted": True}),
+)
+async def delete_dead_letter(request: Request, letter_id: str, principal: Admin) -> Response:
+    await _service(request).delete_letter(principal.tenant_id, letter_id)
+    return json_response(request, {"id": letter_id, "deleted": True})
+
+
+@admin.delete(
+    "/dead-letters",
+    summary="Delete this tenant's dead letters, of one connector or in one state if given",
+    description="Dead letters are also deleted on their own HYPEMETER_DEAD_LETTER_DAYS after "
+    "they were received or last replayed.",
+    responses=_documented(200, {"deleted": 12}),
+)
+async def delete_dead_letters(
+    request: Request,
+    principal: Admin,
+    connector_id: str | None = None,
+    state: Annotated[str | None, Query(pattern="^(open|resolved)$")] = None,
+) -> Response:
+    deleted = await _service(request).delete_letters(
+        principal.tenant_id, connector_id=connector_id, state=state
+    )
+    return json_response(request, {"deleted": deleted})
+
+
 @webhooks.get(
     "/{platform}/{connector_id}",
     summary="The platform's subscription handshake (Meta, YouTube, X, LinkedIn)",
     responses={
         200: {"description": "The challenge", "content": {"text/plain": {"example": "1158201444"}}},
         403: {"description": "Wrong verify token", "content": {"text/plain": {"example": "..."}}},
-        **error_responses(404, 422),
+        **error_responses(404, 410, 422),
     },
 )
 async def webhook_handshake(request: Request, platform: str, connector_id: str) -> Response:
     reply = await _service(request).handshake(
         platform, connector_id, dict(request.query_params.items())
     )
-    return Response(reply.body, status_code=reply.status, media_type=reply.media_type)
+    return Response(reply.body, reply.status, headers=PLAIN, media_type=reply.media_type)
 
 
 @webhooks.post(
@@ -214,12 +265,12 @@ async def webhook_handshake(request: Request, platform: str, connector_id: str) 
     summary="A platform's signed delivery; verified over the raw body",
     responses={
         200: {"description": "Stored", "content": {"text/plain": {"example": ""}}},
-        **error_responses(400, 401, 403, 404, 413, 422, 503),
+        **error_responses(400, 401, 403, 404, 410, 413, 422, 503),
     },
 )
 async def webhook_delivery(request: Request, platform: str, connector_id: str) -> Response:
     service = _service(request)
-    await service.require(platform, connector_id)
+    await service.require_active(platform, connector_id)
     body = bytearray()
     async for chunk in request.stream():
         body += chunk
@@ -236,7 +287,7 @@ async def webhook_delivery(request: Request, platform: str, connector_id: str) -
         error = {"error": {"code": "invalid_signature", "message": exc.reason}}
         return json_response(request, error, exc.status)
     reply = outcome.reply
-    return Response(reply.body, status_code=reply.status, media_type=reply.media_type)
+    return Response(reply.body, reply.status, headers=PLAIN, media_type=reply.media_type)
 
 
 HEALTH_EXAMPLE = {
@@ -283,7 +334,10 @@ HEALTH_EXAMPLE = {
     summary="Ingest of the last hour per minute, recent rejections, dead letters, connectors",
     description="Read scope: what the dashboard's ingestion page shows. Counts are this "
     "server process's (on a cluster, each API process answers for what it received); "
-    "connectors show their health without any secret or credential.",
+    "connectors show their health without any secret or credential. What platforms "
+    "answered and excerpts of what deliveries held (the *_detail members, dead letters' "
+    "full reasons) show to admin keys only; other keys see the reasons in Hypemeter's "
+    "own words.",
     responses={
         200: {"content": {"application/json": {"example": HEALTH_EXAMPLE}}},
         **error_responses(401, 403, 429),
@@ -300,6 +354,7 @@ async def ingestion_health(request: Request, principal: Reader) -> Response:
     letters, more = await service.dead_letters(
         tenant_id, connector_id=None, state="open", cursor=None, limit=HEALTH_LETTERS
     )
+    admin = principal.allows(Scope.ADMIN)
     connectors = []
     for connector, health in await service.connectors(tenant_id):
         view = connector_view(connector, health, _polling(request, connector.id))
@@ -311,17 +366,11 @@ async def ingestion_health(request: Request, principal: Reader) -> Response:
         "recent_rejections": [{**r, "at": iso(r["at"])} for r in recent["recent_rejections"]],
         "dead_letters": {
             "open": [
-                {
-                    "id": letter.id,
-                    "connector_id": letter.connector_id,
-                    "platform": letter.platform,
-                    "received_at": iso(letter.received_us),
-                    "reasons": list(letter.reasons),
-                }
+                {**letter_summary(letter, admin=admin), "received_at": iso(letter.received_us)}
                 for letter in letters
             ],
             "more": more is not None,
         },
-        "connectors": connectors,
+        "connectors": connectors if admin else without_details(connectors),
     }
     return json_response(request, payload)

@@ -6,6 +6,15 @@ A verified delivery is answered 2xx only once its events are stored; whatever
 part of it could not be counted (a field no mapping knows, an account or
 content the registry does not know, content that cannot be registered) keeps the
 whole delivery as a dead letter, to replay once the cause is fixed.
+
+A disabled connector (the platform revoked our access) refuses every request
+with 410. A delivery whose signed id (Twitch's message id, TikTok's signed
+timestamp and digest) this process already processed is answered 2xx and
+dropped. That memory is per process and lasts twice the signature's freshness
+limit: a replay older than that no longer verifies, and one that reaches another
+process (or follows a restart) maps to the same event ids, which the store counts
+once (the dedup window). Nothing is remembered before the delivery is stored, so
+a platform's retry after a failure is processed.
 """
 
 from __future__ import annotations
@@ -39,6 +48,7 @@ from hypemeter.connectors.model import (
     new_connector_id,
     new_letter_id,
     to_event,
+    with_expiry_times,
 )
 from hypemeter.connectors.webhooks import (
     ADAPTERS,
@@ -48,7 +58,9 @@ from hypemeter.connectors.webhooks import (
     WebhookMalformed,
     WebhookRefused,
 )
-from hypemeter.errors import Conflict, InvalidInput, NotFound
+from hypemeter.connectors.webhooks.replays import ReplayWindow
+from hypemeter.connectors.webhooks.youtube import intends, topic_for
+from hypemeter.errors import Conflict, Gone, InvalidInput, NotFound
 from hypemeter.events.service import IngestService
 from hypemeter.metrics.model import decode_id_cursor, encode_cursor
 from hypemeter.registry.model import Content, key_token, rfc3339
@@ -57,6 +69,9 @@ from hypemeter.registry.service import RegistryService
 log = logging.getLogger("hypemeter.connectors")
 Announce = Callable[[], Awaitable[None]]
 MISS_RELOAD_US = 1_000_000
+# Twice Twitch's 10-minute freshness limit (a timestamp may be as far ahead), which
+# covers TikTok's 5 minutes too.
+REPLAY_TTL_US = 2 * 600 * 1_000_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +91,8 @@ class Outcome:
     accepted: int
     duplicates: int
     reasons: tuple[str, ...]
+    summaries: tuple[str, ...] = ()  # the reasons without the payload they quote
+    replayed: bool = False  # already processed: answered, not counted again
 
 
 class ConnectorService:
@@ -101,8 +118,10 @@ class ConnectorService:
         self._reloading = asyncio.Lock()
         self.refused: Counter[tuple[str, str]] = Counter()  # (platform, reason) -> requests
         self.delivered: Counter[tuple[str, str]] = Counter()  # (platform, outcome) -> requests
-        # Set by the WebSub subscriber: (connector id, topic, granted lease) -> asked for it?
-        self.intents: Callable[[str, str, int | None], bool] | None = None
+        self._replays = ReplayWindow(REPLAY_TTL_US)
+        # Set by the WebSub subscriber: told (connector id, topic, granted lease) when the
+        # hub verifies a subscription this service confirmed.
+        self.verified: Callable[[str, str, int | None], None] | None = None
 
     async def start(self) -> None:
         await self.reload()
@@ -137,11 +156,12 @@ class ConnectorService:
                 field=f"secrets.{missing[0]}",
             )
         check_polling(platform, credentials, poll or {})
+        now_us = self._clock.now_us()
         connector = Connector(
             id=new_connector_id(),
             platform=platform,
             secrets=dict(secrets),
-            credentials=tuple(dict(c) for c in credentials),
+            credentials=tuple(with_expiry_times(c, now_us) for c in credentials),
             poll=dict(poll or {}),
             created_at=rfc3339(self._clock.now_us()),
         )
@@ -185,16 +205,40 @@ class ConnectorService:
             raise NotFound(f"no {platform} connector {connector_id!r}", field="connector_id")
         return found
 
+    async def require_active(self, platform: str, connector_id: str) -> tuple[str, Connector]:
+        """As ``require``; Gone when the platform revoked the connector's access (the
+        reason shows to the tenant's admins, not to whoever calls the webhook URL)."""
+        tenant_id, connector = await self.require(platform, connector_id)
+        if connector.disabled is not None:
+            self.refused[(platform, "disabled")] += 1
+            raise Gone(
+                f"the {platform} connector {connector_id!r} is disabled; it takes no requests",
+                field="connector_id",
+            )
+        return tenant_id, connector
+
     async def handshake(self, platform: str, connector_id: str, query: Mapping[str, str]) -> Reply:
-        _, connector = await self.require(platform, connector_id)
-        if platform == "youtube" and self.intents is not None:
-            lease = query.get("hub.lease_seconds", "")
-            granted = int(lease) if lease.isdigit() else None
-            topic = query.get("hub.topic", "")
-            if not self.intents(connector_id, topic, granted):
-                return Reply(404, b"no subscription to this topic was asked for")
+        tenant_id, connector = await self.require_active(platform, connector_id)
+        if platform == "youtube" and not self._youtube_intent(tenant_id, connector, query):
+            return Reply(404, b"no subscription to this topic was asked for")
         adapter = ADAPTERS[platform]
         return adapter.answer_get(query, connector.secrets, now_us=self._clock.now_us())
+
+    def _youtube_intent(
+        self, tenant_id: str, connector: Connector, query: Mapping[str, str]
+    ) -> bool:
+        """Whether the hub verifies what this connector wants, judged from the registry
+        every process holds (the process that asked the hub may be another one, or none)."""
+        directory = self._registry.directory(tenant_id)
+        accounts = directory.accounts if directory is not None else {}
+        topics = {topic_for(account) for (on, account) in accounts if on == "youtube"}
+        if not intends(query, topics):
+            return False
+        if self.verified is not None and query.get("hub.mode") == "subscribe":
+            lease = query.get("hub.lease_seconds", "")
+            granted = int(lease) if lease.isascii() and lease.isdigit() else None
+            self.verified(connector.id, query.get("hub.topic", ""), granted)
+        return True
 
     def all_connectors(self) -> list[tuple[str, Connector]]:
         """Every tenant's connectors, as (tenant, connector), from memory."""
@@ -208,10 +252,11 @@ class ConnectorService:
     ) -> Outcome:
         """Verify and count one delivery (``headers`` with lower-cased names). Raises
         WebhookRefused (counted per platform and reason), InvalidInput (a verified but
-        unreadable body), Overloaded and StoreUnavailable (nothing acknowledged: the
-        platform retries)."""
+        unreadable body, or a message of a kind its signature does not cover), Gone (a
+        disabled connector), Overloaded and StoreUnavailable (nothing acknowledged: the
+        platform retries). A delivery already processed here is answered, not counted."""
         delivery = Delivery(headers, body, self._clock.now_us())
-        tenant_id, connector = await self.require(platform, connector_id)
+        tenant_id, connector = await self.require_active(platform, connector_id)
         try:
             receipt = self._verify(connector, delivery)
         except WebhookRefused as exc:
@@ -223,26 +268,42 @@ class ConnectorService:
             self.refused[(platform, _reason_class(reason))] += 1
             self._note(connector.id, error=f"refused: {reason}")
             return Outcome(receipt.reply, 0, 0, ())
+        replay_key = None if receipt.message_id is None else f"{connector.id}:{receipt.message_id}"
+        if replay_key is not None and self._replays.seen(replay_key, delivery.received_us):
+            self.delivered[(platform, "replay")] += 1
+            self._note_replay(connector.id)
+            return Outcome(receipt.reply, 0, 0, (), replayed=True)
         outcome = await self._count(tenant_id, connector, receipt)
-        if outcome.reasons:
-            letter = DeadLetter(
-                id=new_letter_id(delivery.received_us),
-                connector_id=connector.id,
-                platform=platform,
-                received_us=delivery.received_us,
-                reasons=outcome.reasons,
-                headers=kept_headers(delivery.headers),
-                body_b64=base64.b64encode(delivery.body).decode(),
-            )
-            await self._store.insert_entity(tenant_id, letter_record(letter, self._clock.now_us()))
-            self._note(connector.id, error=outcome.reasons[0], dead_letter=True)
-            self.delivered[(platform, "dead_letter")] += 1
-        else:
-            self._note(connector.id)
-            self.delivered[(platform, "counted")] += 1
+        await self._settle(tenant_id, connector, delivery, outcome)
         if receipt.disable is not None:
             await self._disable(tenant_id, connector, receipt.disable)
+        if replay_key is not None:  # only once stored: a retry after a failure is processed
+            self._replays.remember(replay_key, self._clock.now_us())
         return outcome
+
+    async def _settle(
+        self, tenant_id: str, connector: Connector, delivery: Delivery, outcome: Outcome
+    ) -> None:
+        """Keep what could not be counted as a dead letter; note the delivery."""
+        platform = connector.platform
+        if not outcome.reasons:
+            self._note(connector.id)
+            self.delivered[(platform, "counted")] += 1
+            return
+        letter = DeadLetter(
+            id=new_letter_id(delivery.received_us),
+            connector_id=connector.id,
+            platform=platform,
+            received_us=delivery.received_us,
+            reasons=outcome.reasons,
+            headers=kept_headers(delivery.headers),
+            body_b64=base64.b64encode(delivery.body).decode(),
+            summaries=outcome.summaries,
+        )
+        await self._store.insert_entity(tenant_id, letter_record(letter, self._clock.now_us()))
+        first = outcome.summaries[0] if outcome.summaries else "could not be counted in full"
+        self._note(connector.id, error=first, detail=outcome.reasons[0], dead_letter=True)
+        self.delivered[(platform, "dead_letter")] += 1
 
     def _verify(self, connector: Connector, delivery: Delivery) -> Receipt:
         adapter = ADAPTERS[connector.platform]
@@ -251,14 +312,16 @@ class ConnectorService:
                 delivery.headers, delivery.body, connector.secrets, now_us=delivery.received_us
             )
         except WebhookMalformed as exc:
-            raise InvalidInput(exc.reason, field="body") from exc
+            raise InvalidInput(exc.reason, field=exc.field) from exc
 
     async def _count(self, tenant_id: str, connector: Connector, receipt: Receipt) -> Outcome:
         reasons = [f"{u.reason}: {u.payload[:200]}" for u in receipt.unmapped]
+        summaries = [u.reason for u in receipt.unmapped]
         for content in receipt.content:
             problem = await self._register(tenant_id, connector.platform, content)
             if problem is not None:
                 reasons.append(problem)
+                summaries.append(problem)
         events = [to_event(connector.platform, mapped) for mapped in receipt.events]
         accepted = duplicates = 0
         if events:
@@ -267,7 +330,10 @@ class ConnectorService:
             for rejection in result.rejected:
                 mapped = receipt.events[rejection.index]
                 reasons.append(f"event {mapped.event_id}: {rejection.error}")
-        return Outcome(receipt.reply, accepted, duplicates, bounded(reasons))
+                summaries.append(reasons[-1])
+        return Outcome(
+            receipt.reply, accepted, duplicates, bounded(reasons), summaries=bounded(summaries)
+        )
 
     async def _register(self, tenant_id: str, platform: str, content: NewContent) -> str | None:
         """Register announced content under the influencer who owns the account."""
@@ -305,8 +371,42 @@ class ConnectorService:
         log.warning("connector disabled by the platform", extra={"connector": connector.id})
         await self._changed()
 
+    async def update_credential(
+        self,
+        tenant_id: str,
+        connector_id: str,
+        index: int,
+        old: Mapping[str, str],
+        new: Mapping[str, str],
+    ) -> Connector | None:
+        """Replace credential ``index`` of a connector, as ``old``, by ``new`` (a refreshed
+        token) in the store and in memory; the connector saved, or None when the
+        connector is gone or its credential changed meanwhile (nothing is written).
+        Raises what the store raises (StoreUnavailable...)."""
+        async with self._reloading:
+            found = self._connectors.get(connector_id)
+            if found is None or found[0] != tenant_id:
+                return None
+            connector = found[1]
+            credentials = list(connector.credentials)
+            if index >= len(credentials) or dict(credentials[index]) != dict(old):
+                return None
+            credentials[index] = dict(new)
+            updated = msgspec.structs.replace(connector, credentials=tuple(credentials))
+            record = connector_record(updated, self._clock.now_us())
+            if not await self._store.update_entity(tenant_id, record):
+                return None
+            self._connectors[connector_id] = (tenant_id, updated)
+        await self._changed()
+        return updated
+
     def _note(
-        self, connector_id: str, *, error: str | None = None, dead_letter: bool = False
+        self,
+        connector_id: str,
+        *,
+        error: str | None = None,
+        detail: str | None = None,
+        dead_letter: bool = False,
     ) -> None:
         health = self._health.get(connector_id, Health())
         now = rfc3339(self._clock.now_us())
@@ -320,9 +420,14 @@ class ConnectorService:
                 refused=health.refused + (0 if dead_letter else 1),
                 dead_letters=health.dead_letters + (1 if dead_letter else 0),
                 last_error=error[:300],
+                last_error_detail=None if detail is None else detail[:300],
                 last_error_at=now,
             )
         self._health[connector_id] = health
+
+    def _note_replay(self, connector_id: str) -> None:
+        health = self._health.get(connector_id, Health())
+        self._health[connector_id] = msgspec.structs.replace(health, replays=health.replays + 1)
 
     # -- dead letters ---------------------------------------------------------------
 
@@ -377,11 +482,32 @@ class ConnectorService:
         updated = msgspec.structs.replace(
             letter,
             reasons=outcome.reasons or letter.reasons,
+            summaries=outcome.summaries if outcome.reasons else letter.summaries,
             state="open" if outcome.reasons else "resolved",
             replays=letter.replays + 1,
         )
         await self._store.update_entity(tenant_id, letter_record(updated, self._clock.now_us()))
         return updated, outcome
+
+    async def delete_letter(self, tenant_id: str, letter_id: str) -> None:
+        """Forget a dead letter (its raw delivery with it). Raises NotFound."""
+        if not await self._store.delete_entity(tenant_id, DEAD_LETTER, letter_id):
+            raise NotFound(f"no dead letter {letter_id!r}", field="id")
+
+    async def delete_letters(
+        self, tenant_id: str, *, connector_id: str | None, state: str | None
+    ) -> int:
+        """Forget every dead letter of the tenant (of one connector, in one state, when
+        given); how many."""
+        deleted = 0
+        while True:
+            page, _ = await self.dead_letters(
+                tenant_id, connector_id=connector_id, state=state, cursor=None, limit=500
+            )
+            for letter in page:
+                deleted += await self._store.delete_entity(tenant_id, DEAD_LETTER, letter.id)
+            if len(page) < 500:
+                return deleted
 
     async def _changed(self) -> None:
         if self._announce is not None:

@@ -5,11 +5,12 @@ YouTube accounts in the registry) is a topic. The subscriber asks the hub for
 each topic (``hub.mode=subscribe`` with the connector's callback URL, the lease
 it wants and the connector's ``hub_secret``), and asks again once 80% of the
 lease has passed, so a subscription never lapses. The hub confirms by calling
-the callback (``GET ?hub.challenge``): the connector answers only for topics
-this process asked for (verification of intent), and the lease the hub grants
-there replaces the one asked for. Failed requests are retried on the next round
-with growing, jittered delays. It needs ``HYPEMETER_PUBLIC_URL``, the address at
-which the platforms reach this server.
+the callback (``GET ?hub.challenge``): every process, this subscriber running or
+not, answers only for the connector's own topics (verification of intent, see
+``webhooks.youtube.intends``), and the lease the hub grants there replaces the
+one asked for. Failed requests are retried on the next round with growing,
+jittered delays. It needs ``HYPEMETER_PUBLIC_URL``, the address at which the
+platforms reach this server.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from hypemeter.clock import Clock
 from hypemeter.connectors.model import Connector, callback_url
 from hypemeter.connectors.polling import backoff_s
 from hypemeter.connectors.service import ConnectorService
+from hypemeter.connectors.webhooks.youtube import topic_for
 from hypemeter.registry.model import Influencer, Kind
 from hypemeter.registry.service import RegistryService
 
@@ -33,11 +35,6 @@ log = logging.getLogger("hypemeter.websub")
 US = 1_000_000
 TICK_S = 0.5
 RENEW_SHARE = 0.8
-TOPIC = "https://www.youtube.com/xml/feeds/videos.xml?channel_id={channel}"
-
-
-def topic_for(channel_id: str) -> str:
-    return TOPIC.format(channel=channel_id)
 
 
 @dataclass(slots=True)
@@ -73,18 +70,17 @@ class WebSubSubscriber:
         self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._http: httpx.AsyncClient | None = None
-        connectors.intents = self.wants
+        connectors.verified = self.confirmed
 
-    def wants(self, connector_id: str, topic: str, lease_s: int | None) -> bool:
-        """Whether this process asked for ``topic`` on the connector; notes the lease
-        the hub granted."""
+    def confirmed(self, connector_id: str, topic: str, lease_s: int | None) -> None:
+        """The hub verified a subscription the connector wants: if this process asked
+        for it, note it confirmed, with the lease the hub granted."""
         lease = self._leases.get((connector_id, topic))
         if lease is None:
-            return False
+            return
         lease.confirmed = True
         if lease_s is not None and lease_s > 0:
             lease.lease_s = lease_s
-        return True
 
     def status(self, connector_id: str) -> dict[str, object] | None:
         mine = [(t, lease) for (c, t), lease in self._leases.items() if c == connector_id]

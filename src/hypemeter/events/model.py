@@ -102,6 +102,59 @@ METRIC_ALIASES: Mapping[str, str] = {
 }
 
 KINDS: tuple[str, ...] = ("delta", "snapshot")
+
+# The event ids platform connectors give the events they map (``ig:comment:<id>``,
+# ``poll:youtube:<video>:views:<time>``...). Only connectors may write ids in this
+# namespace: an API key that could would claim a delivery before it arrives, and the
+# real one would then be dropped as a duplicate.
+CONNECTOR_ID_PREFIXES: tuple[str, ...] = ("ig:", "fb:", "x:", "li:", "tw:", "tt:", "yt:", "poll:")
+
+
+def is_connector_event_id(event_id: str | None) -> bool:
+    """Whether an event id lies in the namespace reserved for platform connectors."""
+    return event_id is not None and event_id.startswith(CONNECTOR_ID_PREFIXES)
+
+
+@dataclass(frozen=True, slots=True)
+class ValueLimit:
+    """The largest value one event of a metric may carry: as an increment (``kind:
+    delta``, its absolute value) and as a cumulative reading (``kind: snapshot``)."""
+
+    max_delta: float
+    max_snapshot: float
+
+    def of(self, kind: str) -> float:
+        return self.max_snapshot if kind == "snapshot" else self.max_delta
+
+
+# Sane bounds per event, which a tenant may change (PUT /v1/admin/value-limits):
+# engagement arrives one at a time or in small batches, while readings are cumulative
+# counts, which for the largest accounts and videos run into billions.
+_ENGAGEMENT = ValueLimit(1e6, 1e10)
+_AUDIENCE = ValueLimit(1e9, 1e12)
+DEFAULT_VALUE_LIMITS: Mapping[str, ValueLimit] = {
+    "likes": _ENGAGEMENT,
+    "comments": _ENGAGEMENT,
+    "shares": _ENGAGEMENT,
+    "saves": _ENGAGEMENT,
+    "clicks": _ENGAGEMENT,
+    "votes": _ENGAGEMENT,
+    "conversions": _ENGAGEMENT,
+    "views": _AUDIENCE,
+    "impressions": _AUDIENCE,
+    "reach": _AUDIENCE,
+    "revenue": ValueLimit(1e8, 1e12),
+    "followers": ValueLimit(1e10, 1e10),
+}
+CUSTOM_VALUE_LIMIT = _AUDIENCE
+# No bound may be set above this: past 2**53 floats no longer hold every integer.
+MAX_VALUE_LIMIT = 1e15
+
+
+def default_value_limit(metric: str) -> ValueLimit:
+    return DEFAULT_VALUE_LIMITS.get(metric, CUSTOM_VALUE_LIMIT)
+
+
 MAX_ID_LENGTH = 256
 MAX_TAGS = 64
 MAX_CUSTOM_METRICS = 200

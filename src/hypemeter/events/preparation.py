@@ -24,6 +24,7 @@ from hypemeter.errors import (
     Rejection,
     UnsupportedMediaType,
 )
+from hypemeter.events.admission import Admission, admit
 from hypemeter.events.batch import EventBatch
 from hypemeter.events.codec import (
     BodyLimits,
@@ -61,6 +62,7 @@ class PrepareJob:
     now_us: int
     max_future_us: int
     retention_us: int
+    admission: Admission  # what this writer may write (key limits, value bounds, ids)
     custom_metrics: dict[str, str] = field(default_factory=dict)
     track_metric: str | None = None
     directory: Directory | None = None
@@ -126,7 +128,8 @@ def _prepare(job: PrepareJob, *, local: bool) -> Prepared:
         decoded = [(i, ev.to_event(job.track_metric, now)) for i, ev in tracked]
     catalog = MetricCatalog({name: MetricKind(kind) for name, kind in job.custom_metrics.items()})
     rules = ValidationRules(job.now_us, job.max_future_us, job.retention_us)
-    events, stamps = validate_all(decoded, catalog, rules, job.directory, rejected)
+    events, stamps, indices = validate_all(decoded, catalog, rules, job.directory, rejected)
+    events, stamps = admit(events, stamps, indices, job.admission, rejected)
     rejected.sort(key=lambda r: r.index)
     reasons = [(r.index, r.field, r.error) for r in rejected]
     if not events:
@@ -145,11 +148,12 @@ def validate_all(
     rules: ValidationRules,
     directory: Directory | None,
     rejected: list[Rejection],
-) -> tuple[list[EventIn], list[int]]:
-    """The valid events (normalised) and their timestamps; each invalid one is added
-    to ``rejected`` with its index."""
+) -> tuple[list[EventIn], list[int], list[int]]:
+    """The valid events (normalised), their timestamps and their indices; each invalid
+    one is added to ``rejected`` with its index."""
     events: list[EventIn] = []
     stamps: list[int] = []
+    indices: list[int] = []
     for index, event in decoded:
         try:
             stamps.append(validate_event(event, catalog, rules, directory))
@@ -157,7 +161,8 @@ def validate_all(
             rejected.append(Rejection(index, exc.field, exc.message))
             continue
         events.append(event)
-    return events, stamps
+        indices.append(index)
+    return events, stamps, indices
 
 
 class Preparer(Protocol):

@@ -18,8 +18,9 @@ from hypemeter.errors import (
     PayloadTooLarge,
     UnsupportedMediaType,
 )
-from hypemeter.events.model import BUILTIN_METRICS
+from hypemeter.events.model import BUILTIN_METRICS, MAX_CUSTOM_METRICS
 from hypemeter.events.service import IngestResult
+from hypemeter.events.value_limits import LimitChange, MetricValueLimit
 
 router = APIRouter(prefix="/v1", tags=["ingest"])
 
@@ -169,6 +170,7 @@ async def ingest_events(
             content_type=request.headers.get("content-type"),
             content_encoding=request.headers.get("content-encoding"),
             quota=partial(services.rate_limiter.hit_events, principal.key_id),
+            limits=principal.limits,
         )
     return reply(request, result)
 
@@ -195,6 +197,7 @@ async def track(
             body,
             content_encoding=request.headers.get("content-encoding"),
             quota=partial(services.rate_limiter.hit_events, principal.key_id),
+            limits=principal.limits,
         )
     return reply(request, result)
 
@@ -249,3 +252,80 @@ async def list_metrics(
             "custom": [{"name": n, "kind": k.value} for n, k in sorted(catalog.custom.items())],
         },
     )
+
+
+class ValueLimitIn(BaseModel, extra="forbid"):
+    max_delta: float | None = Field(
+        default=None, description="Largest increment (kind delta), in absolute value"
+    )
+    max_snapshot: float | None = Field(
+        default=None, description="Largest cumulative reading (kind snapshot)"
+    )
+
+
+class ValueLimitsIn(BaseModel, extra="forbid"):
+    metrics: dict[str, ValueLimitIn | None] = Field(
+        max_length=MAX_CUSTOM_METRICS + len(BUILTIN_METRICS),
+        description="metric -> new bounds (a member left out is kept); null restores the defaults",
+        examples=[{"conversions": {"max_delta": 5000}, "likes": None}],
+    )
+
+
+VALUE_LIMITS_EXAMPLE = {
+    "metrics": {"conversions": {"max_delta": 5000.0, "max_snapshot": 1e10, "default": False}}
+}
+
+
+def value_limits_view(limits: list[MetricValueLimit]) -> dict[str, Any]:
+    return {
+        "metrics": {
+            item.metric: {
+                "max_delta": item.limit.max_delta,
+                "max_snapshot": item.limit.max_snapshot,
+                "default": item.default,
+            }
+            for item in limits
+        }
+    }
+
+
+@router.get(
+    "/admin/value-limits",
+    summary="The largest value one event may carry, per metric",
+    tags=["admin"],
+    responses={
+        200: {"content": {"application/json": {"example": VALUE_LIMITS_EXAMPLE}}},
+        **error_responses(401, 403, 429),
+    },
+)
+async def get_value_limits(
+    request: Request, principal: Annotated[Principal, Depends(require(Scope.ADMIN))]
+) -> Response:
+    ingest = request.app.state.services.ingest
+    limits = ingest.value_limits.view(principal.tenant_id, ingest.catalog(principal.tenant_id))
+    return json_response(request, value_limits_view(limits))
+
+
+@router.put(
+    "/admin/value-limits",
+    summary="Change this tenant's bounds on event values; events above them are rejected",
+    tags=["admin"],
+    responses={
+        200: {"content": {"application/json": {"example": VALUE_LIMITS_EXAMPLE}}},
+        **error_responses(400, 401, 403, 422, 429),
+    },
+)
+async def put_value_limits(
+    request: Request,
+    body: ValueLimitsIn,
+    principal: Annotated[Principal, Depends(require(Scope.ADMIN))],
+) -> Response:
+    ingest = request.app.state.services.ingest
+    changes = {
+        metric: None if change is None else LimitChange(change.max_delta, change.max_snapshot)
+        for metric, change in body.metrics.items()
+    }
+    limits = await ingest.value_limits.change(
+        principal.tenant_id, ingest.catalog(principal.tenant_id), changes
+    )
+    return json_response(request, value_limits_view(limits))

@@ -8,9 +8,11 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from hypemeter.auth.model import NO_LIMITS, KeyLimits
 from hypemeter.backends.ports import EventStore, LiveBus, TenantStore
 from hypemeter.clock import Clock
 from hypemeter.errors import BatchRejected, Conflict, InvalidInput, Rejection
+from hypemeter.events.admission import Admission, Origin, admit
 from hypemeter.events.batch import EventBatch
 from hypemeter.events.codec import BodyLimits, media_type
 from hypemeter.events.model import (
@@ -31,6 +33,7 @@ from hypemeter.events.preparation import (
     retention_us,
     validate_all,
 )
+from hypemeter.events.value_limits import ValueLimits
 from hypemeter.live import changes
 
 EVENT_FIELDS = frozenset(EventIn.__struct_fields__)
@@ -177,6 +180,7 @@ class IngestService:
         self._catalogs: dict[str, MetricCatalog] = {}
         self._announce = announce
         self.stats = IngestStats(clock.now_us)
+        self.value_limits = ValueLimits(tenants, self._changed)
 
     async def start(self) -> None:
         """Start the preparer and load custom metrics; called once at start-up."""
@@ -184,9 +188,23 @@ class IngestService:
         await self.reload_metrics()
 
     async def reload_metrics(self) -> None:
-        """Learn the custom metrics registered in the store (by any process)."""
+        """Learn the custom metrics and value limits set in the store (by any process)."""
         for tenant_id, metric in await self._tenants.list_metrics():
             self.catalog(tenant_id).custom[metric.name] = metric.kind
+        await self.value_limits.load()
+
+    async def _changed(self) -> None:
+        if self._announce is not None:
+            await self._announce()
+
+    def admission(
+        self, tenant_id: str, *, limits: KeyLimits = NO_LIMITS, origin: Origin = Origin.KEY
+    ) -> Admission:
+        """What a writer of ``origin`` (with the limits of its key) may write."""
+        if origin is Origin.IMPORT:
+            return Admission.of(None, connector_ids=True)
+        bounds = self.value_limits.bounds(tenant_id, self.catalog(tenant_id))
+        return Admission.of(bounds, key=limits, connector_ids=origin is Origin.CONNECTOR)
 
     async def aclose(self) -> None:
         await self._preparer.aclose()
@@ -215,8 +233,8 @@ class IngestService:
         if not await self._tenants.add_metric(tenant_id, definition):
             raise Conflict(f"metric {canon!r} is already registered", field="name")
         catalog.custom[canon] = metric_kind
-        if self._announce is not None:
-            await self._announce()
+        self.value_limits.forget(tenant_id)
+        await self._changed()
         return definition
 
     async def ingest(
@@ -227,15 +245,19 @@ class IngestService:
         content_type: str | None,
         content_encoding: str | None,
         quota: EventQuota,
+        limits: KeyLimits = NO_LIMITS,
+        origin: Origin = Origin.KEY,
     ) -> IngestResult:
-        """Ingest a JSON array or NDJSON body.
+        """Ingest a JSON array or NDJSON body written with a key of ``limits`` (or, by
+        ``origin``, by an import).
 
         Raises InvalidInput (bad body), BatchRejected (no valid event),
         PayloadTooLarge, UnsupportedMediaType, RateLimited (from ``quota``),
         Overloaded and StoreUnavailable.
         """
         kind = media_type(content_type)
-        job = self._job(tenant_id, body, kind=kind, content_encoding=content_encoding)
+        admission = self.admission(tenant_id, limits=limits, origin=origin)
+        job = self._job(tenant_id, body, admission, kind=kind, content_encoding=content_encoding)
         return await self._admit(tenant_id, await self._prepare(job), quota)
 
     async def track(
@@ -246,10 +268,16 @@ class IngestService:
         *,
         content_encoding: str | None,
         quota: EventQuota,
+        limits: KeyLimits = NO_LIMITS,
     ) -> IngestResult:
         """Ingest one SDK event whose metric comes from the URL path."""
         job = self._job(
-            tenant_id, body, kind="json", content_encoding=content_encoding, track_metric=metric
+            tenant_id,
+            body,
+            self.admission(tenant_id, limits=limits),
+            kind="json",
+            content_encoding=content_encoding,
+            track_metric=metric,
         )
         return await self._admit(tenant_id, await self._prepare(job), quota)
 
@@ -265,9 +293,12 @@ class IngestService:
         )
         directory = self._directory(tenant_id) if self._directory is not None else None
         rejected: list[Rejection] = []
-        kept, stamps = validate_all(
+        kept, stamps, indices = validate_all(
             enumerate(events), self.catalog(tenant_id), rules, directory, rejected
         )
+        admission = self.admission(tenant_id, origin=Origin.CONNECTOR)
+        kept, stamps = admit(kept, stamps, indices, admission, rejected)
+        rejected.sort(key=lambda r: r.index)
         if not kept:
             result = IngestResult(0, 0, rejected)
             self.stats.record(tenant_id, result)
@@ -284,6 +315,7 @@ class IngestService:
         self,
         tenant_id: str,
         body: bytes,
+        admission: Admission,
         *,
         kind: str,
         content_encoding: str | None,
@@ -299,6 +331,7 @@ class IngestService:
             now_us=self._clock.now_us(),
             max_future_us=self._limits.max_future_seconds * 1_000_000,
             retention_us=retention_us(self._limits.retention_days),
+            admission=admission,
             custom_metrics={name: k.value for name, k in custom.items()},
             track_metric=track_metric,
             directory=self._directory(tenant_id) if self._directory is not None else None,

@@ -28,9 +28,10 @@ import pyarrow.compute as pc
 
 from hypemeter.backends.ports import LiveBus, MetricsStore, Subscription
 from hypemeter.clock import Clock
-from hypemeter.errors import HypemeterError, InvalidInput, StoreUnavailable
+from hypemeter.errors import HypemeterError, InvalidInput, RateLimited, StoreUnavailable
 from hypemeter.live import changes
 from hypemeter.live.model import WHOLE_TENANT, LiveFilter, iso
+from hypemeter.live.throttle import Throttle
 from hypemeter.metrics.model import DAY_US, Frame, Grain, TimeRange, floor_to, metric_value
 from hypemeter.metrics.model import plain_number as plain
 from hypemeter.metrics.service import LiveState, MetricsService
@@ -49,9 +50,12 @@ class LiveConfig:
     queue_messages: int = 256
     max_lags: int = 3
     heartbeat_s: float = 15.0
-    max_connections: int = 200
     max_subscriptions: int = 100
     token_s: int = 3600
+    max_channels_per_tenant: int = 1000
+    retention_days: int = 400  # how far back ``since`` may reach
+    ops_rate: str = "50/second"  # messages a WebSocket client may send
+    max_refused_ops: int = 20  # refused in a row before the connection is closed
 
 
 @dataclass(frozen=True, slots=True)
@@ -240,9 +244,15 @@ class Channel:
 class TailTarget:
     filter: LiveFilter
     tap: Tap
+    metrics: frozenset[str] | None = None  # the metrics whose events it may send; None: any
 
     def take(self, rows: list[dict[str, Any]], seq: int, committed_us: int) -> None:
-        picked = [_event(row) for row in rows if self.filter.matches(row)]
+        metrics = self.metrics
+        picked = [
+            _event(row)
+            for row in rows
+            if self.filter.matches(row) and (metrics is None or row["metric"] in metrics)
+        ]
         if picked:
             self.tap.events(picked)
 
@@ -327,7 +337,9 @@ class LiveHub:
         self._channels: dict[ChannelKey, Channel] = {}
         self._feeds: dict[str, Feed] = {}
         self._sweeper: asyncio.Task[None] | None = None
-        self.connections: dict[str, int] = {}  # per key id
+        self._per_tenant: dict[str, int] = {}  # channels per tenant
+        # Each WebSocket counts its messages on ``ops.another()``.
+        self.ops = Throttle(config.ops_rate, what="messages", setting="live_ops_rate")
 
     async def start(self) -> None:
         self._sweeper = asyncio.create_task(self._sweep(), name="hypemeter-live-sweep")
@@ -352,8 +364,10 @@ class LiveHub:
         """The channel of ``key``, with its snapshot taken; raises what the snapshot raised."""
         found = self._channels.get(key)
         if found is None:
+            self._make_room(key.tenant_id)
             found = Channel(key, self, seq=time.time_ns() // 1000)
             self._channels[key] = found
+            self._per_tenant[key.tenant_id] = self._per_tenant.get(key.tenant_id, 0) + 1
             feed = self._feed(key.tenant_id)
             feed.add(*key.filter.primary, found)
             try:
@@ -374,6 +388,25 @@ class LiveHub:
         if found.error is not None:
             raise found.error
         return found
+
+    def _make_room(self, tenant_id: str) -> None:
+        """Let a tenant open one more channel: drop its idle ones if it has its fill,
+        else raise RateLimited (every channel costs a snapshot query and memory)."""
+        limit = self.config.max_channels_per_tenant
+        if self._per_tenant.get(tenant_id, 0) < limit:
+            return
+        for channel in list(self._channels.values()):
+            idle = not channel.links and channel.idle_since is not None
+            if idle and channel.key.tenant_id == tenant_id:
+                self._drop(channel)
+        if self._per_tenant.get(tenant_id, 0) >= limit:
+            raise RateLimited(
+                f"at most {limit} live channels per tenant (live_max_channels_per_tenant): "
+                "subscribe to the same filter, metrics, granularity and since as others do",
+                retry_after=5,
+                limit=limit,
+                reset_after=5,
+            )
 
     async def _snapshot(self, channel: Channel) -> None:
         key = channel.key
@@ -418,18 +451,24 @@ class LiveHub:
             channel.idle_since = time.monotonic()
 
     def _drop(self, channel: Channel) -> None:
+        tenant_id = channel.key.tenant_id
         if self._channels.get(channel.key) is channel:
             del self._channels[channel.key]
+            left = self._per_tenant.get(tenant_id, 1) - 1
+            if left > 0:
+                self._per_tenant[tenant_id] = left
+            else:
+                self._per_tenant.pop(tenant_id, None)
         if channel.timer is not None:
             channel.timer.cancel()
-        feed = self._feeds.get(channel.key.tenant_id)
+        feed = self._feeds.get(tenant_id)
         if feed is not None:
             feed.remove(*channel.key.filter.primary, channel)
             if channel.watch is not None:
                 for member in channel.watched:
                     feed.remove("influencer_id", member, channel.watch)
             channel.watched = frozenset()
-            self._maybe_close(channel.key.tenant_id)
+            self._maybe_close(tenant_id)
 
     def refresh(self, channel: Channel) -> None:
         """Take the channel's snapshot again; changes wait meanwhile, then it updates."""
@@ -464,10 +503,18 @@ class LiveHub:
 
     # -- taps ---------------------------------------------------------------------------
 
-    def tap(self, tenant_id: str, live_filter: LiveFilter, tap: Tap) -> TailTarget:
+    def tap(
+        self,
+        tenant_id: str,
+        live_filter: LiveFilter,
+        tap: Tap,
+        *,
+        metrics: frozenset[str] | None = None,
+    ) -> TailTarget:
+        """Follow the raw events of the filter (only those of ``metrics``, if given)."""
         if live_filter.content_id is None and live_filter.influencer_id is None:
             raise InvalidInput("a tail follows one influencer_id or one content_id", field="filter")
-        target = TailTarget(live_filter, tap)
+        target = TailTarget(live_filter, tap, metrics)
         name = "content_id" if live_filter.content_id is not None else "influencer_id"
         self._feed(tenant_id).add(name, getattr(live_filter, name), target)
         return target

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import csv
-import io
 from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import BaseModel, Field
 
+from hypemeter import csvfile
 from hypemeter.api import error_responses, json_response, require
-from hypemeter.auth.model import Principal, Scope
+from hypemeter.auth.model import Principal, ReadNarrowing, Scope
 from hypemeter.backends.ports import Filters
 from hypemeter.errors import InvalidInput
 from hypemeter.events.model import PLATFORMS, normalize_platform
@@ -19,6 +18,20 @@ from hypemeter.metrics.service import MetricsService, RangeParams
 
 router = APIRouter(prefix="/v1", tags=["queries"])
 Reader = Annotated[Principal, Depends(require(Scope.READ))]
+# Routes that name the influencer and/or campaign they read (in the path or the query),
+# open to a read key limited to some of them: see ``ReadNarrowing``.
+ByInfluencer = Annotated[
+    Principal,
+    Depends(
+        require(
+            Scope.READ,
+            narrowing=ReadNarrowing(influencer="influencer_id", campaign="campaign_id"),
+        )
+    ),
+]
+ByCampaign = Annotated[
+    Principal, Depends(require(Scope.READ, narrowing=ReadNarrowing(campaign="campaign_id")))
+]
 Admin = Annotated[Principal, Depends(require(Scope.ADMIN))]
 ERRORS = error_responses(400, 401, 403, 422, 429)
 
@@ -98,24 +111,12 @@ def _wants_csv(request: Request, fmt: str | None) -> bool:
     return "text/csv" in request.headers.get("accept", "")
 
 
-def _cell(value: Any) -> Any:
-    if isinstance(value, list):
-        return ";".join(str(v) for v in value)
-    return "" if value is None else value
-
-
 def to_csv(payload: dict[str, Any], columns: list[str] | None = None) -> str:
-    """The series (or the ``data`` list, with these columns) of an answer as CSV with a header."""
-    rows: list[dict[str, Any]] = payload["series"] if "series" in payload else payload["data"]
+    """The series (or the ``data`` list, with these columns) of an answer as CSV with a
+    header; cells are made safe to open in a spreadsheet (``hypemeter.csvfile``)."""
     if "series" in payload:
-        columns = ["ts", *payload["metrics"]]
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\r\n")
-    columns = columns or []
-    writer.writerow(columns)
-    for row in rows:
-        writer.writerow([_cell(row.get(c)) for c in columns])
-    return out.getvalue()
+        return csvfile.to_csv(["ts", *payload["metrics"]], payload["series"])
+    return csvfile.to_csv(columns or [], payload["data"])
 
 
 def _reply(
@@ -128,7 +129,7 @@ def _reply(
     if not _wants_csv(request, fmt):
         return json_response(request, payload)
     response = Response(to_csv(payload, columns), media_type="text/csv; charset=utf-8")
-    response.headers["Content-Disposition"] = f'attachment; filename="{name}.csv"'
+    response.headers["Content-Disposition"] = csvfile.attachment(name)
     stats = payload["statistics"]
     response.headers["X-Elapsed-Ms"] = str(stats["elapsed_ms"])
     response.headers["X-Rows-Read"] = str(stats["rows_read"])
@@ -213,7 +214,7 @@ EMV_EXAMPLE = {
 async def influencer_metrics(
     request: Request,
     influencer_id: str,
-    principal: Reader,
+    principal: ByInfluencer,
     query: Series,
     campaign_id: Campaign = None,
 ) -> Response:
@@ -234,7 +235,7 @@ async def influencer_metrics(
     responses=_ok(CAMPAIGN_EXAMPLE),
 )
 async def campaign_metrics(
-    request: Request, campaign_id: str, principal: Reader, query: Series
+    request: Request, campaign_id: str, principal: ByCampaign, query: Series
 ) -> Response:
     payload = await _service(request).series(
         principal.tenant_id,
@@ -259,7 +260,7 @@ TENANT_EXAMPLE = {k: v for k, v in SERIES_EXAMPLE.items() if k != "influencer_id
     responses=_ok(TENANT_EXAMPLE),
 )
 async def tenant_metrics(
-    request: Request, principal: Reader, query: Series, campaign_id: Campaign = None
+    request: Request, principal: ByCampaign, query: Series, campaign_id: Campaign = None
 ) -> Response:
     payload = await _service(request).series(
         principal.tenant_id,
@@ -292,7 +293,7 @@ async def tenant_metrics(
 )
 async def aggregate(
     request: Request,
-    principal: Reader,
+    principal: ByInfluencer,
     metric: Annotated[str, Query(description="A stored or derived metric")],
     group_by: Annotated[str, Query(description="platform, influencer, campaign, content, day")],
     start: Start = None,

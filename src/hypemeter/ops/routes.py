@@ -24,6 +24,8 @@ async def healthz(request: Request) -> Response:
 @router.get(
     "/readyz",
     summary="Readiness: every backend answers (store writable, event log, live bus)",
+    description="Needs no key. The store's write check runs at most once per "
+    "ready_probe_seconds (default 5); calls in between repeat its last outcome.",
     responses={
         200: {
             "content": {

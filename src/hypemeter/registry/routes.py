@@ -13,7 +13,7 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import AfterValidator, BaseModel, Field, field_validator
 
 from hypemeter.api import error_responses, json_response, require
-from hypemeter.auth.model import Principal, Scope
+from hypemeter.auth.model import Principal, ReadNarrowing, Scope
 from hypemeter.errors import InvalidInput
 from hypemeter.events.model import PLATFORMS, normalize_platform
 from hypemeter.registry.model import (
@@ -32,6 +32,13 @@ from hypemeter.registry.service import RegistryService
 
 router = APIRouter(prefix="/v1", tags=["registry"])
 Reader = Annotated[Principal, Depends(require(Scope.READ))]
+# Open to a read key limited to influencers (campaigns) when it names one of them.
+OneInfluencer = Annotated[
+    Principal, Depends(require(Scope.READ, narrowing=ReadNarrowing(influencer="influencer_id")))
+]
+OneCampaign = Annotated[
+    Principal, Depends(require(Scope.READ, narrowing=ReadNarrowing(campaign="campaign_id")))
+]
 Admin = Annotated[Principal, Depends(require(Scope.ADMIN))]
 WRITE_ERRORS = error_responses(400, 401, 403, 404, 409, 422, 429)
 READ_ERRORS = error_responses(400, 401, 403, 404, 422, 429)
@@ -307,7 +314,9 @@ async def list_influencers(
 
 
 @router.get("/influencers/{influencer_id}", summary="One influencer", responses=_one("influencer"))
-async def get_influencer(request: Request, influencer_id: str, principal: Reader) -> Response:
+async def get_influencer(
+    request: Request, influencer_id: str, principal: OneInfluencer
+) -> Response:
     entity = await _service(request).get(principal.tenant_id, Kind.INFLUENCER, influencer_id)
     return json_response(request, _view(entity))
 
@@ -398,7 +407,7 @@ async def list_campaigns(
 
 
 @router.get("/campaigns/{campaign_id}", summary="One campaign", responses=_one("campaign"))
-async def get_campaign(request: Request, campaign_id: str, principal: Reader) -> Response:
+async def get_campaign(request: Request, campaign_id: str, principal: OneCampaign) -> Response:
     entity = await _service(request).get(principal.tenant_id, Kind.CAMPAIGN, campaign_id)
     return json_response(request, _view(entity))
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import msgspec
@@ -40,8 +41,21 @@ from hypemeter.registry.model import (
 
 log = logging.getLogger("hypemeter.registry")
 Announce = Callable[[], Awaitable[None]]
-# Erases one influencer's events and rollups; returns how many events it erased.
-Eraser = Callable[[str, str], Awaitable[int]]
+
+
+@dataclass(frozen=True, slots=True)
+class Erasure:
+    """An influencer to forget, with the ids of the accounts they had: what names them
+    in data kept outside the events (a dead letter's raw delivery, say)."""
+
+    tenant_id: str
+    influencer_id: str
+    account_ids: tuple[str, ...] = ()
+
+
+# Erases what is kept of one influencer (events, rollups, dead letters naming them);
+# returns how many events it erased.
+Eraser = Callable[[Erasure], Awaitable[int]]
 
 
 class RegistryService:
@@ -132,19 +146,21 @@ class RegistryService:
         return stamped
 
     async def delete(self, tenant_id: str, kind: Kind, entity_id: str, *, erase: bool) -> int:
-        """Remove an entity; with ``erase`` (influencers only) also its events and
-        rollups. Returns how many events were erased."""
+        """Remove an entity; with ``erase`` (influencers only) also its events, rollups
+        and the dead letters naming it. Returns how many events were erased."""
         if erase and (kind is not Kind.INFLUENCER or self._eraser is None):
             raise InvalidInput("erase applies to influencers only", field="erase")
         record = await self._store.get_entity(tenant_id, kind.value, entity_id)
         if record is None or not await self._store.delete_entity(tenant_id, kind.value, entity_id):
             raise NotFound(f"no {kind.value} {entity_id!r}", field="id")
         gone = from_record(record)
+        accounts: tuple[str, ...] = ()
         if isinstance(gone, Influencer):
             await self._release(tenant_id, [claim_id(a) for a in gone.accounts], entity_id)
+            accounts = tuple(a.account_id for a in gone.accounts)
         await self._changed(tenant_id)
         if erase and self._eraser is not None:
-            erased = await self._eraser(tenant_id, entity_id)
+            erased = await self._eraser(Erasure(tenant_id, entity_id, accounts))
             log.info(
                 "influencer erased",
                 extra={"tenant": tenant_id, "influencer": entity_id, "events": erased},

@@ -131,3 +131,13 @@ def test_a_stale_timestamp_is_refused_even_when_correctly_signed() -> None:
     assert within.reply.status == 200
     with pytest.raises(WebhookRefused, match="in the future"):
         TIKTOK.receive(signed(PUBLISHED, t=NOW_S + 301), PUBLISHED, SECRETS, now_us=NOW_US)
+
+
+def test_the_signed_timestamp_and_digest_name_the_delivery() -> None:
+    body = event("video.upload.failed", {"publish_id": "p1"})
+    headers = signed(body)
+    receipt = TIKTOK.receive(headers, body, SECRETS, now_us=NOW_US)
+    digest = headers["tiktok-signature"].split("s=")[1]
+    assert receipt.message_id == f"tiktok:{NOW_S}:{digest}"
+    later = TIKTOK.receive(signed(body, t=NOW_S + 1), body, SECRETS, now_us=NOW_US)
+    assert later.message_id is not None and later.message_id != receipt.message_id

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from hypemeter.connectors.webhooks import ADAPTERS, MappedEvent, WebhookRefused
+from hypemeter.connectors.webhooks import ADAPTERS, MappedEvent, WebhookMalformed, WebhookRefused
 from hypemeter.connectors.webhooks.payload import rfc3339_us
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -189,3 +189,48 @@ def test_rfc3339_times_with_nanoseconds_and_offsets() -> None:
     assert rfc3339_us("2026-11-20T15:59:30.123456+02:00") == SENT_US
     assert rfc3339_us("2026-11-20T13:59:30") is None
     assert rfc3339_us("yesterday") is None
+
+
+# -- what the signature covers: the id, the timestamp and the body, not the type ----------
+
+
+def test_each_receipt_names_its_message_for_replay_detection() -> None:
+    receipt = TWITCH.receive(signed(PROGRESS), PROGRESS, SECRETS, now_us=NOW_US)
+    assert receipt.message_id == f"twitch:{MESSAGE_ID}"
+    other = TWITCH.receive(signed(PROGRESS, message_id="m-2"), PROGRESS, SECRETS, now_us=NOW_US)
+    assert other.message_id == "twitch:m-2"
+
+
+@pytest.mark.parametrize("kind", ["notifications", "", "NOTIFICATION", "keepalive"])
+def test_a_message_type_twitch_does_not_document_is_refused(kind: str) -> None:
+    headers = signed(PROGRESS, kind)
+    if not kind:
+        headers["twitch-eventsub-message-type"] = " "
+    with pytest.raises(WebhookMalformed) as refused:
+        TWITCH.receive(headers, PROGRESS, SECRETS, now_us=NOW_US)
+    assert refused.value.field == "Twitch-Eventsub-Message-Type"
+    assert "is not one of notification, webhook_callback_verification, revocation" in (
+        refused.value.reason
+    )
+
+
+def test_a_signed_notification_relabelled_as_a_revocation_disables_nothing() -> None:
+    with pytest.raises(WebhookMalformed) as refused:
+        TWITCH.receive(signed(PROGRESS, "revocation"), PROGRESS, SECRETS, now_us=NOW_US)
+    assert refused.value.reason == (
+        "the signed body is not a revocation message (Twitch-Eventsub-Message-Type is not signed)"
+    )
+
+
+def test_bodies_must_be_of_the_kind_their_type_names() -> None:
+    challenge = json.dumps({"challenge": "c", "subscription": {"id": "s1"}}).encode()
+    enabled = json.dumps({"subscription": {"id": "s1", "status": "enabled"}}).encode()
+    for body, kind in (
+        (challenge, "notification"),
+        (challenge, "revocation"),
+        (PROGRESS, "webhook_callback_verification"),
+        (enabled, "revocation"),
+        (enabled, "notification"),
+    ):
+        with pytest.raises(WebhookMalformed, match=f"not a {kind} message"):
+            TWITCH.receive(signed(body, kind), body, SECRETS, now_us=NOW_US)

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from hypemeter.connectors.webhooks import ADAPTERS, NewContent, WebhookMalformed, WebhookRefused
+from hypemeter.connectors.webhooks.youtube import intends, topic_for
 from hypemeter.events.model import to_epoch_us
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -127,3 +128,30 @@ def test_the_atom_id_names_the_video_when_yt_video_id_is_absent() -> None:
 def test_unparseable_or_dangerous_xml_is_malformed(body: bytes) -> None:
     with pytest.raises(WebhookMalformed):
         YOUTUBE.receive(signed(body), body, SECRETS, now_us=NOW_US)
+
+
+# -- verification of intent: the connector's topics are its tenant's channels' feeds -----
+
+TOPICS = {topic_for("UCana"), topic_for("UCben")}
+
+
+def verification(mode: str, channel: str) -> dict[str, str]:
+    return {"hub.mode": mode, "hub.topic": topic_for(channel), "hub.challenge": "42"}
+
+
+def test_a_channel_topic_is_its_uploads_feed() -> None:
+    assert topic_for("UCana") == ("https://www.youtube.com/xml/feeds/videos.xml?channel_id=UCana")
+
+
+def test_only_subscriptions_to_the_connectors_own_topics_are_confirmed() -> None:
+    assert intends(verification("subscribe", "UCana"), TOPICS)
+    assert not intends(verification("subscribe", "UCsomeone-else"), TOPICS)
+    assert not intends(verification("subscribe", "UCana"), set())
+    assert not intends({"hub.mode": "subscribe", "hub.challenge": "42"}, TOPICS)
+
+
+def test_only_unsubscriptions_from_topics_it_no_longer_wants_are_confirmed() -> None:
+    assert not intends(verification("unsubscribe", "UCana"), TOPICS)  # a third party's
+    assert intends(verification("unsubscribe", "UCgone"), TOPICS)
+    assert not intends({"hub.mode": "unsubscribe", "hub.challenge": "42"}, TOPICS)
+    assert not intends(verification("denied", "UCgone"), TOPICS)

@@ -23,7 +23,7 @@ import pyarrow as pa
 
 from hypemeter.backends.cluster.nats_log import JetStreamLog
 from hypemeter.backends.cluster.postgres_store import PostgresEventStore
-from hypemeter.backends.ports import AppendResult
+from hypemeter.backends.ports import AppendResult, ExpiredDay
 from hypemeter.errors import Overloaded
 from hypemeter.events.batch import EventBatch
 
@@ -95,6 +95,16 @@ class LoggedEventStore:
     async def erase_influencer(self, tenant_id: str, influencer_id: str) -> int:
         """Erase what the store holds; events still in the log are committed later."""
         return await self._store.erase_influencer(tenant_id, influencer_id)
+
+    async def expired_days(self, cutoff_us: int) -> list[ExpiredDay]:
+        """Days the store holds; events still in the log are purged by a later pass."""
+        return await self._store.expired_days(cutoff_us)
+
+    async def purge_day(self, tenant_id: str, day_us: int, cutoff_us: int) -> int:
+        return await self._store.purge_day(tenant_id, day_us, cutoff_us)
+
+    async def reclaim(self) -> None:
+        await self._store.reclaim()
 
     async def check_writable(self) -> None:
         await self._log.check()

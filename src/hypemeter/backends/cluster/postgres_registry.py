@@ -29,6 +29,10 @@ _SELECT_ONE = (
 _DELETE = (
     "DELETE FROM registry WHERE tenant_id = $1 AND kind = $2 AND entity_id = $3 RETURNING entity_id"
 )
+_PURGE = (
+    "DELETE FROM registry WHERE (tenant_id, kind, entity_id) IN (SELECT tenant_id, kind, "
+    "entity_id FROM registry WHERE kind = $1 AND updated_us < $2 LIMIT $3) RETURNING tenant_id"
+)
 
 
 class PostgresRegistryStore(_Shared):
@@ -83,3 +87,7 @@ class PostgresRegistryStore(_Shared):
         )
         rows = await self._db.run(lambda con: con.fetch(sql, *params))
         return [(str(r[0]), record_from_row(list(r)[1:])) for r in rows]
+
+    async def purge_entities(self, kind: str, updated_before_us: int, *, limit: int) -> list[str]:
+        rows = await self._db.run(lambda con: con.fetch(_PURGE, kind, updated_before_us, limit))
+        return [str(r[0]) for r in rows]

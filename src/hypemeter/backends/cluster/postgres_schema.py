@@ -108,11 +108,18 @@ DDL = [
         key_id {T} PRIMARY KEY, tenant_id {T} NOT NULL, key_hash text NOT NULL UNIQUE,
         scopes text[] NOT NULL, name text NOT NULL, created_at_us bigint NOT NULL,
         revoked_at_us bigint)""",
+    # Added later: keys of schemas made before it have no limits (NULL).
+    "ALTER TABLE api_keys ADD COLUMN IF NOT EXISTS limits text",
+    f"""CREATE TABLE IF NOT EXISTS value_limits (
+        tenant_id {T} NOT NULL, metric {T} NOT NULL, max_delta double precision NOT NULL,
+        max_snapshot double precision NOT NULL, PRIMARY KEY (tenant_id, metric))""",
     f"""CREATE TABLE IF NOT EXISTS stream_tokens (
         subscription_id {T} PRIMARY KEY, tenant_id {T} NOT NULL, key_id {T} NOT NULL,
         token_hash text NOT NULL UNIQUE, filter text NOT NULL, metrics text[] NOT NULL,
         expires_us bigint NOT NULL)""",
     "CREATE INDEX IF NOT EXISTS stream_tokens_key ON stream_tokens (key_id)",
+    # Added later: schemas made before it gain the column, their tokens without the right.
+    "ALTER TABLE stream_tokens ADD COLUMN IF NOT EXISTS tail boolean NOT NULL DEFAULT false",
     f"""CREATE TABLE IF NOT EXISTS custom_metrics (
         tenant_id {T} NOT NULL, name {T} NOT NULL, kind text NOT NULL,
         PRIMARY KEY (tenant_id, name))""",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import TypeVar
 
@@ -13,6 +13,7 @@ import pyarrow as pa
 
 from hypemeter.auth.model import ApiKey, Tenant
 from hypemeter.backends.cluster import postgres_queries as queries
+from hypemeter.backends.cluster import postgres_retention as retention
 from hypemeter.backends.cluster.postgres_database import PostgresDatabase
 from hypemeter.backends.cluster.postgres_erasure import erase_influencer
 from hypemeter.backends.cluster.postgres_schema import ROLLUP_TABLES
@@ -26,6 +27,7 @@ from hypemeter.backends.ports import (
     CounterMatrix,
     CounterQuery,
     CounterRow,
+    ExpiredDay,
     Filters,
     GaugeQuery,
     GaugeRow,
@@ -34,10 +36,11 @@ from hypemeter.backends.ports import (
     TrendingRow,
     UserRow,
     key_from_row,
+    key_values,
 )
 from hypemeter.errors import StoreUnavailable
 from hypemeter.events.batch import EventBatch
-from hypemeter.events.model import MetricDefinition, MetricKind
+from hypemeter.events.model import MetricDefinition, MetricKind, ValueLimit
 from hypemeter.metrics.model import Grain
 
 T = TypeVar("T")
@@ -106,6 +109,21 @@ class PostgresEventStore(_Shared):
             lambda con: erase_influencer(con, tenant_id, influencer_id)
         )
 
+    async def expired_days(self, cutoff_us: int) -> list[ExpiredDay]:
+        rows = await self._db.run(lambda con: retention.expired_days(con, cutoff_us))
+        return [ExpiredDay(*row) for row in rows]
+
+    async def purge_day(self, tenant_id: str, day_us: int, cutoff_us: int) -> int:
+        return await self._db.run_retrying(
+            lambda con: retention.purge_day(con, tenant_id, day_us, cutoff_us)
+        )
+
+    async def reclaim(self) -> None:
+        # Marks the dead rows' space free; their bytes stay on disk (and in the WAL
+        # and any backup) until PostgreSQL writes over them.
+        tables = ", ".join(("events", "event_ids", "snapshot_state", "registry", *ROLLUP_TABLES))
+        await self._db.run(lambda con: con.execute(f"VACUUM {tables}"))
+
     async def check_writable(self) -> None:
         try:
             await self._db.run(
@@ -153,14 +171,9 @@ class PostgresTenantStore(_Shared):
     async def add_key(self, key: ApiKey) -> None:
         await self._db.run(
             lambda con: con.execute(
-                f"INSERT INTO api_keys ({KEY_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7)",  # noqa: S608
-                key.key_id,
-                key.tenant_id,
-                key.key_hash,
-                sorted(s.value for s in key.scopes),
-                key.name,
-                key.created_at_us,
-                key.revoked_at_us,
+                f"INSERT INTO api_keys ({KEY_COLUMNS}) "  # noqa: S608
+                "VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                *key_values(key),
             )
         )
 
@@ -204,6 +217,39 @@ class PostgresTenantStore(_Shared):
         )
         return [(r[0], MetricDefinition(r[1], MetricKind(r[2]))) for r in rows]
 
+    async def set_value_limits(
+        self, tenant_id: str, limits: Mapping[str, ValueLimit | None]
+    ) -> None:
+        async def write(con: asyncpg.Connection) -> None:
+            async with con.transaction():
+                for metric, limit in limits.items():
+                    if limit is None:
+                        await con.execute(
+                            "DELETE FROM value_limits WHERE tenant_id = $1 AND metric = $2",
+                            tenant_id,
+                            metric,
+                        )
+                        continue
+                    await con.execute(
+                        "INSERT INTO value_limits VALUES ($1, $2, $3, $4) "
+                        "ON CONFLICT (tenant_id, metric) DO UPDATE SET "
+                        "max_delta = excluded.max_delta, max_snapshot = excluded.max_snapshot",
+                        tenant_id,
+                        metric,
+                        limit.max_delta,
+                        limit.max_snapshot,
+                    )
+
+        await self._db.run(write)
+
+    async def list_value_limits(self) -> list[tuple[str, str, ValueLimit]]:
+        rows = await self._db.run(
+            lambda con: con.fetch(
+                "SELECT tenant_id, metric, max_delta, max_snapshot FROM value_limits ORDER BY 1, 2"
+            )
+        )
+        return [(r[0], r[1], ValueLimit(float(r[2]), float(r[3]))) for r in rows]
+
     async def add_stream_token(self, token: StreamTokenRecord, *, limit: int, now_us: int) -> bool:
         async def insert(con: asyncpg.Connection) -> bool:
             async with con.transaction():
@@ -217,7 +263,7 @@ class PostgresTenantStore(_Shared):
                     return False
                 await con.execute(
                     f"INSERT INTO stream_tokens ({TOKEN_COLUMNS}) "  # noqa: S608
-                    "VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                    "VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
                     token.subscription_id,
                     token.tenant_id,
                     token.key_id,
@@ -225,6 +271,7 @@ class PostgresTenantStore(_Shared):
                     token.filter,
                     list(token.metrics),
                     token.expires_us,
+                    token.tail,
                 )
                 return True
 
@@ -242,17 +289,26 @@ class PostgresTenantStore(_Shared):
         return None if row is None else StreamTokenRecord.from_row(row)
 
     async def revoke_stream_token(
-        self, tenant_id: str, subscription_id: str
+        self, tenant_id: str, subscription_id: str, *, key_id: str | None = None
     ) -> StreamTokenRecord | None:
         row = await self._db.run(
             lambda con: con.fetchrow(
                 "DELETE FROM stream_tokens WHERE tenant_id = $1 AND subscription_id = $2 "  # noqa: S608
-                f"RETURNING {TOKEN_COLUMNS}",
+                f"AND ($3::text IS NULL OR key_id = $3) RETURNING {TOKEN_COLUMNS}",
                 tenant_id,
                 subscription_id,
+                key_id,
             )
         )
         return None if row is None else StreamTokenRecord.from_row(row)
+
+    async def revoke_key_stream_tokens(self, key_id: str) -> list[str]:
+        rows = await self._db.run(
+            lambda con: con.fetch(
+                "DELETE FROM stream_tokens WHERE key_id = $1 RETURNING subscription_id", key_id
+            )
+        )
+        return sorted(str(r[0]) for r in rows)
 
 
 class _Reads:

@@ -24,6 +24,8 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
+from hypemeter.datadir import open_private, private_dir
+
 U64 = npt.NDArray[np.uint64]
 GENERATIONS_PER_WINDOW = 24
 MAX_RUNS = 64
@@ -123,7 +125,7 @@ class FingerprintIndex:
         self._fresh: list[_Run] = []
         self._runs: list[_Run] = []
         self._names = itertools.count()
-        spill_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(spill_dir)
         for stale in spill_dir.glob("run-*.npy"):
             stale.unlink()
 
@@ -187,6 +189,7 @@ class FingerprintIndex:
 
     def _spill(self, run: _Run) -> _Run:
         path = self._spill_dir / f"run-{os.getpid()}-{next(self._names)}.npy"
-        np.save(path, np.stack([run.hi, run.lo]))
+        with open_private(path) as spill:
+            np.save(spill, np.stack([run.hi, run.lo]))
         mapped = np.load(path, mmap_mode="r")
         return _Run(mapped[0], mapped[1], run.newest_us, run.oldest_us, path)

@@ -3,10 +3,12 @@
 Facts relied on (developers.facebook.com: Instagram Platform reference "Instagram
 Media Insights" and the Graph API "Rate Limits" page; PLATFORMS.md):
 
-- ``GET /<INSTAGRAM_MEDIA_ID>/insights?metric=<comma list>&access_token=<token>``
-  on ``graph.facebook.com/<version>`` (Facebook Login) or ``graph.instagram.com``
+- ``GET /<INSTAGRAM_MEDIA_ID>/insights?metric=<comma list>`` on
+  ``graph.facebook.com/<version>`` (Facebook Login) or ``graph.instagram.com``
   (Instagram Login): the base URL carries the version. Insights have no batch of
-  ids, so each call reads one media.
+  ids, so each call reads one media. The Graph API takes the user access token as
+  ``Authorization: Bearer <token>`` as well as in the ``access_token`` parameter
+  its examples use; the header keeps it out of every URL.
 - Metrics asked: views, reach, likes, comments, shares, saved, total_interactions.
   ``impressions``, ``plays`` and ``video_views`` are deprecated (April 2025) and
   error for newer media, so they are not asked.
@@ -15,7 +17,8 @@ Media Insights" and the Graph API "Rate Limits" page; PLATFORMS.md):
   the API returns an empty data set instead of 0": an absent metric or empty
   ``values`` yields no reading, never 0. Data may lag up to 48 hours.
 - ``saved`` becomes ``saves``; ``total_interactions`` is skipped (Hypemeter derives
-  totals from the parts). An ``{"error": {"message", "code"}}`` body is a problem.
+  totals from the parts). An ``{"error": {"message", "code"}}`` body is a problem
+  (the message is the platform's own words, kept apart).
 - Limits: 200 calls per user per rolling hour (Platform Rate Limits; Meta files
   Instagram Platform calls under Business Use Case limits, whose header
   ``rate_signal`` honours too). The bucket refills 180/h so that burst + refill
@@ -37,6 +40,7 @@ from hypemeter.connectors.polling.model import (
     Call,
     Limits,
     PollError,
+    Problem,
     Target,
     batches,
     decode,
@@ -89,7 +93,8 @@ class InstagramPoller:
             Call(
                 "GET",
                 f"/{quote(media_id, safe='')}/insights",
-                params=(("metric", ASKED), ("access_token", token)),
+                params=(("metric", ASKED),),
+                headers={"Authorization": f"Bearer {token}"},
                 content_ids=(media_id,),
             )
             for (media_id,) in batches((t.content_id for t in targets), 1)
@@ -102,9 +107,8 @@ class InstagramPoller:
         insights = decode(body, _Insights, self.platform)
         if insights.error is not None:
             error = insights.error
-            return Answer(
-                problems=(f"media {media_id}: Instagram error {error.code}: {error.message}",)
-            )
+            summary = f"media {media_id}: Instagram error {error.code}"
+            return Answer(problems=(Problem(summary, error.message or None),))
         built = AnswerBuilder()
         for metric in insights.data:
             name = METRIC_OF.get(metric.name)

@@ -8,11 +8,16 @@ requests, keeps a ``TokenBucket`` per credential, pauses a credential when
 target after ``poll_interval_s``. YouTube's daily quota resets at
 ``next_pacific_midnight_us``.
 
+Credentials travel in headers wherever the platform takes them there, never in a
+URL that a proxy or a log could keep. What the platform says in its error messages
+is kept apart (``Problem.upstream``, ``PollError.upstream``): admins see it, read
+keys see only Hypemeter's own summary.
+
 Errors::
 
     Exception
     └── PollError   a call cannot be built (the credential lacks a secret), or a
-                    2xx body is not in the platform's format
+                    body is not in the platform's format
 """
 
 from __future__ import annotations
@@ -53,6 +58,7 @@ class Call:
     path: str
     params: tuple[tuple[str, str], ...] = ()
     json: Mapping[str, Any] | None = None
+    form: Mapping[str, str] | None = None  # an application/x-www-form-urlencoded body
     headers: Mapping[str, str] = field(default_factory=dict)
     content_ids: tuple[str, ...] = ()  # the targets this call reads
     account_ids: tuple[str, ...] = ()  # the accounts whose followers it reads
@@ -76,11 +82,20 @@ class Reading:
 
 
 @dataclass(frozen=True, slots=True)
+class Problem:
+    """Something a response did not yield: ``summary`` in Hypemeter's words (ids, field
+    names), ``upstream`` the platform's own message, if it sent one."""
+
+    summary: str
+    upstream: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Answer:
     """What one response yielded: readings, and what could not be read (for the health view)."""
 
     readings: tuple[Reading, ...] = ()
-    problems: tuple[str, ...] = ()
+    problems: tuple[Problem, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,9 +127,12 @@ class PlatformPoller(Protocol):
 
 
 class PollError(Exception):
-    def __init__(self, reason: str) -> None:
+    """``reason`` in Hypemeter's words; ``upstream`` what the platform answered, if anything."""
+
+    def __init__(self, reason: str, *, upstream: str | None = None) -> None:
         super().__init__(reason)
         self.reason = reason
+        self.upstream = upstream
 
 
 @dataclass(slots=True)
@@ -365,7 +383,7 @@ class AnswerBuilder:
     """Collects readings and problems while one body is read."""
 
     readings: list[Reading] = field(default_factory=list)
-    problems: list[str] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
 
     def add(self, content_id: str | None, account_id: str | None, metric: str, raw: object) -> None:
         """An absent counter (None) is no reading; a malformed one is a problem."""
@@ -373,7 +391,9 @@ class AnswerBuilder:
         if value is not None:
             self.readings.append(Reading(content_id, account_id, metric, value))
         elif raw is not None:
-            self.problems.append(f"{content_id or account_id}: {metric} {raw!r} is not a count")
+            self.problems.append(
+                Problem(f"{content_id or account_id}: {metric} is not a count", f"{raw!r}"[:200])
+            )
 
     def missing(
         self,
@@ -384,7 +404,7 @@ class AnswerBuilder:
     ) -> None:
         present = set(seen)
         self.problems += [
-            f"{what} {i} not in the answer ({why})" for i in wanted if i not in present
+            Problem(f"{what} {i} not in the answer ({why})") for i in wanted if i not in present
         ]
 
     def answer(self) -> Answer:

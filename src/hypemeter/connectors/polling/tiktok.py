@@ -30,6 +30,7 @@ from hypemeter.connectors.polling.model import (
     AnswerBuilder,
     Call,
     Limits,
+    Problem,
     Target,
     batches,
     decode,
@@ -99,9 +100,8 @@ class TikTokPoller:
         query = decode(body, _Query, self.platform)
         error = query.error or _Error()
         if error.code != "ok":
-            return Answer(
-                problems=(f"TikTok error {error.code}: {error.message} (log_id {error.log_id})",)
-            )
+            summary = f"TikTok error {error.code} (log_id {error.log_id})"
+            return Answer(problems=(Problem(summary, error.message or None),))
         built = AnswerBuilder()
         seen: list[str] = []
         for video in (query.data or _Data()).videos:

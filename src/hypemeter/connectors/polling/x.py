@@ -32,6 +32,7 @@ from hypemeter.connectors.polling.model import (
     AnswerBuilder,
     Call,
     Limits,
+    Problem,
     Target,
     batches,
     decode,
@@ -107,7 +108,8 @@ class XPoller:
         for error in lookup.errors:
             post_id = error.resource_id or (None if error.value is None else str(error.value))
             seen += [post_id] if post_id else []
-            built.problems.append(f"post {post_id or '?'}: {error.title}: {error.detail}".strip())
+            upstream = f"{error.title}: {error.detail}".strip(": ")
+            built.problems.append(Problem(f"post {post_id or '?'}: X reported an error", upstream))
         built.missing(call.content_ids, seen, "post", "deleted or protected?")
         return built.answer()
 

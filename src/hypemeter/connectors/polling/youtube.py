@@ -3,11 +3,12 @@
 Facts relied on (developers.google.com/youtube/v3: "Videos: list", "Channels:
 list", the video and channel resources, "Quota costs"; PLATFORMS.md):
 
-- ``GET /youtube/v3/videos?part=statistics&id=<comma ids>&key=<API key>`` and
-  ``GET /youtube/v3/channels?part=statistics&id=<comma ids>&key=<API key>``; public
-  statistics need only an API key. ``maxResults`` is not supported with ``id``;
-  50 ids per call is the API's page maximum (the reference does not state a cap
-  for ``id`` itself: unverified, kept at 50).
+- ``GET /youtube/v3/videos?part=statistics&id=<comma ids>`` and
+  ``GET /youtube/v3/channels?part=statistics&id=<comma ids>``; public statistics
+  need only an API key, which Google APIs take in the ``key`` parameter or the
+  ``X-Goog-Api-Key`` header: the header keeps it out of every URL. ``maxResults``
+  is not supported with ``id``; 50 ids per call is the API's page maximum (the
+  reference does not state a cap for ``id`` itself: unverified, kept at 50).
 - Statistics are strings of digits (uint64 as JSON strings): viewCount -> views,
   likeCount -> likes, commentCount -> comments. ``likeCount`` is absent when the
   owner hides likes and ``commentCount`` when comments are off: no reading then.
@@ -40,6 +41,7 @@ from hypemeter.connectors.polling.model import (
 VIDEOS = "/youtube/v3/videos"
 CHANNELS = "/youtube/v3/channels"
 IDS_PER_CALL = 50
+KEY_HEADER = "X-Goog-Api-Key"
 Count = str | int | None
 
 
@@ -74,12 +76,13 @@ class YouTubePoller:
     def calls(self, targets: Sequence[Target], credential: Mapping[str, str]) -> list[Call]:
         """One videos call per 50 videos, then one channels call per 50 distinct channels."""
         key = require_secret(credential, "api_key", self.platform)
+        headers = {KEY_HEADER: key}
         videos = [
-            Call("GET", VIDEOS, _params(ids, key), content_ids=ids)
+            Call("GET", VIDEOS, _params(ids), headers=headers, content_ids=ids)
             for ids in batches((t.content_id for t in targets), IDS_PER_CALL)
         ]
         channels = [
-            Call("GET", CHANNELS, _params(ids, key), account_ids=ids)
+            Call("GET", CHANNELS, _params(ids), headers=headers, account_ids=ids)
             for ids in batches((t.account_id for t in targets), IDS_PER_CALL)
         ]
         return videos + channels
@@ -96,8 +99,8 @@ class YouTubePoller:
         return built.answer()
 
 
-def _params(ids: tuple[str, ...], key: str) -> tuple[tuple[str, str], ...]:
-    return (("part", "statistics"), ("id", ",".join(ids)), ("key", key))
+def _params(ids: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
+    return (("part", "statistics"), ("id", ",".join(ids)))
 
 
 def _videos(built: AnswerBuilder, wanted: Sequence[str], items: list[_Item]) -> None:

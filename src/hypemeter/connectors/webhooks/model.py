@@ -7,7 +7,8 @@ Errors (the service maps them to HTTP; they are not ``HypemeterError``s)::
 
     Exception
     ├── WebhookRefused     401/403  missing, wrong or stale signature
-    └── WebhookMalformed   400      verified, but the body is not JSON/XML at all
+    └── WebhookMalformed   400      verified, but the body is not JSON/XML at all, or
+                                    the message is of a kind the signature does not cover
 """
 
 from __future__ import annotations
@@ -74,6 +75,8 @@ class Receipt:
 
     ``disable`` says why the platform revoked our access (the connector should
     stop); ``ignored`` says why the body was deliberately not processed.
+    ``message_id`` names the delivery as its signature covers it (Twitch's message
+    id, TikTok's signed timestamp and digest): the same id again is a replay.
     """
 
     reply: Reply
@@ -84,6 +87,7 @@ class Receipt:
     ignored: str | None = None
     # Set when the signature failed but the protocol wants a 2xx anyway (WebSub).
     unverified: bool = False
+    message_id: str | None = None
 
     @classmethod
     def collect(
@@ -93,6 +97,7 @@ class Receipt:
         *,
         disable: str | None = None,
         ignored: str | None = None,
+        message_id: str | None = None,
     ) -> Receipt:
         """A receipt holding ``parts`` sorted into events, content and dead letters."""
         items = list(parts)
@@ -103,6 +108,7 @@ class Receipt:
             unmapped=tuple(item for item in items if isinstance(item, Unmapped)),
             disable=disable,
             ignored=ignored,
+            message_id=message_id,
         )
 
 
@@ -116,11 +122,13 @@ class WebhookRefused(Exception):
 
 
 class WebhookMalformed(Exception):
-    """The body verified but cannot be parsed at all; the service answers 400."""
+    """The request verified but cannot be processed (``field`` names the header or the
+    body at fault); the service answers 400."""
 
-    def __init__(self, reason: str) -> None:
+    def __init__(self, reason: str, *, field: str = "body") -> None:
         super().__init__(reason)
         self.reason = reason
+        self.field = field
 
 
 class WebhookAdapter(Protocol):

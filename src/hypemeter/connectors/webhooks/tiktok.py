@@ -3,7 +3,10 @@
 No GET handshake: the callback URL is set in the developer portal (GET is 405).
 Deliveries are signed ``TikTok-Signature: t=<unix s>,s=<hex>`` with
 ``s = hex HMAC-SHA256(client_secret, "<t>.<raw body>")``; a ``t`` more than 300 s
-from now is refused (401) as a possible replay.
+from now is refused (401) as a possible replay. TikTok's body carries no delivery
+id, so the signed pair (``t``, ``s``) names the delivery (``Receipt.message_id``):
+the same pair again within the window is the same request replayed, and the
+service drops it.
 
 Body: ``{client_key, event, create_time, user_openid, content}``, ``content`` being
 a JSON *string*. TikTok sends no engagement webhooks (counts are polled), so:
@@ -24,6 +27,7 @@ a JSON *string*. TikTok sends no engagement webhooks (counts are polled), so:
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -105,7 +109,8 @@ class TikTokAdapter:
             shown=f"t={sent_s}",
             status=401,
         )
-        return _map(decode_object(body, what="the TikTok webhook body"), body)
+        receipt = _map(decode_object(body, what="the TikTok webhook body"), body)
+        return dataclasses.replace(receipt, message_id=f"tiktok:{sent_s}:{given.lower()}")
 
 
 def _signature_parts(header: str) -> tuple[int, str]:

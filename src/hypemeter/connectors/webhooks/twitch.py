@@ -4,7 +4,14 @@ No GET handshake (405): the callback is verified by a signed POST instead.
 Every POST carries ``Twitch-Eventsub-Message-Id``, ``-Timestamp`` (RFC 3339, ns),
 ``-Type`` and ``-Signature: sha256=<hex HMAC-SHA256(secret, id + timestamp + body)>``.
 Following Twitch's replay guidance, a timestamp more than 10 minutes from now
-is refused (403).
+is refused (403), and the message id names the delivery (``Receipt.message_id``):
+the service drops a message id it has already processed.
+
+The signature covers the id, the timestamp and the body, not the type header. Only
+the three documented types are accepted, and the body must be of the kind the
+type names (a challenge for a verification, an event for a notification, neither
+and a subscription no longer enabled for a revocation); anything else is 400, so
+a captured notification cannot be replayed as a revocation.
 
 - ``webhook_callback_verification``: 200 with the ``challenge`` as plain text.
 - ``revocation``: 204; ``Receipt.disable`` names the subscription and its status
@@ -57,6 +64,7 @@ SIGNATURE_HEADER = "Twitch-Eventsub-Message-Signature"
 TYPE_HEADER = "Twitch-Eventsub-Message-Type"
 MAX_AGE_S = 600
 POLL_TYPES = frozenset({"channel.poll.begin", "channel.poll.progress", "channel.poll.end"})
+MESSAGE_TYPES = ("notification", "webhook_callback_verification", "revocation")
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,26 +90,48 @@ class TwitchAdapter:
     def receive(
         self, headers: Mapping[str, str], body: bytes, secrets: Secrets, *, now_us: int
     ) -> Receipt:
-        """Verify the signature and timestamp, then answer by message type."""
+        """Verify the signature and timestamp, check the type against the body, then
+        answer by message type."""
         message = _verify(headers, body, require_secret(secrets, "eventsub_secret"), now_us)
         payload = decode_object(body, what="the EventSub body")
+        _check_kind(message.kind, payload)
         subscription = obj_of(payload, "subscription")
+        replay_id = f"twitch:{message.message_id}"
         if message.kind == "webhook_callback_verification":
-            challenge = str_of(payload, "challenge")
-            if challenge is None:
-                raise WebhookMalformed("webhook_callback_verification without a challenge")
-            return Receipt(Reply(200, challenge.encode()))
+            challenge = str_of(payload, "challenge") or ""
+            return Receipt(Reply(200, challenge.encode()), message_id=replay_id)
         if message.kind == "revocation":
             status = str_of(subscription, "status")
             reason = (
                 f"Twitch revoked EventSub subscription {id_of(subscription, 'id')} "
                 f"({str_of(subscription, 'type')}): status {status}"
             )
-            return Receipt(Reply(204), disable=reason)
-        if message.kind == "notification":
-            return Receipt.collect(Reply(204), _notification(payload, message))
-        unmapped = Unmapped(f"unknown {TYPE_HEADER} {message.kind!r}", fragment(payload))
-        return Receipt(Reply(204), unmapped=(unmapped,))
+            return Receipt(Reply(204), disable=reason, message_id=replay_id)
+        parts = _notification(payload, message)
+        return Receipt.collect(Reply(204), parts, message_id=replay_id)
+
+
+def _check_kind(kind: str, payload: Obj) -> None:
+    """The type header is not signed: it must be a documented type, and name the kind
+    of body that was signed."""
+    if kind not in MESSAGE_TYPES:
+        raise WebhookMalformed(
+            f"{TYPE_HEADER} {kind!r} is not one of {', '.join(MESSAGE_TYPES)}",
+            field=TYPE_HEADER,
+        )
+    has_challenge = str_of(payload, "challenge") is not None
+    has_event = obj_of(payload, "event") is not None
+    status = str_of(obj_of(payload, "subscription"), "status")
+    fits = {
+        "webhook_callback_verification": has_challenge and not has_event,
+        "notification": has_event and not has_challenge,
+        "revocation": not has_event and not has_challenge and status not in (None, "enabled"),
+    }[kind]
+    if not fits:
+        raise WebhookMalformed(
+            f"the signed body is not a {kind} message ({TYPE_HEADER} is not signed)",
+            field=TYPE_HEADER,
+        )
 
 
 def _verify(headers: Mapping[str, str], body: bytes, secret: str, now_us: int) -> _Message:

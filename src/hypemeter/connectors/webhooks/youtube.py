@@ -1,8 +1,13 @@
 """YouTube push notifications over WebSub (PubSubHubbub).
 
-Handshake: the hub's ``GET ?hub.mode=subscribe|unsubscribe&hub.challenge=..`` is
-answered 200 with exactly the challenge; no challenge (or another mode) is 404,
-which refuses. Checking ``hub.topic`` against our subscriptions is the service's job.
+Handshake: the hub's ``GET ?hub.mode=subscribe|unsubscribe&hub.topic=..&hub.challenge=..``
+is answered 200 with exactly the challenge, as plain text; no challenge (or another
+mode) is 404, which refuses. The subscriber must verify intent (WebSub 5.3): a
+connector's topics are the feeds of its tenant's YouTube channels (``topic_for``),
+and ``intends`` confirms a subscription to one of them, or an unsubscription from a
+topic that is not, and nothing else, so a third party cannot subscribe the
+callback to other feeds nor unsubscribe it from its own. The service supplies the
+topics.
 
 Deliveries are Atom XML signed ``X-Hub-Signature: sha1=<hex HMAC-SHA1(hub_secret, body)>``
 (WebSub lets a hub name sha256/384/512 instead; those are checked the same way).
@@ -19,7 +24,7 @@ is ``ignored`` with the deleted ids; it is not a dead letter.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass
 from xml.etree.ElementTree import Element, tostring
 
@@ -44,6 +49,22 @@ ATOM = "{http://www.w3.org/2005/Atom}"
 YT = "{http://www.youtube.com/xml/schemas/2015}"
 TOMBSTONES = "{http://purl.org/atompub/tombstones/1.0}"
 VIDEO_ID_PREFIX = "yt:video:"
+TOPIC = "https://www.youtube.com/xml/feeds/videos.xml?channel_id={channel}"
+
+
+def topic_for(channel_id: str) -> str:
+    """The WebSub topic of a YouTube channel's uploads."""
+    return TOPIC.format(channel=channel_id)
+
+
+def intends(query: Mapping[str, str], topics: Collection[str]) -> bool:
+    """Whether a hub's verification request is one the connector wants: subscribing to
+    one of ``topics``, or unsubscribing from a topic that is not among them."""
+    topic = query.get("hub.topic", "")
+    mode = query.get("hub.mode")
+    if mode == "subscribe":
+        return topic in topics
+    return mode == "unsubscribe" and bool(topic) and topic not in topics
 
 
 @dataclass(frozen=True, slots=True)

@@ -129,7 +129,11 @@ class LiveStream {
       grant = await api("/v1/metrics/subscribe", {}, {
         method: "POST",
         headers: { "Content-Type": "application/json" },
-        body: JSON.stringify({ ...this.filter, metrics: this.metrics, granularity: "minute" }),
+        // The right to tail raw events (comment text) only where the page shows them.
+        body: JSON.stringify({
+          ...this.filter, metrics: this.metrics, granularity: "minute",
+          tail: Boolean(this.handlers.event),
+        }),
       });
     } catch (exc) {
       this.later();
@@ -199,8 +203,15 @@ function card(title, ...body) {
   return el("section", { class: "card" }, el("div", { class: "card-head" }, el("h2", { text: title })), ...body);
 }
 
+// Spreadsheets run a cell that begins with =, +, -, @, a tab or a carriage return as a formula,
+// and comments come from anyone: such text gets a leading ' (the server's CSV does the same).
+// Numbers, and text that is a plain number, stay as they are.
+const FORMULA_START = /^[=+\-@\t\r]/;
+const PLAIN_NUMBER = /^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$/;
+
 function csvCell(value) {
-  const text = value === null || value === undefined ? "" : Array.isArray(value) ? value.join(";") : String(value);
+  let text = value === null || value === undefined ? "" : Array.isArray(value) ? value.join(";") : String(value);
+  if (typeof value !== "number" && FORMULA_START.test(text) && !PLAIN_NUMBER.test(text)) text = `'${text}`;
   return /[",\r\n]/.test(text) ? `"${text.replace(/"/g, '""')}"` : text;
 }
 

@@ -7,7 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from hypemeter.connectors.polling import POLLERS, Answer, Call, PollError, Reading, Target
+from hypemeter.connectors.polling import (
+    POLLERS,
+    Answer,
+    Call,
+    PollError,
+    Problem,
+    Reading,
+    Target,
+)
 
 FIXTURES = Path(__file__).parent / "fixtures"
 INSIGHTS = (FIXTURES / "meta_instagram_media_insights_response.json").read_bytes()
@@ -21,22 +29,26 @@ def call_for(media_id: str = MEDIA) -> Call:
     return INSTAGRAM.calls([Target(media_id)], CREDENTIAL)[0]
 
 
-def test_each_media_is_one_insights_call() -> None:
+def test_each_media_is_one_insights_call_with_the_token_in_a_header() -> None:
     calls = INSTAGRAM.calls([Target(MEDIA), Target("17900000000000001"), Target(MEDIA)], CREDENTIAL)
+    bearer = {"Authorization": "Bearer IGQtoken"}
     assert calls == [
         Call(
             "GET",
             f"/{MEDIA}/insights",
-            params=(("metric", ASKED), ("access_token", "IGQtoken")),
+            params=(("metric", ASKED),),
+            headers=bearer,
             content_ids=(MEDIA,),
         ),
         Call(
             "GET",
             "/17900000000000001/insights",
-            params=(("metric", ASKED), ("access_token", "IGQtoken")),
+            params=(("metric", ASKED),),
+            headers=bearer,
             content_ids=("17900000000000001",),
         ),
     ]
+    assert all("IGQtoken" not in f"{c.path}{c.params}" for c in calls)
     assert INSTAGRAM.batch == 1
     assert INSTAGRAM.calls([], CREDENTIAL) == []
 
@@ -103,12 +115,12 @@ def test_a_value_that_is_no_count_is_a_problem() -> None:
     answer = INSTAGRAM.read(call_for(), 200, json.dumps(body).encode())
     assert answer.readings == ()
     assert answer.problems == (
-        f"{MEDIA}: likes -1 is not a count",
-        f"{MEDIA}: views {{'a': 1}} is not a count",
+        Problem(f"{MEDIA}: likes is not a count", "-1"),
+        Problem(f"{MEDIA}: views is not a count", "{'a': 1}"),
     )
 
 
-def test_an_error_body_is_a_problem() -> None:
+def test_an_error_body_is_a_problem_its_message_kept_apart() -> None:
     body = {
         "error": {
             "message": "(#10) Not enough viewers for the media to show insights",
@@ -120,8 +132,10 @@ def test_an_error_body_is_a_problem() -> None:
     answer = INSTAGRAM.read(call_for(), 200, json.dumps(body).encode())
     assert answer == Answer(
         problems=(
-            f"media {MEDIA}: Instagram error 10: "
-            "(#10) Not enough viewers for the media to show insights",
+            Problem(
+                f"media {MEDIA}: Instagram error 10",
+                "(#10) Not enough viewers for the media to show insights",
+            ),
         )
     )
 

@@ -7,7 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from hypemeter.connectors.polling import POLLERS, Answer, Call, PollError, Reading, Target
+from hypemeter.connectors.polling import (
+    POLLERS,
+    Answer,
+    Call,
+    PollError,
+    Problem,
+    Reading,
+    Target,
+)
 
 FIXTURES = Path(__file__).parent / "fixtures"
 QUERY = (FIXTURES / "tiktok_video_query_response.json").read_bytes()
@@ -57,7 +65,10 @@ def test_a_video_not_returned_is_a_problem() -> None:
     answer = TIKTOK.read(query_call(VIDEO, "7000000000000000001"), 200, QUERY)
     assert len(answer.readings) == 4
     assert answer.problems == (
-        "video 7000000000000000001 not in the answer (deleted, private or not the token owner's?)",
+        Problem(
+            "video 7000000000000000001 not in the answer "
+            "(deleted, private or not the token owner's?)"
+        ),
     )
 
 
@@ -81,8 +92,10 @@ def test_an_error_code_other_than_ok_is_a_problem() -> None:
     }
     assert TIKTOK.read(query_call(VIDEO), 200, json.dumps(raw).encode()) == Answer(
         problems=(
-            "TikTok error scope_not_authorized: The user did not authorize the scope "
-            "required (log_id 202611201430)",
+            Problem(
+                "TikTok error scope_not_authorized (log_id 202611201430)",
+                "The user did not authorize the scope required",
+            ),
         )
     )
 

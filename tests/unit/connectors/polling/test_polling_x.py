@@ -7,7 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from hypemeter.connectors.polling import POLLERS, Answer, Call, PollError, Reading, Target
+from hypemeter.connectors.polling import (
+    POLLERS,
+    Answer,
+    Call,
+    PollError,
+    Problem,
+    Reading,
+    Target,
+)
 
 FIXTURES = Path(__file__).parent / "fixtures"
 LOOKUP = (FIXTURES / "x_tweets_lookup_public_metrics_response.json").read_bytes()
@@ -73,10 +81,15 @@ def test_partial_errors_and_silent_absences_name_the_posts() -> None:
     answer = X.read(lookup_call(POST, GONE, "42", "77"), 200, json.dumps(raw).encode())
     assert len(answer.readings) == 5
     assert answer.problems == (
-        f"post {GONE}: Not Found Error: Could not find tweet with ids: [{GONE}].",
-        "post 42: Authorization Error: "
-        "Sorry, you are not authorized to see the Tweet with ids: [42].",
-        "post 77 not in the answer (deleted or protected?)",
+        Problem(
+            f"post {GONE}: X reported an error",
+            f"Not Found Error: Could not find tweet with ids: [{GONE}].",
+        ),
+        Problem(
+            "post 42: X reported an error",
+            "Authorization Error: Sorry, you are not authorized to see the Tweet with ids: [42].",
+        ),
+        Problem("post 77 not in the answer (deleted or protected?)"),
     )
 
 
@@ -84,8 +97,8 @@ def test_an_answer_with_only_errors_has_no_readings() -> None:
     raw = {"errors": [{"title": "Not Found Error", "detail": "Could not find tweet."}]}
     assert X.read(lookup_call(GONE), 200, json.dumps(raw).encode()) == Answer(
         problems=(
-            "post ?: Not Found Error: Could not find tweet.",
-            f"post {GONE} not in the answer (deleted or protected?)",
+            Problem("post ?: X reported an error", "Not Found Error: Could not find tweet."),
+            Problem(f"post {GONE} not in the answer (deleted or protected?)"),
         )
     )
 

@@ -7,20 +7,30 @@ from pathlib import Path
 
 import pytest
 
-from hypemeter.connectors.polling import POLLERS, Answer, Call, PollError, Reading, Target
+from hypemeter.connectors.polling import (
+    POLLERS,
+    Answer,
+    Call,
+    PollError,
+    Problem,
+    Reading,
+    Target,
+)
 
 FIXTURES = Path(__file__).parent / "fixtures"
 VIDEOS = (FIXTURES / "youtube_videos_list_statistics_response.json").read_bytes()
 YOUTUBE = POLLERS["youtube"]
 CREDENTIAL = {"api_key": "AIzaKey"}
 VIDEO = "dQw4w9WgXcQ"
+KEY = {"X-Goog-Api-Key": "AIzaKey"}  # the key travels in a header, never in the URL
 
 
 def video_call(*ids: str) -> Call:
     return Call(
         "GET",
         "/youtube/v3/videos",
-        params=(("part", "statistics"), ("id", ",".join(ids)), ("key", "AIzaKey")),
+        params=(("part", "statistics"), ("id", ",".join(ids))),
+        headers=KEY,
         content_ids=ids,
     )
 
@@ -29,7 +39,8 @@ def channel_call(*ids: str) -> Call:
     return Call(
         "GET",
         "/youtube/v3/channels",
-        params=(("part", "statistics"), ("id", ",".join(ids)), ("key", "AIzaKey")),
+        params=(("part", "statistics"), ("id", ",".join(ids))),
+        headers=KEY,
         account_ids=ids,
     )
 
@@ -90,11 +101,11 @@ def test_a_video_not_in_the_answer_is_a_problem() -> None:
     answer = YOUTUBE.read(video_call(VIDEO, "gone1", "gone2"), 200, VIDEOS)
     assert len(answer.readings) == 3
     assert answer.problems == (
-        "video gone1 not in the answer (deleted or private?)",
-        "video gone2 not in the answer (deleted or private?)",
+        Problem("video gone1 not in the answer (deleted or private?)"),
+        Problem("video gone2 not in the answer (deleted or private?)"),
     )
     assert YOUTUBE.read(video_call("x"), 200, b"{}").problems == (
-        "video x not in the answer (deleted or private?)",
+        Problem("video x not in the answer (deleted or private?)"),
     )
 
 
@@ -103,7 +114,7 @@ def test_a_count_that_is_not_digits_is_a_problem() -> None:
     answer = YOUTUBE.read(video_call("v2"), 200, body(items))
     assert answer == Answer(
         readings=(Reading("v2", None, "likes", 7.0),),
-        problems=("v2: views '1e3' is not a count",),
+        problems=(Problem("v2: views is not a count", "'1e3'"),),
     )
 
 
@@ -126,7 +137,7 @@ def test_channels_give_followers_unless_hidden() -> None:
     answer = YOUTUBE.read(channel_call("UCa", "UCb", "UCc"), 200, body(items))
     assert answer == Answer(
         readings=(Reading(None, "UCa", "followers", 1230000.0),),
-        problems=("channel UCc not in the answer (deleted or terminated?)",),
+        problems=(Problem("channel UCc not in the answer (deleted or terminated?)"),),
     )
 
 

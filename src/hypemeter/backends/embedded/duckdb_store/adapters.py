@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import TypeVar
 
@@ -25,6 +25,7 @@ from hypemeter.backends.ports import (
     CounterMatrix,
     CounterQuery,
     CounterRow,
+    ExpiredDay,
     Filters,
     GaugeQuery,
     GaugeRow,
@@ -33,10 +34,11 @@ from hypemeter.backends.ports import (
     TrendingRow,
     UserRow,
     key_from_row,
+    key_values,
 )
 from hypemeter.errors import StoreUnavailable
 from hypemeter.events.batch import EventBatch
-from hypemeter.events.model import MetricDefinition, MetricKind
+from hypemeter.events.model import MetricDefinition, MetricKind, ValueLimit
 from hypemeter.metrics.model import Grain
 
 REBUILD_CHUNK_EVENTS = 2_000_000
@@ -93,6 +95,15 @@ class DuckDBEventStore(_SharedFile):
     async def erase_influencer(self, tenant_id: str, influencer_id: str) -> int:
         return await self._db.erase_influencer(tenant_id, influencer_id)
 
+    async def expired_days(self, cutoff_us: int) -> list[ExpiredDay]:
+        return [ExpiredDay(*row) for row in await self._db.expired_days(cutoff_us)]
+
+    async def purge_day(self, tenant_id: str, day_us: int, cutoff_us: int) -> int:
+        return await self._db.purge_day(tenant_id, day_us, cutoff_us)
+
+    async def reclaim(self) -> None:
+        await self._db.reclaim()
+
     async def check_writable(self) -> None:
         def touch(con: duckdb.DuckDBPyConnection) -> None:
             con.execute(
@@ -143,16 +154,8 @@ class DuckDBTenantStore(_SharedFile):
     async def add_key(self, key: ApiKey) -> None:
         def insert(con: duckdb.DuckDBPyConnection) -> None:
             con.execute(
-                f"INSERT INTO api_keys ({KEY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",  # noqa: S608
-                [
-                    key.key_id,
-                    key.tenant_id,
-                    key.key_hash,
-                    sorted(s.value for s in key.scopes),
-                    key.name,
-                    key.created_at_us,
-                    key.revoked_at_us,
-                ],
+                f"INSERT INTO api_keys ({KEY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",  # noqa: S608
+                key_values(key),
             )
 
         await self._db.run(insert)
@@ -203,6 +206,33 @@ class DuckDBTenantStore(_SharedFile):
 
         return await self._db.run(select)
 
+    async def set_value_limits(
+        self, tenant_id: str, limits: Mapping[str, ValueLimit | None]
+    ) -> None:
+        def write(con: duckdb.DuckDBPyConnection) -> None:
+            with transaction(con):
+                for metric, limit in limits.items():
+                    con.execute(
+                        "DELETE FROM value_limits WHERE tenant_id = ? AND metric = ?",
+                        [tenant_id, metric],
+                    )
+                    if limit is not None:
+                        con.execute(
+                            "INSERT INTO value_limits VALUES (?, ?, ?, ?)",
+                            [tenant_id, metric, limit.max_delta, limit.max_snapshot],
+                        )
+
+        await self._db.run(write)
+
+    async def list_value_limits(self) -> list[tuple[str, str, ValueLimit]]:
+        def select(con: duckdb.DuckDBPyConnection) -> list[tuple[str, str, ValueLimit]]:
+            rows = con.execute(
+                "SELECT tenant_id, metric, max_delta, max_snapshot FROM value_limits ORDER BY 1, 2"
+            ).fetchall()
+            return [(r[0], r[1], ValueLimit(float(r[2]), float(r[3]))) for r in rows]
+
+        return await self._db.run(select)
+
     async def add_stream_token(self, token: StreamTokenRecord, *, limit: int, now_us: int) -> bool:
         def insert(con: duckdb.DuckDBPyConnection) -> bool:
             with transaction(con):
@@ -213,7 +243,7 @@ class DuckDBTenantStore(_SharedFile):
                 if live < limit:
                     con.execute(
                         f"INSERT INTO stream_tokens ({TOKEN_COLUMNS}) "  # noqa: S608
-                        "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                        "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                         [
                             token.subscription_id,
                             token.tenant_id,
@@ -222,6 +252,7 @@ class DuckDBTenantStore(_SharedFile):
                             token.filter,
                             list(token.metrics),
                             token.expires_us,
+                            token.tail,
                         ],
                     )
             return bool(live < limit)
@@ -240,15 +271,24 @@ class DuckDBTenantStore(_SharedFile):
         return await self._db.read(select)
 
     async def revoke_stream_token(
-        self, tenant_id: str, subscription_id: str
+        self, tenant_id: str, subscription_id: str, *, key_id: str | None = None
     ) -> StreamTokenRecord | None:
         def delete(con: duckdb.DuckDBPyConnection) -> StreamTokenRecord | None:
             rows = con.execute(
                 "DELETE FROM stream_tokens WHERE tenant_id = ? AND subscription_id = ? "  # noqa: S608
-                f"RETURNING {TOKEN_COLUMNS}",
-                [tenant_id, subscription_id],
+                f"AND (? IS NULL OR key_id = ?) RETURNING {TOKEN_COLUMNS}",
+                [tenant_id, subscription_id, key_id, key_id],
             ).fetchall()
             return StreamTokenRecord.from_row(rows[0]) if rows else None
+
+        return await self._db.run(delete)
+
+    async def revoke_key_stream_tokens(self, key_id: str) -> list[str]:
+        def delete(con: duckdb.DuckDBPyConnection) -> list[str]:
+            rows = con.execute(
+                "DELETE FROM stream_tokens WHERE key_id = ? RETURNING subscription_id", [key_id]
+            ).fetchall()
+            return sorted(str(r[0]) for r in rows)
 
         return await self._db.run(delete)
 

@@ -32,10 +32,14 @@ import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from hypemeter.backends.embedded.duckdb_store import snapshots
+from hypemeter.backends.embedded.duckdb_store import retention, snapshots
 from hypemeter.backends.embedded.duckdb_store.applier import Applier, Staged
-from hypemeter.backends.embedded.duckdb_store.erasure import erase_influencer
-from hypemeter.backends.embedded.duckdb_store.hot import HotHours
+from hypemeter.backends.embedded.duckdb_store.erasure import (
+    erase_influencer,
+    rewrite,
+    rewrite_due,
+)
+from hypemeter.backends.embedded.duckdb_store.hot import HOT_DAYS, HotHours
 from hypemeter.backends.embedded.duckdb_store.hot_engagement import HotEngagement
 from hypemeter.backends.embedded.duckdb_store.hot_tenant import (
     HOT_MINUTE_HOURS,
@@ -52,9 +56,11 @@ from hypemeter.backends.embedded.duckdb_store.writer import Append, WriterThread
 from hypemeter.backends.embedded.fingerprints import FingerprintIndex, Fingerprints
 from hypemeter.backends.ports import AppendResult
 from hypemeter.clock import Clock
+from hypemeter.datadir import private_dir, restrict_umask, tighten
 from hypemeter.errors import StoreUnavailable
 from hypemeter.events.batch import EventBatch, id_digest, tables_in_order
 from hypemeter.events.model import Reading
+from hypemeter.metrics.model import DAY_US
 
 log = logging.getLogger("hypemeter.store")
 T = TypeVar("T")
@@ -62,6 +68,8 @@ SNAPSHOT_CACHE = 200_000
 RESTORE_CHUNK = 250_000
 # Fewer, larger checkpoints: each one rewrites table blocks and stalls commits.
 CHECKPOINT_THRESHOLD = "128MB"
+# How long the checkpoint after an erasure waits for running queries to finish.
+RECLAIM_WAIT_SECONDS = 10.0
 _TS = pa.timestamp("us", tz="UTC")
 _STR = pa.string()
 
@@ -85,6 +93,11 @@ class DuckDBDatabase:
 
     def __init__(self, path: Path, *, clock: Clock, config: StoreConfig) -> None:
         self.path = path
+        # Before anything is created: the directory 0700, the store's files 0600, and
+        # a umask that keeps what DuckDB creates later (its WAL, temp files) private.
+        private_dir(path.parent)
+        restrict_umask()
+        tighten(path.parent, path.stem)
         self._clock = clock
         self._config = config
         self._index = FingerprintIndex(
@@ -289,17 +302,65 @@ class DuckDBDatabase:
         with self.folds_paused():
             erased = erase_influencer(con, tenant_id, influencer_id)
             self._snapshots.forget(tenant_id, influencer_id)
-            if self.hot is not None:
-                self.hot.clear()  # read back whole by the maintainer's next step
-            for index in (self.engagement, self.minutes, self.tenant_hours):
-                if index is not None:
-                    index.clear()  # an erasure rewrites rollups without a commit
+            self._forget_hot()
         # Every acknowledged group is in DuckDB (this runs behind the writer's barrier):
         # the journal's copies of the erased events go too.
         self._journal.purge()
         if self.maintainer is not None:
             self.maintainer.notify()
         return erased
+
+    def _forget_hot(self) -> None:
+        """Drop the in-memory copies of the rollups (after work that rewrote rollups without
+        a commit); the maintainer's next step reads them back whole."""
+        if self.hot is not None:
+            self.hot.clear()
+        for index in (self.engagement, self.minutes, self.tenant_hours):
+            if index is not None:
+                index.clear()
+
+    async def expired_days(self, cutoff_us: int) -> list[tuple[str, int, int]]:
+        """(tenant, day start, events) of the days a purge up to ``cutoff_us`` deletes from."""
+        return await self.read(lambda con: retention.expired_days(con, cutoff_us))
+
+    async def purge_day(self, tenant_id: str, day_us: int, cutoff_us: int) -> int:
+        """Delete one tenant's events of one day past the retention (``retention.py``)."""
+        return await self.run(lambda con: self._purge_day(con, tenant_id, day_us, cutoff_us))
+
+    def _purge_day(
+        self, con: duckdb.DuckDBPyConnection, tenant_id: str, day_us: int, cutoff_us: int
+    ) -> int:
+        with self.folds_paused():
+            purged = retention.purge_day(con, tenant_id, day_us, cutoff_us)
+            # The in-memory copies hold at most the last HOT_DAYS days of rollups.
+            if purged and day_us + (HOT_DAYS + 1) * DAY_US > self._clock.now_us():
+                self._forget_hot()
+        if purged and self.maintainer is not None:
+            self.maintainer.notify()
+        return purged
+
+    async def reclaim(self) -> None:
+        """Checkpoint: the WAL's copies of deleted rows go, and rows deleted before the
+        checkpoint are not written into the file. (A transaction that began before a
+        deletion keeps the rows it may still read; the checkpoint would write those into
+        the file, so it waits a moment for running queries. Rows already in the file stay
+        there, in blocks DuckDB does not clear, until the rewrite at the next start.)"""
+        await self.run(self._checkpoint)
+
+    def _checkpoint(self, con: duckdb.DuckDBPyConnection) -> None:
+        deadline = time.monotonic() + RECLAIM_WAIT_SECONDS
+        held: list[duckdb.DuckDBPyConnection] = []
+        try:
+            while len(held) < self._reader_count:
+                held.append(self._readers.get(timeout=max(0.0, deadline - time.monotonic())))
+        except queue.Empty:
+            log.warning("checkpoint after an erasure while queries still run")
+        try:
+            with self.folds_paused():
+                con.execute("CHECKPOINT")
+        finally:
+            for reader in held:
+                self._readers.put(reader)
 
     def queue_depth(self) -> int:
         """Events waiting for their acknowledgement (not those waiting for DuckDB)."""
@@ -315,11 +376,13 @@ class DuckDBDatabase:
     # -- on the writer thread ------------------------------------------------
 
     def _connect(self) -> duckdb.DuckDBPyConnection:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        con = duckdb.connect(str(self.path), config={"memory_limit": self._config.memory_limit})
-        con.execute("SET TimeZone = 'UTC'")
-        con.execute(f"SET checkpoint_threshold = '{CHECKPOINT_THRESHOLD}'")
+        private_dir(self.path.parent)
+        con = self._open_file()
         migrate(con)
+        if rewrite_due(con):
+            con.close()
+            rewrite(self.path)
+            con = self._open_file()
         self._seq = self._acked = self._replay(con)
         for _ in range(self._config.query_threads):
             reader = con.cursor()
@@ -354,6 +417,12 @@ class DuckDBDatabase:
             applied=self._seq,
         )
         self._applier.start()
+        return con
+
+    def _open_file(self) -> duckdb.DuckDBPyConnection:
+        con = duckdb.connect(str(self.path), config={"memory_limit": self._config.memory_limit})
+        con.execute("SET TimeZone = 'UTC'")
+        con.execute(f"SET checkpoint_threshold = '{CHECKPOINT_THRESHOLD}'")
         return con
 
     def _replay(self, con: duckdb.DuckDBPyConnection) -> int:

@@ -33,6 +33,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
+from hypemeter.datadir import private_dir
 from hypemeter.errors import StoreUnavailable
 
 MAGIC = b"HMJ1"
@@ -74,7 +75,7 @@ class Journal:
         self._next_size = min(FIRST_SEGMENT_BYTES, segment_bytes)
 
     def open(self) -> None:
-        self.directory.mkdir(parents=True, exist_ok=True)
+        private_dir(self.directory)
         for leftover in self.directory.glob("*.tmp"):
             leftover.unlink()  # a segment a crash left half written, never used
 

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import duckdb
 
 from hypemeter.backends.embedded.duckdb_store.adapters import _SharedFile
+from hypemeter.backends.embedded.duckdb_store.transactions import transaction
 from hypemeter.backends.ports import (
     REGISTRY_COLUMNS,
     record_from_row,
@@ -16,6 +17,9 @@ from hypemeter.backends.ports import (
 )
 from hypemeter.registry.model import RegistryRecord
 
+# A document is blanked in the transaction that deletes it: a checkpoint writes deleted
+# rows into the file (marked deleted) while rows of their row group live on.
+_BLANK = "UPDATE registry SET doc = '', keys = '', search = '' "
 _SELECT_ONE = (
     f"SELECT {REGISTRY_COLUMNS} FROM registry "  # noqa: S608
     "WHERE tenant_id = ? AND kind = ? AND entity_id = ?"
@@ -54,11 +58,16 @@ class DuckDBRegistryStore(_SharedFile):
 
     async def delete_entity(self, tenant_id: str, kind: str, entity_id: str) -> bool:
         def delete(con: duckdb.DuckDBPyConnection) -> bool:
-            rows = con.execute(
-                "DELETE FROM registry WHERE tenant_id = ? AND kind = ? AND entity_id = ? "
-                "RETURNING entity_id",
-                [tenant_id, kind, entity_id],
-            ).fetchall()
+            with transaction(con):
+                con.execute(
+                    _BLANK + "WHERE tenant_id = ? AND kind = ? AND entity_id = ?",
+                    [tenant_id, kind, entity_id],
+                )
+                rows = con.execute(
+                    "DELETE FROM registry WHERE tenant_id = ? AND kind = ? AND entity_id = ? "
+                    "RETURNING entity_id",
+                    [tenant_id, kind, entity_id],
+                ).fetchall()
             return bool(rows)
 
         return await self._db.run(delete)
@@ -101,3 +110,21 @@ class DuckDBRegistryStore(_SharedFile):
             return [(str(r[0]), record_from_row(r[1:])) for r in rows]
 
         return await self._db.read(select)
+
+    async def purge_entities(self, kind: str, updated_before_us: int, *, limit: int) -> list[str]:
+        def delete(con: duckdb.DuckDBPyConnection) -> list[str]:
+            with transaction(con):
+                con.execute(
+                    "CREATE OR REPLACE TEMP TABLE purged_documents AS SELECT rowid AS id "
+                    "FROM registry WHERE kind = ? AND updated_us < ? LIMIT ?",
+                    [kind, updated_before_us, limit],
+                )
+                con.execute(_BLANK + "WHERE rowid IN (SELECT id FROM purged_documents)")  # noqa: S608
+                rows = con.execute(
+                    "DELETE FROM registry WHERE rowid IN (SELECT id FROM purged_documents) "
+                    "RETURNING tenant_id"
+                ).fetchall()
+                con.execute("DROP TABLE purged_documents")
+            return [str(r[0]) for r in rows]
+
+        return await self._db.run(delete)

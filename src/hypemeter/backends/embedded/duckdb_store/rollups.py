@@ -188,7 +188,13 @@ def _fold_range(
     Without ``derived``, the rollups that are sums of minute rows (hour, day, tenant
     hour) are left out: a rebuild makes them once from the whole minute table.
     """
-    where = f"seq > {int(low)} AND seq <= {int(high)}"
+    return fold_where(con, f"seq > {int(low)} AND seq <= {int(high)}", derived=derived)
+
+
+def fold_where(
+    con: duckdb.DuckDBPyConnection, where: str, *, derived: bool = True
+) -> tuple[int, int, set[tuple[str, str]]]:
+    """Fold the events ``where`` selects into partial rows; as ``_fold_range``."""
     reading = "{'t': epoch_us(ts), 'v': value}"
     # Counted values by minute, and separately the (few) snapshot readings.
     minutes = f"""

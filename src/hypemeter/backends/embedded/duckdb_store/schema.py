@@ -15,10 +15,17 @@ CREATE TABLE IF NOT EXISTS api_keys (
     key_id VARCHAR PRIMARY KEY, tenant_id VARCHAR NOT NULL, key_hash VARCHAR NOT NULL UNIQUE,
     scopes VARCHAR[] NOT NULL, name VARCHAR NOT NULL, created_at_us BIGINT NOT NULL,
     revoked_at_us BIGINT);
+-- Added later: keys of files made before it have no limits (NULL).
+ALTER TABLE api_keys ADD COLUMN IF NOT EXISTS limits VARCHAR;
+CREATE TABLE IF NOT EXISTS value_limits (
+    tenant_id VARCHAR NOT NULL, metric VARCHAR NOT NULL, max_delta DOUBLE NOT NULL,
+    max_snapshot DOUBLE NOT NULL, PRIMARY KEY (tenant_id, metric));
 CREATE TABLE IF NOT EXISTS stream_tokens (
     subscription_id VARCHAR PRIMARY KEY, tenant_id VARCHAR NOT NULL, key_id VARCHAR NOT NULL,
     token_hash VARCHAR NOT NULL UNIQUE, filter VARCHAR NOT NULL, metrics VARCHAR[] NOT NULL,
     expires_us BIGINT NOT NULL);
+-- Added later: files made before it gain the column, their tokens without the right.
+ALTER TABLE stream_tokens ADD COLUMN IF NOT EXISTS tail BOOLEAN DEFAULT false;
 CREATE TABLE IF NOT EXISTS custom_metrics (
     tenant_id VARCHAR NOT NULL, name VARCHAR NOT NULL, kind VARCHAR NOT NULL,
     PRIMARY KEY (tenant_id, name));

@@ -1,0 +1,112 @@
+"""Use cases of retention and erasure: the background purge, and forgetting an influencer.
+
+The purge runs once at start-up and then every ``interval_s``, on every API process
+(their passes over a shared store are idempotent). It deletes events day by day,
+each day one short step of the store, so ingest waits for one step at most, never
+for a whole pass; then the dead letters past their TTL, in chunks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import Counter
+
+from hypemeter.backends.ports import EventStore, RegistryStore
+from hypemeter.clock import Clock
+from hypemeter.connectors.model import DEAD_LETTER, letter_of
+from hypemeter.privacy.model import PurgeReport, RetentionPolicy, mentions
+from hypemeter.registry.service import Erasure
+
+log = logging.getLogger("hypemeter.privacy")
+LETTERS_PER_STEP = 500
+
+
+class PrivacyService:
+    def __init__(
+        self,
+        store: EventStore,
+        documents: RegistryStore,
+        clock: Clock,
+        policy: RetentionPolicy,
+        *,
+        interval_s: float,
+    ) -> None:
+        self._store = store
+        self._documents = documents
+        self._clock = clock
+        self.policy = policy
+        self.interval_s = interval_s
+        self._passes = asyncio.Lock()
+        self._task: asyncio.Task[None] | None = None
+        self.last: PurgeReport | None = None  # the last pass this process finished
+
+    def now_us(self) -> int:
+        return self._clock.now_us()
+
+    async def start(self) -> None:
+        """Start the background purge; its first pass begins at once."""
+        self._task = asyncio.create_task(self._run(), name="hypemeter-retention")
+
+    async def aclose(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def purge(self) -> PurgeReport:
+        """One pass: delete what is past the retention or the dead-letter TTL now.
+        Raises StoreUnavailable (the next pass tries again)."""
+        async with self._passes:
+            started = self._clock.now_us()
+            cutoff = self.policy.events_cutoff(started)
+            events: Counter[str] = Counter()
+            for day in await self._store.expired_days(cutoff):
+                events[day.tenant_id] += await self._store.purge_day(
+                    day.tenant_id, day.day_us, cutoff
+                )
+            letters: Counter[str] = Counter()
+            before = self.policy.letters_cutoff(started)
+            while gone := await self._documents.purge_entities(
+                DEAD_LETTER, before, limit=LETTERS_PER_STEP
+            ):
+                letters.update(gone)
+            report = PurgeReport(started, self._clock.now_us(), cutoff, events, letters)
+        if events or letters:
+            log.info(
+                "retention purge",
+                extra={"events": events.total(), "dead_letters": letters.total()},
+            )
+        self.last = report
+        return report
+
+    async def erase(self, erasure: Erasure) -> int:
+        """Forget an influencer: their events and everything derived from them, the dead
+        letters naming them (``privacy.model``), then the copies the store's files keep
+        of deleted rows. Returns how many events were erased."""
+        erased = await self._store.erase_influencer(erasure.tenant_id, erasure.influencer_id)
+        names = (erasure.influencer_id, *erasure.account_ids)
+        letters = 0
+        for tenant_id, record in await self._documents.all_entities(DEAD_LETTER, erasure.tenant_id):
+            letter = letter_of(record)
+            if mentions(letter.body(), names) and await self._documents.delete_entity(
+                tenant_id, DEAD_LETTER, letter.id
+            ):
+                letters += 1
+        await self._store.reclaim()
+        if letters:
+            log.info(
+                "dead letters naming an erased influencer erased",
+                extra={"tenant": erasure.tenant_id, "dead_letters": letters},
+            )
+        return erased
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self.purge()
+            except Exception:  # the loop outlives any one pass
+                log.exception("retention purge failed; the next pass tries again")
+            await asyncio.sleep(self.interval_s)
