@@ -174,6 +174,55 @@ async def test_trending_from_the_index_equals_trending_from_the_tables(
     assert engagement.get("acme", db.horizon().committed) is None
 
 
+async def test_trending_inside_hours_is_answered_with_the_raw_events_at_its_ends(
+    store: Store,
+) -> None:
+    # The index holds whole hours: a range that starts or ends inside one (as the
+    # contract suite's "ragged" case does) must reach the raw events at its ends, even
+    # while the index is read back whole and nothing newer is committed.
+    db, events, metrics = store
+    hour = END_US - 3 * HOUR_US
+    minute = 60_000_000
+    sample = [
+        EventIn(
+            influencer_id="inf-1",
+            platform="x",
+            metric="likes",
+            value=value,
+            content_id="post-1",
+            ts=from_epoch_us(hour + minutes * minute),
+        )
+        for value, minutes in ((1, 10), (2, 70), (4, 140))
+    ]
+    await events.append("acme", EventBatch.from_events(sample, [to_epoch_us(e.ts) for e in sample]))
+    assert metrics.wait_folded()
+    engagement = db.engagement
+    assert engagement is not None
+
+    def load() -> None:
+        con = db._readers.get()
+        try:
+            engagement.load_all(con, NOW_US)
+        finally:
+            db._readers.put(con)
+
+    await asyncio.to_thread(load)
+    entry = engagement.get("acme", db.horizon().committed)
+    assert entry is not None  # the index may answer: nothing newer is committed
+    ragged = TrendingQuery(hour + 5 * minute, hour + 2 * HOUR_US + 15 * minute, None, 1, None, 10)
+    whole = TrendingQuery(hour, hour + 3 * HOUR_US, None, 1, None, 10)
+    assert not entry.answers(ragged)
+    assert entry.answers(whole)
+    found = await metrics.trending("acme", ragged)
+    assert [(r.content_id, r.interactions, r.engagement) for r in found.rows] == [
+        ("post-1", 2, 3.0)
+    ]
+    found = await metrics.trending("acme", whole)
+    assert [(r.content_id, r.interactions, r.engagement) for r in found.rows] == [
+        ("post-1", 3, 7.0)
+    ]
+
+
 def counter_rows(answer: Answer[CounterRow]) -> list[tuple[object, ...]]:
     return sorted((r.key, r.bucket, r.metric, r.total, r.events) for r in answer.rows)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import duckdb
@@ -30,6 +31,7 @@ from hypemeter.metrics.model import Grain
 
 NOW_US = 1_795_183_200_000_000  # 2026-11-20T14:00:00Z
 HOUR_US = 3_600_000_000
+DAY_US = 24 * HOUR_US
 
 
 def likes(event_id: str, value: float) -> EventIn:
@@ -331,6 +333,73 @@ async def test_a_matrix_summed_on_the_event_loop_matches_the_tables_and_misses_n
         answer = await metrics.counter_matrix("acme", hourly)
         assert answer is not None
         assert answer.values["likes"].tolist() == [0.0, 0.0, 7.0, 0.0]
+    finally:
+        await events.aclose()
+        await metrics.aclose()
+
+
+class _Halfway:
+    """A reader connection that runs ``meanwhile`` between reading a query's rows and
+    handing them over: a read that started before something and ends after it."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection, meanwhile: Any) -> None:
+        self._con = con
+        self._meanwhile = meanwhile
+
+    def sql(self, query: str, *, params: object = None) -> Any:
+        rows = self._con.sql(query, params=params).to_arrow_table()
+        self._meanwhile()
+        return SimpleNamespace(to_arrow_table=lambda: rows)
+
+
+async def test_an_entry_read_before_a_purge_is_not_put_back_after_it(tmp_path: Path) -> None:
+    # A purge (like an erasure) rewrites rollups without a commit, so the watermark an
+    # entry carries does not tell its rows from those after the purge: the index is
+    # dropped, and an entry whose reading began before the drop must not return with
+    # the index read back whole after it.
+    db, events, metrics = open_store(tmp_path / "hypemeter.duckdb")
+    await events.start()
+    await metrics.start()
+    old = NOW_US - 10 * DAY_US  # inside the hot index's days, past a 5-day retention
+    day, cutoff = old - old % DAY_US, NOW_US - 5 * DAY_US
+    loop = asyncio.get_running_loop()
+    try:
+        expired = EventIn(
+            influencer_id="inf-1",
+            platform="instagram",
+            metric="likes",
+            value=5,
+            event_id="old",
+            ts=from_epoch_us(old),
+        )
+        await events.append("acme", batch(likes("new", 3), expired))
+        assert metrics.wait_folded()
+        hot, maintainer = db.hot, db.maintainer
+        assert hot is not None and maintainer is not None
+        assert await asyncio.to_thread(maintainer.wait_idle)
+        hot.evict([("acme", "inf-1")])  # the next query reads the entry in
+
+        def purge_meanwhile() -> None:
+            purge = db.purge_day("acme", day, cutoff)
+            assert asyncio.run_coroutine_threadsafe(purge, loop).result() == 1
+            assert maintainer.wait_idle()  # the index is read back whole after the drop
+            assert hot.loaded
+
+        def read_halfway() -> HourSeries | None:
+            con = db._readers.get()
+            try:
+                return hot.get(_Halfway(con, purge_meanwhile), "acme", "inf-1", NOW_US)  # type: ignore[arg-type]
+            finally:
+                db._readers.put(con)
+
+        before = await asyncio.to_thread(read_halfway)
+        assert before is not None  # read before the purge: it holds the purged day
+        assert day in (before.bucket - before.bucket % DAY_US).tolist()
+        kept = hot.peek("acme", "inf-1")
+        assert kept is not None
+        assert day not in (kept.bucket - kept.bucket % DAY_US).tolist()
+        since_the_purged_day = CounterQuery(day, NOW_US + HOUR_US, ("likes",), Filters("inf-1"))
+        assert await total(metrics, since_the_purged_day) == 3
     finally:
         await events.aclose()
         await metrics.aclose()

@@ -409,7 +409,7 @@ class DuckDBMetricsStore(_Reads, _SharedFile):
             horizon = self._db.horizon()
             engagement = self._db.engagement
             entry = None if engagement is None else engagement.get(tenant_id, horizon.committed)
-            if entry is not None and query.start_us >= entry.since_us:
+            if entry is not None and entry.answers(query):
                 return entry.trending(query, queries.TOP_TAGS)
             return queries.trending(con, tenant_id, query, horizon)
 

@@ -191,6 +191,8 @@ class HotHours:
         self._lock = threading.Lock()
         self.loaded = False
         self.stale = False  # folds changed some influencer since the last full load
+        # Bumped by ``clear``: an entry read before a drop is not put back after it.
+        self._generation = 0
 
     def since(self, now_us: int) -> int:
         return (now_us - HOT_DAYS * DAY_US) // DAY_US * DAY_US
@@ -233,6 +235,7 @@ class HotHours:
         key = (tenant_id, influencer_id)
         with self._lock:
             found = self._entries.get(key)
+            generation = self._generation
         if found is not None:
             return found
         since = self.since(now_us)
@@ -248,7 +251,9 @@ class HotHours:
         table = table.filter(pc.is_valid(table.column("bucket")))
         entry = _series(table, watermark, since)
         with self._lock:
-            if self.loaded:
+            # Dropped meanwhile (an erasure or a purge rewrote rollups, and the watermark
+            # stayed): this entry may hold what they removed, so it is not kept.
+            if self.loaded and self._generation == generation:
                 self._entries[key] = entry
         return entry
 
@@ -269,6 +274,7 @@ class HotHours:
         with self._lock:
             self._entries = {}
             self.loaded = False
+            self._generation += 1
 
 
 class _Loader:

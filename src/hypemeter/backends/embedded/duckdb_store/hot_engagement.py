@@ -8,8 +8,10 @@ bucket, so a query is a slice, a few ``bincount`` calls and a sort.
 
 An index answers only for the fold watermark it was read at: a query uses it
 when DuckDB has committed nothing since (otherwise the tables answer), so an
-answer from it is the tables' answer. The maintainer thread reads it at start-up
-and again when ingest pauses after folds; an erasure drops it (it rewrites
+answer from it is the tables' answer. It holds whole hours only: a range that
+starts or ends inside an hour needs the raw events at its ends, so the tables
+answer it. The maintainer thread reads it at start-up and again when ingest
+pauses after folds; an erasure or a retention purge drops it (they rewrite
 rollups without a new commit).
 """
 
@@ -63,6 +65,10 @@ class EngagementHours:
     windows: dict[tuple[int, int, str | None], _Window] = field(
         default_factory=dict, init=False, compare=False
     )
+
+    def answers(self, q: TrendingQuery) -> bool:
+        """Whether the entry holds the whole answer to ``q``: whole hours since ``since_us``."""
+        return q.start_us >= self.since_us and q.start_us % HOUR_US == q.end_us % HOUR_US == 0
 
     def trending(self, q: TrendingQuery, top_tags: int) -> Answer[TrendingRow]:
         """The page of ``q``, as the tables give it: by engagement, then content id."""
