@@ -34,12 +34,14 @@ lint: $(VENV)/.installed-dev
 # hostile inputs and body formats, the embedded maintainer's folding, the tenant-wide
 # views, key administration (tests/cluster checks keys across API processes), export and
 # import (PostgreSQL included in the first run) and the registry's CRUD (its store's
-# contract runs on PostgreSQL; test_registry_erase and test_webhooks use it on the cluster).
+# contract runs on PostgreSQL; test_registry_erase and test_webhooks use it on the cluster),
+# CSV rendering and file names, and TLS with the cached readiness probe.
 # test_webhooks.py (every platform's path, and connectors shared between processes) stays.
 CLUSTER_ONLY_EMBEDDED = test_pollers test_websub test_webhooks_meta test_webhooks_social \
 	test_webhooks_twitch test_webhooks_video test_dashboard test_demo test_cli \
 	test_control_socket test_hostile test_rollup_maintenance test_tenant_views test_live_tenant \
-	test_ingest_formats test_admin_and_tenants test_transfer test_registry
+	test_ingest_formats test_admin_and_tenants test_transfer test_registry \
+	test_exports_security test_transport
 CLUSTER_SKIPS = $(foreach f,$(CLUSTER_ONLY_EMBEDDED),--ignore=tests/e2e/$(f).py)
 # tests/cluster kills and restarts the shared services: it runs alone. The embedded run
 # uses two processes (pytest-xdist, one file at a time each): most of its time is spent
