@@ -116,6 +116,7 @@ def build_services(settings: Settings, clock: Clock | None = None) -> Services:
         clock,
         RetentionPolicy(settings.retention_days, settings.dead_letter_days),
         interval_s=settings.purge_interval_minutes * 60,
+        first_delay_s=settings.purge_start_delay_seconds,
     )
     registry = RegistryService(
         backends.registry,

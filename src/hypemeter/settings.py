@@ -109,7 +109,14 @@ class Settings(BaseSettings):
         gt=0,
         le=24 * 60,
         description="How often each API process purges what is past the retention and the "
-        "dead-letter TTL (and once at start-up)",
+        "dead-letter TTL",
+    )
+    purge_start_delay_seconds: float = Field(
+        default=60.0,
+        ge=0,
+        le=24 * 3600,
+        description="Seconds after start-up before the first purge pass, so that it does not "
+        "compete with loading the in-memory copies",
     )
     dead_letter_days: int = Field(
         default=30,

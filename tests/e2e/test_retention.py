@@ -139,7 +139,9 @@ def test_a_purge_deletes_what_is_past_the_retention_and_no_recent_answer_changes
     for table in ROLLUPS[:3]:
         assert count(first.data, f"SELECT count(*) FROM {table} WHERE bucket < {cutoff}") > 0
 
-    second = make_server(data=first.data, keys=first.keys, retention_days=30)
+    second = make_server(
+        data=first.data, keys=first.keys, retention_days=30, purge_start_delay_seconds=0
+    )
     status = last_purge(second, acme.admin)
     assert status["retention_days"] == 30
     assert status["dead_letter_days"] == 30

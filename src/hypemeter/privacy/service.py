@@ -1,6 +1,6 @@
 """Use cases of retention and erasure: the background purge, and forgetting an influencer.
 
-The purge runs once at start-up and then every ``interval_s``, on every API process
+The purge runs ``first_delay_s`` after start-up and then every ``interval_s``, on every API process
 (their passes over a shared store are idempotent). It deletes events day by day,
 each day one short step of the store, so ingest waits for one step at most, never
 for a whole pass; then the dead letters past their TTL, in chunks.
@@ -32,12 +32,14 @@ class PrivacyService:
         policy: RetentionPolicy,
         *,
         interval_s: float,
+        first_delay_s: float = 0.0,
     ) -> None:
         self._store = store
         self._documents = documents
         self._clock = clock
         self.policy = policy
         self.interval_s = interval_s
+        self.first_delay_s = first_delay_s
         self._passes = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
         self.last: PurgeReport | None = None  # the last pass this process finished
@@ -46,7 +48,7 @@ class PrivacyService:
         return self._clock.now_us()
 
     async def start(self) -> None:
-        """Start the background purge; its first pass begins at once."""
+        """Start the background purge; its first pass begins after ``first_delay_s``."""
         self._task = asyncio.create_task(self._run(), name="hypemeter-retention")
 
     async def aclose(self) -> None:
@@ -104,6 +106,7 @@ class PrivacyService:
         return erased
 
     async def _run(self) -> None:
+        await asyncio.sleep(self.first_delay_s)
         while True:
             try:
                 await self.purge()
