@@ -75,6 +75,32 @@ def test_creating_and_revoking_a_key_is_recorded_with_who_and_where(srv: LiveSer
         assert secret.split("_", 2)[2] not in text
 
 
+def test_minting_and_revoking_a_stream_token_is_recorded_without_the_token(
+    srv: LiveServer,
+) -> None:
+    acme = srv.keys["acme"]
+    with srv.client(acme.read) as client:
+        minted = client.post(
+            "/v1/metrics/subscribe", json={"influencer_id": "inf-audit", "tail": True}
+        )
+        assert minted.status_code == 201, minted.text
+        sub_id, token = minted.json()["subscription_id"], minted.json()["token"]
+        assert client.delete(f"/v1/metrics/subscribe/{sub_id}").status_code == 200
+
+    issued = entry_for(srv, "stream_token.issue", sub_id)
+    assert (issued["key_id"], issued["target_type"], issued["status"]) == (
+        acme.ids["read"],
+        "stream_token",
+        201,
+    )
+    assert sorted(issued["fields"]) == ["influencer_id", "tail"]
+    revoked = entry_for(srv, "stream_token.revoke", sub_id)
+    assert (revoked["key_id"], revoked["status"]) == (acme.ids["read"], 200)
+    with admin(srv) as client:
+        everything = client.get(AUDIT, params={"limit": 1000}).text
+    assert token not in everything
+
+
 def test_registry_changes_and_an_erasure_are_recorded(srv: LiveServer) -> None:
     influencer = marker("inf")
     with admin(srv) as client:

@@ -16,14 +16,14 @@ from typing import Protocol
 from hypemeter.errors import InvalidInput
 
 # Mutating requests under /v1 are audited, except the hot paths of ingest and live push,
-# which change no configuration: the event log itself records them.
+# which change no configuration: the event log itself records them. Minting and revoking
+# stream tokens is audited: a token is a credential (with the tail right, to raw events).
 UNAUDITED_PREFIXES = (
     "/v1/events",
     "/v1/track/",
     "/v1/sdk/",
     "/v1/webhooks/",
     "/v1/stream",
-    "/v1/metrics/subscribe",
 )
 MUTATING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 MAX_FIELDS = 50
@@ -34,6 +34,8 @@ MAX_PAGE = 1000
 _ACTIONS = {
     ("DELETE", "/v1/admin/keys/{key_id}"): "key.revoke",
     ("POST", "/v1/oauth/token"): "token.issue",
+    ("POST", "/v1/metrics/subscribe"): "stream_token.issue",
+    ("DELETE", "/v1/metrics/subscribe/{subscription_id}"): "stream_token.revoke",
 }
 _VERBS = {"POST": "create", "PUT": "update", "PATCH": "update", "DELETE": "delete"}
 _PARAM = re.compile(r"^\{([A-Za-z_][A-Za-z0-9_]*)(?::[a-z]+)?\}$")
@@ -188,6 +190,7 @@ def describe(
     if method == "DELETE" and query.get("erase", "").lower() in {"true", "1", "yes"}:
         verb = "erase"
     name = _ACTIONS.get((method, template), f"{noun}.{verb}")
+    noun = name.partition(".")[0]
     target = str(path_params.get(param, "")) if param is not None else (created_id or "")
     return Action(name, noun, clip(target))
 

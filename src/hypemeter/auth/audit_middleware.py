@@ -19,7 +19,6 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from hypemeter.auth.audit import MUTATING, Action, describe, export_action, is_audited_path
 from hypemeter.auth.audit_log import AuditLog
 from hypemeter.auth.model import Principal
-from hypemeter.errors import HypemeterError
 
 log = logging.getLogger("hypemeter.audit")
 MAX_PEEK_BYTES = 64 * 1024
@@ -95,9 +94,10 @@ class AuditMiddleware:
                 ip=str(client[0]) if client else "",
                 fields=fields,
             )
-        except HypemeterError as exc:
-            # The change itself is done; losing its entry must not turn it into an error.
-            log.error("audit entry not written: %s", exc.message)
+        except Exception:
+            # The change itself is done; losing its entry must not turn it into an error
+            # (a client that saw a 500 might repeat a change that was made).
+            log.exception("audit entry not written", extra={"action": action.name})
 
 
 def _what(exchange: _Exchange, first_body: Message | None) -> tuple[Action | None, tuple[str, ...]]:
@@ -125,7 +125,11 @@ def _created_id(exchange: _Exchange, message: Message | None) -> str | None:
     if not exchange.content_type.startswith("application/json") or len(body) > MAX_PEEK_BYTES:
         return None
     document = _json(body)
-    found = document.get("id") if isinstance(document, dict) else None
+    found = (
+        document.get("id") or document.get("subscription_id")
+        if isinstance(document, dict)
+        else None
+    )
     return found if isinstance(found, str) else None
 
 

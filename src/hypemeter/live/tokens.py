@@ -35,6 +35,7 @@ REVOKED_TOPIC = "stream-tokens.revoked"
 KEYS_REVOKED_TOPIC = "keys.revoked"
 UNKNOWN_TTL_S = 60.0
 UNKNOWN_MAX = 10_000
+SWEEP_MIN = 1_000
 LOOKUPS = "stream-token-lookups"
 
 
@@ -104,6 +105,10 @@ class StreamTokens:
         self._monotonic = monotonic
         self._by_hash: dict[str, StreamToken] = {}  # tokens seen here, until they expire
         self._by_id: dict[str, str] = {}  # subscription id -> hash
+        # Tokens resolved here are swept of expired ones whenever the cache doubles, so a
+        # process that resolves tokens but never mints them (where issue() sweeps) keeps
+        # at most about twice the live ones.
+        self._sweep_at = SWEEP_MIN
         self._unknown = UnknownTokens(ttl_s=UNKNOWN_TTL_S, max_entries=UNKNOWN_MAX)
         self._subscriptions: list[Subscription] = []
         self._tasks: list[asyncio.Task[None]] = []
@@ -186,6 +191,9 @@ class StreamTokens:
         if record is None:
             self._unknown.add(digest, now)
             return None
+        if len(self._by_hash) >= self._sweep_at:
+            self.expire(now_us)
+            self._sweep_at = max(SWEEP_MIN, 2 * len(self._by_hash))
         return self._remember(_token(record), digest)
 
     async def revoke(

@@ -109,7 +109,7 @@ def test_a_route_names_its_action_and_target(
         ("/v1/track/likes", False),
         ("/v1/webhooks/instagram/c1", False),
         ("/v1/stream", False),
-        ("/v1/metrics/subscribe", False),
+        ("/v1/metrics/subscribe", True),
         ("/healthz", False),
     ],
 )

@@ -17,7 +17,7 @@ from hypemeter.backends.ports import StreamTokenRecord
 from hypemeter.errors import NotFound, RateLimited
 from hypemeter.live.model import LiveFilter, TokenRights
 from hypemeter.live.streams import OpenStreams
-from hypemeter.live.tokens import StreamTokens
+from hypemeter.live.tokens import SWEEP_MIN, StreamTokens
 
 NOW_US = 1_795_183_200_000_000
 HOUR_US = 3_600_000_000
@@ -116,6 +116,30 @@ async def test_an_unknown_token_costs_one_store_read_per_ttl(bus: MemoryLiveBus)
     clock.now += 61  # past the negative cache's minute
     assert await tokens.resolve("hst_madeup", NOW_US, key_active=active("k1")) is None
     assert store.reads == 2
+
+
+async def test_a_process_that_only_resolves_tokens_forgets_the_expired_ones(
+    bus: MemoryLiveBus,
+) -> None:
+    store = FakeTenantStore()
+    minter = tokens_on(store, bus)
+    resolver = tokens_on(store, bus, lookups=f"{4 * SWEEP_MIN}/second")
+    secrets = []
+    for n in range(3 * SWEEP_MIN):
+        secret, _ = await minter.issue(
+            tenant_id="acme",
+            key_id=f"k{n}",
+            rights=RIGHTS,
+            expires_us=NOW_US + n + 1,
+            now_us=NOW_US,
+        )
+        secrets.append(secret)
+    # Each token is resolved while it is live; by then the earlier ones have expired.
+    for n, secret in enumerate(secrets):
+        found = await resolver.resolve(secret, NOW_US + n, key_active=lambda _: True)
+        assert found is not None
+    assert len(resolver._by_hash) <= 2 * SWEEP_MIN
+    assert len(resolver._by_id) == len(resolver._by_hash)
 
 
 async def test_store_lookups_of_unknown_tokens_are_rate_limited(bus: MemoryLiveBus) -> None:
