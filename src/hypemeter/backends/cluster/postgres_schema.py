@@ -95,6 +95,18 @@ def _rollup_ddl() -> list[str]:
     return out
 
 
+def add_column(table: str, column: str, definition: str) -> str:
+    """Add a column to a table made before it. Looked up first: ``ADD COLUMN IF NOT
+    EXISTS`` would take an exclusive lock on the live table at every start. The names
+    are constants of this module, never input."""
+    return (
+        "DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM information_schema.columns "  # noqa: S608
+        f"WHERE table_schema = current_schema() AND table_name = '{table}' "
+        f"AND column_name = '{column}') THEN "
+        f"ALTER TABLE {table} ADD COLUMN {column} {definition}; END IF; END $$"
+    )
+
+
 DDL = [
     f"CREATE TABLE IF NOT EXISTS hm_meta (key {T} PRIMARY KEY, value text NOT NULL)",
     # One row: the number of the last commit of events. Its update is the last
@@ -109,7 +121,7 @@ DDL = [
         scopes text[] NOT NULL, name text NOT NULL, created_at_us bigint NOT NULL,
         revoked_at_us bigint)""",
     # Added later: keys of schemas made before it have no limits (NULL).
-    "ALTER TABLE api_keys ADD COLUMN IF NOT EXISTS limits text",
+    add_column("api_keys", "limits", "text"),
     f"""CREATE TABLE IF NOT EXISTS value_limits (
         tenant_id {T} NOT NULL, metric {T} NOT NULL, max_delta double precision NOT NULL,
         max_snapshot double precision NOT NULL, PRIMARY KEY (tenant_id, metric))""",
@@ -119,7 +131,7 @@ DDL = [
         expires_us bigint NOT NULL)""",
     "CREATE INDEX IF NOT EXISTS stream_tokens_key ON stream_tokens (key_id)",
     # Added later: schemas made before it gain the column, their tokens without the right.
-    "ALTER TABLE stream_tokens ADD COLUMN IF NOT EXISTS tail boolean NOT NULL DEFAULT false",
+    add_column("stream_tokens", "tail", "boolean NOT NULL DEFAULT false"),
     f"""CREATE TABLE IF NOT EXISTS custom_metrics (
         tenant_id {T} NOT NULL, name {T} NOT NULL, kind text NOT NULL,
         PRIMARY KEY (tenant_id, name))""",
