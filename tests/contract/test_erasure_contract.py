@@ -17,6 +17,7 @@ import pytest
 from hypemeter.backends.ports import EventStore, GaugeQuery, MetricsStore, RegistryStore
 from hypemeter.connectors.model import DEAD_LETTER, DeadLetter, letter_record
 from hypemeter.metrics.model import DAY_US
+from hypemeter.privacy import service as privacy_service
 from hypemeter.privacy.model import RetentionPolicy
 from hypemeter.privacy.service import PrivacyService
 from hypemeter.registry.service import Erasure
@@ -168,9 +169,15 @@ LETTERS = {
 }
 
 
+@pytest.mark.parametrize("page", [500, 2])  # 2: the letters are read over several pages
 async def test_erasing_an_influencer_erases_the_dead_letters_naming_them(
-    store_backend: Any, event_store: EventStore, documents: RegistryStore
+    store_backend: Any,
+    event_store: EventStore,
+    documents: RegistryStore,
+    page: int,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    monkeypatch.setattr(privacy_service, "LETTERS_PER_STEP", page)
     await append(
         event_store, "acme", [event("c1", "zed", "instagram", "comments", 1, at(1), text="hi")]
     )

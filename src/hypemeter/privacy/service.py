@@ -17,6 +17,7 @@ from hypemeter.backends.ports import EventStore, RegistryStore
 from hypemeter.clock import Clock
 from hypemeter.connectors.model import DEAD_LETTER, letter_of
 from hypemeter.privacy.model import PurgeReport, RetentionPolicy, mentions
+from hypemeter.registry.model import RegistryRecord
 from hypemeter.registry.service import Erasure
 
 log = logging.getLogger("hypemeter.privacy")
@@ -91,11 +92,8 @@ class PrivacyService:
         erased = await self._store.erase_influencer(erasure.tenant_id, erasure.influencer_id)
         names = (erasure.influencer_id, *erasure.account_ids)
         letters = 0
-        for tenant_id, record in await self._documents.all_entities(DEAD_LETTER, erasure.tenant_id):
-            letter = letter_of(record)
-            if mentions(letter.body(), names) and await self._documents.delete_entity(
-                tenant_id, DEAD_LETTER, letter.id
-            ):
+        for letter_id in await self._letters_naming(erasure.tenant_id, names):
+            if await self._documents.delete_entity(erasure.tenant_id, DEAD_LETTER, letter_id):
                 letters += 1
         await self._store.reclaim()
         if letters:
@@ -105,6 +103,18 @@ class PrivacyService:
             )
         return erased
 
+    async def _letters_naming(self, tenant_id: str, names: tuple[str, ...]) -> list[str]:
+        """The ids of the tenant's dead letters whose body names one of ``names``, read a
+        page at a time and decoded off the event loop (bodies reach megabytes)."""
+        found: list[str] = []
+        after: str | None = None
+        while page := await self._documents.list_entities(
+            tenant_id, DEAD_LETTER, tokens=(), search=None, after=after, limit=LETTERS_PER_STEP
+        ):
+            found += await asyncio.to_thread(_naming, page, names)
+            after = page[-1].entity_id
+        return found
+
     async def _run(self) -> None:
         await asyncio.sleep(self.first_delay_s)
         while True:
@@ -113,3 +123,7 @@ class PrivacyService:
             except Exception:  # the loop outlives any one pass
                 log.exception("retention purge failed; the next pass tries again")
             await asyncio.sleep(self.interval_s)
+
+
+def _naming(records: list[RegistryRecord], names: tuple[str, ...]) -> list[str]:
+    return [r.entity_id for r in records if mentions(letter_of(r).body(), names)]
