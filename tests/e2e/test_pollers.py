@@ -661,6 +661,11 @@ REFUSED: tuple[tuple[Any, str], ...] = (  # settings or credentials, and the fie
     ([{"access_token": 5}], "credentials.0"),
     ([{"access_token": None}], "credentials.0"),
     ([{"access_token": "ok"}, {"access_token": ["x"]}], "credentials.1"),
+    ([{"access_token": "t", "expires_in": 10**12}], "credentials.0.expires_in"),  # was a 500
+    (
+        [{"access_token": "t", "expires_at": "9999-12-31T23:59:59-01:00"}],
+        "credentials.0.expires_at",
+    ),
 )
 
 

@@ -20,8 +20,10 @@ import msgspec
 from hypemeter.connectors.polling import parse_curve
 from hypemeter.connectors.polling.tokens import (
     EXPIRES_AT,
+    MAX_LIFETIME_S,
     REFRESH_EXPIRES_AT,
     format_time,
+    in_time_window,
     parse_time_us,
 )
 from hypemeter.connectors.webhooks import ADAPTERS, MappedEvent
@@ -261,15 +263,27 @@ LIFETIMES = {"expires_in": EXPIRES_AT, "refresh_expires_in": REFRESH_EXPIRES_AT}
 
 def _check_expiry(credential: Mapping[str, Any], where: str) -> None:
     for name in (EXPIRES_AT, REFRESH_EXPIRES_AT):
-        if name in credential and parse_time_us(credential[name]) is None:
+        if name not in credential:
+            continue
+        moment = parse_time_us(credential[name])
+        if moment is None:
             raise InvalidInput("must be an RFC 3339 time with an offset", field=f"{where}.{name}")
+        if not in_time_window(moment):
+            raise InvalidInput(
+                "must be between 1970-01-01 and 2200-01-01 UTC", field=f"{where}.{name}"
+            )
     for name, becomes in LIFETIMES.items():
         if name not in credential:
             continue
         if becomes in credential:
             raise InvalidInput(f"give {name} or {becomes}, not both", field=f"{where}.{name}")
-        if _seconds(credential[name]) is None:
+        seconds = _seconds(credential[name])
+        if seconds is None:
             raise InvalidInput("must be a whole number of seconds > 0", field=f"{where}.{name}")
+        if seconds > MAX_LIFETIME_S:
+            raise InvalidInput(
+                f"must be at most {MAX_LIFETIME_S} seconds (ten years)", field=f"{where}.{name}"
+            )
 
 
 def with_expiry_times(credential: Mapping[str, Any], now_us: int) -> dict[str, str]:

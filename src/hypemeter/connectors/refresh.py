@@ -7,16 +7,18 @@ used from the next call on and saved through the connector service, so it
 survives a restart. A refresh the platform refuses, or cannot be reached for,
 shows in the connector's polling health (a reason in Hypemeter's words; what the
 platform said is kept apart for admins) and is tried again after 1, 2, 4 ...
-minutes, at most an hour apart. A token refreshed but not yet saved (the store
-was unavailable) is saved again on the next rounds; meanwhile the poller goes on
-with the new one, since the platform may have retired the old.
+minutes, at most an hour apart; so is an answer that cannot be used (malformed,
+or with a lifetime no token has). A token refreshed but not yet saved (the store
+was unavailable, or the secrets cannot be sealed) is saved again after the same
+backoff; meanwhile the poller goes on with the new one, since the platform may
+have retired the old.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import httpx
@@ -40,6 +42,30 @@ class Holder(Protocol):
     """What the keeper reads and replaces: one credential's secrets."""
 
     secrets: Mapping[str, str]
+
+
+@dataclass(slots=True)
+class Backoff:
+    """When each credential's next attempt is due: 1, 2, 4 ... minutes after its
+    consecutive failures, at most an hour apart."""
+
+    failures: dict[int, int] = field(default_factory=dict)
+    next_us: dict[int, int] = field(default_factory=dict)
+
+    def due(self, index: int, now_us: int) -> bool:
+        return now_us >= self.next_us.get(index, 0)
+
+    def failed(self, index: int, now_us: int) -> float:
+        """Counts a failure; the seconds until the next attempt."""
+        failures = self.failures.get(index, 0) + 1
+        self.failures[index] = failures
+        delay_s = min(RETRY_CAP_S, RETRY_FIRST_S * 2.0 ** min(failures - 1, 16))
+        self.next_us[index] = now_us + int(delay_s * US)
+        return delay_s
+
+    def succeeded(self, index: int, *, next_us: int = 0) -> None:
+        self.failures.pop(index, None)
+        self.next_us[index] = next_us
 
 
 @dataclass(slots=True)
@@ -69,8 +95,8 @@ class TokenKeeper:
         self._clock = clock
         self._secrets = secrets
         self._save = save
-        self._retry_at: dict[int, int] = {}
-        self._failures: dict[int, int] = {}
+        self._refreshes = Backoff()
+        self._saves = Backoff()
         # index -> (the credential as stored, as refreshed): not saved yet
         self.unsaved: dict[int, tuple[Mapping[str, str], Mapping[str, str]]] = {}
         self.health = RefreshHealth()
@@ -80,12 +106,14 @@ class TokenKeeper:
         return min(found) if found else None
 
     async def keep(self, credentials: Sequence[Holder]) -> None:
-        """Save what is unsaved, then refresh every credential that is due."""
+        """Save what is unsaved, then refresh every credential that is due (each after
+        its backoff, when its last attempt failed)."""
         for index in list(self.unsaved):
-            await self._store(index)
+            if self._saves.due(index, self._clock.now_us()):
+                await self._store(index)
         for index, credential in enumerate(credentials):
             now = self._clock.now_us()
-            if now < self._retry_at.get(index, 0) or index in self.unsaved:
+            if not self._refreshes.due(index, now) or index in self.unsaved:
                 continue
             if refresh_due(credential.secrets, self._refresher.margin_s, now):
                 await self._refresh(index, credential, now)
@@ -110,11 +138,14 @@ class TokenKeeper:
         except httpx.HTTPError as exc:
             self._failed(index, f"{platform} token refresh: {platform} unreachable", repr(exc))
             return
+        except Exception as exc:  # e.g. a lifetime no datetime holds: retried later all the same
+            # Only the type: the message may quote what was sent, secrets included.
+            self._failed(index, f"{platform} token refresh failed: {type(exc).__name__}", None)
+            return
         old = credential.secrets
         credential.secrets = {**old, **fields}
         self.unsaved[index] = (old, credential.secrets)
-        self._failures.pop(index, None)
-        self._retry_at[index] = now_us + int(SETTLE_S * US)
+        self._refreshes.succeeded(index, next_us=now_us + int(SETTLE_S * US))
         self.health.last_refresh_us = now_us
         self.health.error = self.health.error_detail = self.health.error_us = None
         log.info("platform token refreshed", extra={"platform": platform, "credential": index})
@@ -124,19 +155,24 @@ class TokenKeeper:
         old, new = self.unsaved[index]
         try:
             await self._save(index, old, new)
-        except Exception as exc:  # the store may be down: kept, and saved on a later round
-            log.warning("a refreshed token could not be saved", extra={"credential": index})
-            self._note(f"token refreshed but not saved yet: {type(exc).__name__}", None)
+        except Exception as exc:  # the store may be down: kept, and saved after a backoff
+            error = type(exc).__name__
+            delay_s = self._saves.failed(index, self._clock.now_us())
+            log.warning(
+                "a refreshed token could not be saved",
+                extra={"credential": index, "error": error, "retry_in_s": delay_s},
+            )
+            self._note(f"token refreshed but not saved yet: {error}", None)
             return
         del self.unsaved[index]
+        self._saves.succeeded(index)
 
     def _failed(self, index: int, reason: str, upstream: str | None) -> None:
-        failures = self._failures.get(index, 0) + 1
-        self._failures[index] = failures
-        delay_s = min(RETRY_CAP_S, RETRY_FIRST_S * 2 ** min(failures - 1, 16))
-        self._retry_at[index] = self._clock.now_us() + int(delay_s * US)
+        delay_s = self._refreshes.failed(index, self._clock.now_us())
         self._note(reason, upstream)
-        log.warning("platform token refresh failed", extra={"reason": reason})
+        log.warning(
+            "platform token refresh failed", extra={"reason": reason, "retry_in_s": delay_s}
+        )
 
     def _note(self, reason: str, upstream: str | None) -> None:
         self.health.error = reason[:300]

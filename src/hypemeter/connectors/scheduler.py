@@ -151,7 +151,14 @@ class PollScheduler:
 
 
 def _iso(us: int | None) -> str | None:
-    return None if us is None else rfc3339(us)
+    """The time in RFC 3339; None for a time a datetime cannot hold (an expiry stored
+    before such times were refused must not make the tenant's whole health a 500)."""
+    if us is None:
+        return None
+    try:
+        return rfc3339(us)
+    except (OverflowError, ValueError):
+        return None
 
 
 def _tokens(poller: ConnectorPoller) -> dict[str, Any] | None:

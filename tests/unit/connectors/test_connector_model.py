@@ -12,6 +12,7 @@ from hypemeter.connectors.model import (
     with_expiry_times,
     without_details,
 )
+from hypemeter.connectors.polling.tokens import MAX_LIFETIME_S, format_time
 from hypemeter.errors import InvalidInput
 
 NOW_US = 1_795_183_200_000_000  # 2026-11-20T14:00:00Z
@@ -52,6 +53,29 @@ def test_lifetimes_become_times_from_now_and_every_value_a_string() -> None:
             "credentials.0.expires_in",
         ),
         ({"access_token": "t", "refresh_token": 5}, "credentials.0"),
+        # Beyond what a datetime holds, or any real token: refused, never a 500 later.
+        ({"access_token": "t", "expires_in": 1_000_000_000_000}, "credentials.0.expires_in"),
+        ({"access_token": "t", "expires_in": MAX_LIFETIME_S + 1}, "credentials.0.expires_in"),
+        (
+            {"access_token": "t", "refresh_expires_in": "99999999999999999999"},
+            "credentials.0.refresh_expires_in",
+        ),
+        (
+            {"access_token": "t", "expires_at": "9999-12-31T23:59:59-01:00"},
+            "credentials.0.expires_at",
+        ),
+        (
+            {"access_token": "t", "expires_at": "0001-01-01T00:00:00+01:00"},
+            "credentials.0.expires_at",
+        ),
+        (
+            {"access_token": "t", "refresh_expires_at": "2200-01-01T00:00:00.000001Z"},
+            "credentials.0.refresh_expires_at",
+        ),
+        (
+            {"access_token": "t", "expires_at": "1969-12-31T23:59:59Z"},
+            "credentials.0.expires_at",
+        ),
     ],
 )
 def test_a_bad_expiry_is_refused_naming_the_field(
@@ -60,6 +84,16 @@ def test_a_bad_expiry_is_refused_naming_the_field(
     with pytest.raises(InvalidInput) as refused:
         check_polling("tiktok", [credential], {})
     assert refused.value.field == field
+
+
+def test_expiries_at_the_edges_of_the_window_are_accepted() -> None:
+    longest = {"access_token": "t", "expires_in": MAX_LIFETIME_S}
+    check_polling("instagram", [longest], {})
+    assert with_expiry_times(longest, NOW_US)["expires_at"] == format_time(
+        NOW_US + MAX_LIFETIME_S * 1_000_000
+    )
+    for moment in ("1970-01-01T00:00:00Z", "2200-01-01T00:00:00Z", "2199-12-31T23:00:00-01:00"):
+        check_polling("instagram", [{"access_token": "t", "expires_at": moment}], {})
 
 
 def test_details_are_taken_out_at_any_depth() -> None:

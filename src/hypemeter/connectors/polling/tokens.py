@@ -39,6 +39,12 @@ EXPIRES_AT = "expires_at"
 REFRESH_EXPIRES_AT = "refresh_expires_at"
 US_PER_S = 1_000_000
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+# The expiry times and token lifetimes taken from a tenant or a platform: far beyond
+# any real token, and far within what a datetime can hold, so every time computed or
+# shown from them can be written.
+EARLIEST_US = 0  # 1970-01-01T00:00:00Z
+LATEST_US = (dt.datetime(2200, 1, 1, tzinfo=dt.UTC) - _EPOCH) // dt.timedelta(microseconds=1)
+MAX_LIFETIME_S = 10 * 366 * 86_400  # ten years
 
 
 class TokenRefresher(Protocol):
@@ -69,7 +75,13 @@ def parse_time_us(raw: str) -> int | None:
     return (moment - _EPOCH) // dt.timedelta(microseconds=1)
 
 
+def in_time_window(us: int) -> bool:
+    """Whether a time lies between EARLIEST_US and LATEST_US (1970 and 2200, UTC)."""
+    return EARLIEST_US <= us <= LATEST_US
+
+
 def format_time(us: int) -> str:
+    """RFC 3339 in UTC; raises OverflowError beyond the years 1..9999."""
     moment = _EPOCH + dt.timedelta(microseconds=us)
     return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
@@ -86,7 +98,8 @@ def refresh_due(credential: Mapping[str, str], margin_s: float, now_us: int) -> 
 
 
 def _seconds(raw: object, what: str, platform: str) -> int:
-    if isinstance(raw, bool) or not isinstance(raw, int | float) or raw <= 0:
+    # NaN fails the comparison too; a lifetime past MAX_LIFETIME_S is no real token's.
+    if isinstance(raw, bool) or not isinstance(raw, int | float) or not 0 < raw <= MAX_LIFETIME_S:
         raise PollError(f"{platform} token refresh: the answer has no valid {what}")
     return int(raw)
 

@@ -8,6 +8,7 @@ import pytest
 
 from hypemeter.connectors.polling import Call, PollError
 from hypemeter.connectors.polling.tokens import (
+    MAX_LIFETIME_S,
     REFRESHERS,
     format_time,
     parse_time_us,
@@ -75,6 +76,18 @@ def test_an_instagram_refusal_keeps_the_platforms_words_apart() -> None:
     with pytest.raises(PollError, match="not in the documented format") as garbled:
         INSTAGRAM.read(502, b"<html>Bad gateway</html>", NOW_US)
     assert garbled.value.upstream == "<html>Bad gateway</html>"
+
+
+@pytest.mark.parametrize("lifetime", ["1e300", str(10**30), str(MAX_LIFETIME_S + 1), "0", "-1"])
+def test_a_lifetime_no_token_has_is_a_refusal_not_an_overflow(lifetime: str) -> None:
+    with pytest.raises(PollError, match="no valid expires_in"):
+        INSTAGRAM.read(
+            200, b'{"access_token": "new", "expires_in": %s}' % lifetime.encode(), NOW_US
+        )
+    answer = {"access_token": "act", "expires_in": 86400, "refresh_token": "rft"}
+    body = json.dumps(answer)[:-1] + f', "refresh_expires_in": {lifetime}}}'
+    with pytest.raises(PollError, match="no valid refresh_expires_in"):
+        TIKTOK.read(200, body.encode(), NOW_US)
 
 
 def test_tiktok_refreshes_with_its_refresh_token_the_client_key_and_secret() -> None:
