@@ -23,7 +23,7 @@ from hypemeter.auth.model import ApiKey, parse_scopes
 from hypemeter.auth.service import AuthService
 from hypemeter.backends.selection import open_backends, open_bus
 from hypemeter.clock import SystemClock
-from hypemeter.datadir import private_dir
+from hypemeter.datadir import private_data_dir
 from hypemeter.errors import HypemeterError, InvalidInput
 from hypemeter.sealing import KeySource, SealedRegistryStore
 from hypemeter.settings import Settings
@@ -115,9 +115,10 @@ class ControlServer:
         self._server: asyncio.Server | None = None
 
     async def start(self) -> None:
-        # The directory is 0700, so nobody else reaches the socket even before its chmod;
-        # the process umask is left alone (other threads create files meanwhile).
-        private_dir(self._path.parent)
+        # The data directory is 0700 (unless it holds the user's own files too), so nobody
+        # else reaches the socket even before its chmod; the process umask is left alone
+        # (other threads create files meanwhile).
+        private_data_dir(self._path.parent)
         with contextlib.suppress(FileNotFoundError):
             self._path.unlink()
         try:

@@ -7,20 +7,34 @@ DuckDB creates its own (the database, its write-ahead log, temporary files) with
 the process's umask, so a process that opens a data directory narrows its umask
 to 077 for good: whatever it creates later is private too. A data directory made
 by an older version is tightened when it is opened.
+
+Only directories that are Hypemeter's are tightened: those it creates, and the data
+directory while it holds nothing but Hypemeter's files. A directory of the user's
+(``--data .`` in a project, the directory a ``duckdb:///`` DSN points into) keeps its
+mode, and of its files only the store's own become private.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import stat
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO
+
+log = logging.getLogger("hypemeter.datadir")
 
 PRIVATE_UMASK = 0o077
 DIR_MODE = 0o700
 FILE_MODE = 0o600
+STORE_STEM = "hypemeter"  # the default store: <data>/hypemeter.duckdb and its companions
+# What else Hypemeter keeps in its data directory: the key files, the control socket,
+# the demo's keys and mark.
+DATA_FILES = frozenset(
+    {"secret.key", "jwt.secret", "control.sock", "demo-keys.json", "demo-seeded.json"}
+)
 
 
 def restrict_umask() -> None:
@@ -30,28 +44,48 @@ def restrict_umask() -> None:
 
 
 def private_dir(path: Path) -> Path:
-    """Create ``path`` (and missing parents) as 0700, or make an existing one 0700.
-
-    An existing directory is tightened only when this user owns it and it is not a
-    shared one (a sticky directory such as /tmp): the data directory is Hypemeter's
-    own, a store file placed elsewhere leaves its directory alone.
-    """
+    """Create ``path`` and its missing parents 0700. A directory that exists already
+    keeps its mode: it may be the user's (see ``private_data_dir``)."""
     missing = [p for p in (path, *path.parents) if not p.exists()]
     for directory in reversed(missing):
         with contextlib.suppress(FileExistsError):
             directory.mkdir(mode=DIR_MODE)
         _chmod(directory, DIR_MODE)  # mkdir's mode passes through the umask
-    if not missing:
-        info = path.stat()
-        if info.st_uid == os.geteuid() and not info.st_mode & stat.S_ISVTX:
-            _chmod(path, DIR_MODE)
     return path
 
 
-def tighten(directory: Path, prefix: str) -> None:
-    """Make the files and directories under ``directory`` whose names start with
-    ``prefix`` (and everything inside those) private; this user's only."""
-    for entry in directory.glob(f"{prefix}*"):
+def private_data_dir(path: Path, *, store_stem: str = STORE_STEM) -> Path:
+    """``private_dir`` for the data directory: one that exists is made 0700 too, when
+    this user owns it, it is not a shared one (sticky, such as /tmp) and it holds nothing
+    but Hypemeter's files (``DATA_FILES``, and ``<store_stem>.*``): one made for
+    Hypemeter, by hand or by an older version. Called when the store opens."""
+    if not path.exists():
+        return private_dir(path)
+    info = path.stat()
+    if not stat.S_IMODE(info.st_mode) & PRIVATE_UMASK:
+        return path
+    if info.st_uid == os.geteuid() and not info.st_mode & stat.S_ISVTX:
+        foreign = [e.name for e in path.iterdir() if not _ours(e.name, store_stem)]
+        if not foreign:
+            _chmod(path, DIR_MODE)
+            return path
+    log.warning(
+        "the data directory is left as it is (it holds files that are not Hypemeter's, "
+        "or it is shared) and others may list it: give Hypemeter a directory of its own",
+        extra={"path": str(path), "mode": oct(stat.S_IMODE(info.st_mode))},
+    )
+    return path
+
+
+def _ours(name: str, store_stem: str) -> bool:
+    return name in DATA_FILES or name.startswith(f"{store_stem}.")
+
+
+def tighten(paths: Iterable[Path]) -> None:
+    """Make each of ``paths`` private (this user's only) when it exists: a file, or a
+    directory and everything in it. For the files a store owns, made by an older version
+    or before the umask was narrowed."""
+    for entry in paths:
         for path in (entry, *_walk(entry)):
             with contextlib.suppress(FileNotFoundError):
                 info = path.lstat()

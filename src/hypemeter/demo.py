@@ -9,7 +9,7 @@ import time
 
 from hypemeter.auth.model import parse_scopes
 from hypemeter.control import offline_auth
-from hypemeter.datadir import private_dir, write_private
+from hypemeter.datadir import private_data_dir, write_private
 from hypemeter.errors import Unauthenticated
 from hypemeter.settings import Settings
 
@@ -41,7 +41,7 @@ async def ensure_demo_keys(settings: Settings) -> dict[str, str]:
                     continue
             new = await auth.create_key(DEMO_TENANT, parse_scopes(scopes), name=f"demo-{role}")
             keys[role] = new.secret
-    private_dir(settings.data)
+    private_data_dir(settings.data)
     write_private(path, json.dumps(keys))
     return keys
 

@@ -18,8 +18,10 @@ one it starts as long as the store holds nothing sealed, and refuses to create a
 connector. A store that holds sealed documents and no key that opens them
 refuses to start, naming the setting.
 
-Documents written in plain JSON by earlier versions are read as they are, and
-sealed on their next write or by ``hypemeter secrets rotate``.
+Documents written in plain JSON by earlier versions are sealed when the store starts
+with a key (without one they are read as they are). Whenever documents are written
+again sealed (at start, or by ``hypemeter secrets rotate``), the store is asked to drop
+the old versions its files still hold (``RegistryStore.reclaim``).
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -229,14 +231,22 @@ class SealedRegistryStore:
         self.sealer = Sealer()
 
     async def start(self) -> None:
-        """Start the store and load the keys; raises SecretsUnavailable when the store
-        holds sealed documents that no key opens, naming the setting to fix."""
+        """Start the store, load the keys and, with a key, seal the documents an earlier
+        version stored plain; raises SecretsUnavailable when the store holds sealed
+        documents that no key opens, naming the setting to fix."""
         await self._inner.start()
         try:
-            stored = [r.doc for kind in sorted(self._kinds) for _, r in await self._all(kind)]
-            self.sealer = self._keys.load(sealed_stored=any(is_sealed(doc) for doc in stored))
-            for doc in stored:
-                self.sealer.open(doc)
+            stored = await self._stored()
+            sealed_stored = any(is_sealed(r.doc) for _, r in stored)
+            self.sealer = self._keys.load(sealed_stored=sealed_stored)
+            for _, record in stored:
+                self.sealer.open(record.doc)
+            if self.sealer.has_keys:
+                plain = await self._write_again(stored, self._seal_plain)
+                if plain:
+                    log.info(
+                        "sealed connector records stored in plain text", extra={"records": plain}
+                    )
         except BaseException:
             await self._inner.aclose()  # the process exits: leave no store thread behind
             raise
@@ -280,15 +290,8 @@ class SealedRegistryStore:
     async def reseal(self) -> Resealed:
         """Write every sealed kind's document again with the newest key (plain ones from
         earlier versions included); documents already sealed with it are left alone."""
-        resealed = total = 0
-        for kind in sorted(self._kinds):
-            for tenant_id, record in await self._all(kind):
-                total += 1
-                doc = self.sealer.reseal(record.doc)
-                if doc is not None:
-                    await self._inner.update_entity(tenant_id, dataclasses.replace(record, doc=doc))
-                    resealed += 1
-        return Resealed(resealed, total)
+        stored = await self._stored()
+        return Resealed(await self._write_again(stored, self.sealer.reseal), len(stored))
 
     def __getattr__(self, name: str) -> Any:
         # Operations the port gains later pass through; those above are the ones that
@@ -301,6 +304,28 @@ class SealedRegistryStore:
         self, kind: str, tenant_id: str | None = None
     ) -> list[tuple[str, RegistryRecord]]:
         return await self._inner.all_entities(kind, tenant_id)
+
+    async def _stored(self) -> list[tuple[str, RegistryRecord]]:
+        return [found for kind in sorted(self._kinds) for found in await self._all(kind)]
+
+    async def _write_again(
+        self, stored: list[tuple[str, RegistryRecord]], seal: Callable[[str], str | None]
+    ) -> int:
+        """Write each document of ``stored`` that ``seal`` gives a new version of; then,
+        if any was, have the store drop the old versions its files still hold (plain
+        secrets, or ones sealed with a key being retired). How many were written."""
+        written = 0
+        for tenant_id, record in stored:
+            doc = seal(record.doc)
+            if doc is not None:
+                await self._inner.update_entity(tenant_id, dataclasses.replace(record, doc=doc))
+                written += 1
+        if written:
+            await self._inner.reclaim()
+        return written
+
+    def _seal_plain(self, doc: str) -> str | None:
+        return None if is_sealed(doc) else self.sealer.seal(doc)
 
     def _sealed(self, record: RegistryRecord) -> RegistryRecord:
         if record.kind not in self._kinds:

@@ -10,6 +10,7 @@ after a restart, after a key rotation, and not at all without its key.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import stat
 import subprocess
@@ -17,10 +18,15 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
+
+from hypemeter.backends.selection import open_backends
+from hypemeter.clock import SystemClock
 from hypemeter.sealing import KEY_FILE_NAME, Sealer, new_key
+from hypemeter.settings import Settings
 
 from . import cluster
-from .support import LiveServer, ServerFactory, cli, event, free_port
+from .support import LiveServer, ServerFactory, cli, event, free_port, run_coroutine
 from .webhooks_support import meta_signed
 
 PRIVATE = 0o077  # no bit of these may be set: group and others get nothing
@@ -131,6 +137,33 @@ def test_the_data_directory_and_every_file_in_it_are_private(
     assert oct(stat.S_IMODE(out.stat().st_mode)) == oct(0o600)
 
 
+def test_a_store_file_elsewhere_leaves_that_directory_and_its_other_files_alone(
+    make_server: ServerFactory, tmp_path: Path
+) -> None:
+    if cluster.POSTGRES:
+        pytest.skip("a DuckDB file named by its DSN")
+    # A project directory holding the store file, and a working directory used as the
+    # data directory (`--data .`): both the user's, with files of their own.
+    project, workdir = tmp_path / "proj", tmp_path / "work"
+    theirs = [project / "x.csv", project / "x-notes.txt", workdir / "README.md"]
+    for directory in (project, workdir):
+        directory.mkdir()
+        directory.chmod(0o755)
+    for path in theirs:
+        path.write_text("the user's own")
+        path.chmod(0o644)
+
+    srv = make_server(data=workdir, store=f"duckdb:///{project / 'x.duckdb'}")
+    instagram_connector(srv)
+    srv.stop()
+
+    left = [oct(stat.S_IMODE(p.stat().st_mode)) for p in (project, workdir, *theirs)]
+    assert left == [oct(0o755)] * 2 + [oct(0o644)] * 3
+    # ... while the store's own files are private.
+    assert oct(stat.S_IMODE((project / "x.duckdb").stat().st_mode)) == oct(0o600)
+    assert modes(project / "x.journal") == {}
+
+
 def test_connector_secrets_and_credentials_are_encrypted_at_rest(
     make_server: ServerFactory,
 ) -> None:
@@ -158,6 +191,40 @@ def test_connector_secrets_and_credentials_are_encrypted_at_rest(
     assert listed.status_code == 200
     assert [c["credentials"] for c in listed.json()["data"]] == [1]
     assert not any(needle in listed.text for needle in needles)
+
+
+def test_secrets_an_earlier_version_stored_plain_are_sealed_and_leave_the_files(
+    make_server: ServerFactory,
+) -> None:
+    key = new_key()
+    srv = make_server(poll_connectors=False, secret_keys=key)
+    connector_id, secrets, token = instagram_connector(srv)
+    srv.stop()
+    run_coroutine(store_plain(srv.settings, key))  # as a version before encryption did
+    needles = [*secrets.values(), token]
+    if not cluster.POSTGRES:
+        assert holders(srv.data, needles)  # in the DuckDB file
+
+    # The start seals them; the next one rewrites the file without the old blocks.
+    sealing = make_server(data=srv.data, keys=srv.keys, poll_connectors=False, secret_keys=key)
+    docs = sealing.rows("SELECT doc FROM registry WHERE kind = 'connector'")  # stops it
+    assert [doc.startswith('{"sealed":"fernet"') for (doc,) in docs] == [True]
+    again = make_server(data=srv.data, keys=srv.keys, poll_connectors=False, secret_keys=key)
+    assert verifies(again, connector_id, secrets) == [200, 200, 403, CHALLENGE]
+    again.stop()
+    assert holders(srv.data, needles) == {}
+
+
+async def store_plain(settings: Settings, key: str) -> None:
+    """Write every connector document back in plain text through the unsealed store."""
+    registry = open_backends(settings, SystemClock(), admin_only=True).registry
+    await registry.start()
+    try:
+        for tenant_id, stored in await registry.all_entities("connector"):
+            plain = dataclasses.replace(stored, doc=Sealer([key]).open(stored.doc))
+            assert await registry.update_entity(tenant_id, plain)
+    finally:
+        await registry.aclose()
 
 
 def test_a_new_key_rotates_in_and_the_old_one_goes(make_server: ServerFactory) -> None:

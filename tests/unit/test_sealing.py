@@ -154,12 +154,16 @@ class MemoryRegistry:
     def __init__(self) -> None:
         self.rows: dict[tuple[str, str, str], RegistryRecord] = {}
         self.starts = 0
+        self.reclaims = 0  # times asked to drop the old copies of rewritten documents
 
     async def start(self) -> None:
         self.starts += 1
 
     async def aclose(self) -> None:
         pass
+
+    async def reclaim(self) -> None:
+        self.reclaims += 1
 
     async def insert_entity(self, tenant_id: str, record: RegistryRecord) -> bool:
         key = (tenant_id, record.kind, record.entity_id)
@@ -249,6 +253,28 @@ async def test_a_store_without_sealed_values_starts_without_a_key_but_cannot_sea
     with pytest.raises(SecretsUnavailable):
         await store.insert_entity("acme", record("connector", "con_1", DOC))
     assert ("acme", "connector", "con_1") not in inner.rows
+    assert inner.reclaims == 0
+
+
+async def test_a_start_with_a_key_seals_what_an_earlier_version_stored_plain() -> None:
+    key = new_key()
+    inner = MemoryRegistry()
+    inner.rows[("acme", "connector", "a")] = record("connector", "a", DOC)  # before sealing
+    inner.rows[("acme", "connector", "b")] = record("connector", "b", Sealer([key]).seal(DOC))
+    inner.rows[("acme", "influencer", "i")] = record("influencer", "i", '{"id":"i"}')
+    store = SealedRegistryStore(inner, KeySource(listed=key))
+
+    await store.start()
+
+    plain = inner.rows[("acme", "connector", "a")].doc
+    assert is_sealed(plain) and SECRET not in plain
+    assert Sealer([key]).open(plain) == DOC
+    assert inner.rows[("acme", "influencer", "i")].doc == '{"id":"i"}'
+    assert inner.reclaims == 1  # the store drops the plain copies its files still hold
+    assert [r.doc for _, r in await store.all_entities("connector")] == [DOC, DOC]
+
+    await SealedRegistryStore(inner, KeySource(listed=key)).start()
+    assert inner.reclaims == 1  # nothing left to seal: nothing to reclaim
 
 
 async def test_reseal_moves_every_connector_to_the_newest_key() -> None:
@@ -258,12 +284,15 @@ async def test_reseal_moves_every_connector_to_the_newest_key() -> None:
     inner.rows[("acme", "connector", "b")] = record("connector", "b", DOC)  # never sealed
     inner.rows[("globex", "connector", "c")] = record("connector", "c", Sealer([new]).seal(DOC))
     store = SealedRegistryStore(inner, KeySource(listed=f"{new},{old}"))
-    await store.start()
+    await store.start()  # seals "b" with the newest key
+    reclaims = inner.reclaims
 
     done = await store.reseal()
 
-    assert (done.resealed, done.total) == (2, 3)
+    assert (done.resealed, done.total) == (1, 3)
+    assert inner.reclaims == reclaims + 1  # the copies sealed with the old key go too
     only_new = Sealer([new])
     for row in inner.rows.values():
         assert msgspec.json.decode(only_new.open(row.doc)) == msgspec.json.decode(DOC)
     assert (await store.reseal()).resealed == 0
+    assert inner.reclaims == reclaims + 1

@@ -535,6 +535,11 @@ class RegistryStore(Protocol):
         """Delete at most ``limit`` documents of one kind, of every tenant, last changed
         before ``updated_before_us``; the tenant of each one deleted."""
 
+    async def reclaim(self) -> None:
+        """After documents were written again to hide what they held (sealed): drop the
+        old versions the store's files still hold, where the store can (the embedded
+        store rewrites its file at the next start; PostgreSQL vacuums the table)."""
+
 
 class Subscription(Protocol):
     """Messages published on one topic since subscribing, in order.

@@ -145,7 +145,7 @@ def _open_store(settings: Settings, clock: Clock, *, admin_only: bool) -> Stores
             query_threads=settings.query_threads,
             fold_interval=settings.rollup_fold_interval,
         )
-        db = DuckDBDatabase(duckdb_path(dsn), clock=clock, config=config)
+        db = DuckDBDatabase(duckdb_path(dsn), clock=clock, config=config, data_dir=settings.data)
         return (
             DuckDBEventStore(db),
             DuckDBTenantStore(db),

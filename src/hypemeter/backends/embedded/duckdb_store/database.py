@@ -56,7 +56,7 @@ from hypemeter.backends.embedded.duckdb_store.writer import Append, WriterThread
 from hypemeter.backends.embedded.fingerprints import FingerprintIndex, Fingerprints
 from hypemeter.backends.ports import AppendResult
 from hypemeter.clock import Clock
-from hypemeter.datadir import private_dir, restrict_umask, tighten
+from hypemeter.datadir import private_data_dir, private_dir, restrict_umask, tighten
 from hypemeter.errors import StoreUnavailable
 from hypemeter.events.batch import EventBatch, id_digest, tables_in_order
 from hypemeter.events.model import Reading
@@ -91,22 +91,31 @@ class StoreConfig:
 class DuckDBDatabase:
     """The DuckDB file and its writer thread, shared by the embedded store adapters."""
 
-    def __init__(self, path: Path, *, clock: Clock, config: StoreConfig) -> None:
+    def __init__(
+        self, path: Path, *, clock: Clock, config: StoreConfig, data_dir: Path | None = None
+    ) -> None:
         self.path = path
-        # Before anything is created: the directory 0700, the store's files 0600, and
-        # a umask that keeps what DuckDB creates later (its WAL, temp files) private.
-        private_dir(path.parent)
+        spill_dir = path.parent / f"{path.stem}.dedup"
+        journal_dir = path.parent / f"{path.stem}.journal"
+        # Before anything is created: the directory 0700 (when it is the data directory
+        # or new: one of the user's keeps its mode), the store's own files 0600, and a
+        # umask that keeps what DuckDB creates later (its WAL, temp files) private.
+        if data_dir is not None and path.parent.resolve() == data_dir.resolve():
+            private_data_dir(path.parent, store_stem=path.stem)
+        else:
+            private_dir(path.parent)
         restrict_umask()
-        tighten(path.parent, path.stem)
+        wal, temp = (path.with_name(path.name + suffix) for suffix in (".wal", ".tmp"))
+        tighten((path, wal, temp, journal_dir, spill_dir))
         self._clock = clock
         self._config = config
         self._index = FingerprintIndex(
             window_us=config.dedup_window_us,
             memory_entries=config.dedup_memory_entries,
-            spill_dir=path.parent / f"{path.stem}.dedup",
+            spill_dir=spill_dir,
         )
         self._snapshots = SnapshotState(SNAPSHOT_CACHE)
-        self._journal = Journal(path.parent / f"{path.stem}.journal")
+        self._journal = Journal(journal_dir)
         self._applier: Applier | None = None
         self._apply_con: duckdb.DuckDBPyConnection | None = None
         # The last group acknowledged (journaled) and the last one DuckDB committed.

@@ -13,7 +13,8 @@ and DuckDB does not clear the blocks it frees. So the erased rows are blanked (i
 text, user ids, properties) in the transaction that deletes them: rows that
 reach the file after the erasure reach it empty. Rows already in the file stay in its
 blocks; for those an erasure marks the file for a rewrite, which the next start does
-before anything else: a copy of the live rows only takes the file's place.
+before anything else: a copy of the live rows only takes the file's place. (Sealing
+connector documents stored in plain text marks it too: ``registry.reclaim``.)
 """
 
 from __future__ import annotations
@@ -79,7 +80,7 @@ def _erase(con: duckdb.DuckDBPyConnection, tenant_id: str, influencer_id: str) -
             [tenant_id],
         )
     con.execute("DELETE FROM snapshot_state WHERE tenant_id = ? AND influencer_id = ?", who)
-    con.execute("INSERT OR REPLACE INTO meta VALUES ('rewrite_due', '1')")
+    mark_rewrite(con)
     _refold_tenant_hours(con, tenant_id, high)
     _refold_engagement(con, tenant_id, high)
     con.execute("DROP TABLE erased_groups")
@@ -153,8 +154,14 @@ def _refold_engagement(con: duckdb.DuckDBPyConnection, tenant_id: str, high: int
     con.execute("DROP TABLE erased_tenant")
 
 
+def mark_rewrite(con: duckdb.DuckDBPyConnection) -> None:
+    """Have the next start rewrite the file: rows it no longer holds (erased, or documents
+    written again sealed) may still be in its freed blocks."""
+    con.execute("INSERT OR REPLACE INTO meta VALUES ('rewrite_due', '1')")
+
+
 def rewrite_due(con: duckdb.DuckDBPyConnection) -> bool:
-    """Whether an erasure happened since the file was last rewritten."""
+    """Whether an erasure or a reseal happened since the file was last rewritten."""
     return bool(con.execute("SELECT 1 FROM meta WHERE key = 'rewrite_due'").fetchall())
 
 
@@ -178,13 +185,13 @@ def rewrite(path: Path) -> None:
         con.close()
     if _wal(path).exists() or _wal(fresh).exists():
         # Not closed cleanly: a WAL left beside the new file would be replayed into it.
-        log.warning("store file not rewritten after an erasure: a WAL remains")
+        log.warning("store file not rewritten: a WAL remains")
         fresh.unlink(missing_ok=True)
         return
     _sync(fresh)
     os.replace(fresh, path)
     _sync(path.parent)
-    log.info("store file rewritten after an erasure", extra={"bytes": path.stat().st_size})
+    log.info("store file rewritten", extra={"bytes": path.stat().st_size})
 
 
 def _wal(path: Path) -> Path:

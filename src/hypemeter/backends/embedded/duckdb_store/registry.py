@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import duckdb
 
 from hypemeter.backends.embedded.duckdb_store.adapters import _SharedFile
+from hypemeter.backends.embedded.duckdb_store.erasure import mark_rewrite
 from hypemeter.backends.embedded.duckdb_store.transactions import transaction
 from hypemeter.backends.ports import (
     REGISTRY_COLUMNS,
@@ -128,3 +129,8 @@ class DuckDBRegistryStore(_SharedFile):
             return [str(r[0]) for r in rows]
 
         return await self._db.run(delete)
+
+    async def reclaim(self) -> None:
+        # DuckDB does not clear the blocks it frees: the old versions stay in the file
+        # until the rewrite at the next start.
+        await self._db.run(mark_rewrite)
