@@ -83,6 +83,12 @@ async def open_caller(services: Any, secret: str | None) -> Caller:
         services.auth.authorize(principal, Scope.READ)
         caller = Caller(principal)
     await services.rate_limiter.hit_request(caller.key_id)
+    # A revocation handled while the request was counted would miss this stream, which
+    # is registered only after it: look again, with no await between here and then.
+    if not services.auth.key_active(caller.key_id) or (
+        caller.token is not None and not tokens.holds(caller.token.subscription_id)
+    ):
+        raise Unauthenticated("this credential was revoked", field="token")
     return caller
 
 

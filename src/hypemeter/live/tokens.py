@@ -227,6 +227,10 @@ class StreamTokens:
         for token in [t for t in self._by_hash.values() if t.expires_us <= now_us]:
             self._forget(token.subscription_id)
 
+    def holds(self, subscription_id: str) -> bool:
+        """Whether this process still knows the token (it forgets revoked ones)."""
+        return subscription_id in self._by_id
+
     def is_token(self, secret: str) -> bool:
         return secret.startswith(TOKEN_PREFIX)
 
