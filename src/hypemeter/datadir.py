@@ -64,11 +64,10 @@ def private_data_dir(path: Path, *, store_stem: str = STORE_STEM) -> Path:
     info = path.stat()
     if not stat.S_IMODE(info.st_mode) & PRIVATE_UMASK:
         return path
-    if info.st_uid == os.geteuid() and not info.st_mode & stat.S_ISVTX:
-        foreign = [e.name for e in path.iterdir() if not _ours(e.name, store_stem)]
-        if not foreign:
-            _chmod(path, DIR_MODE)
-            return path
+    mine = info.st_uid == os.geteuid() and not info.st_mode & stat.S_ISVTX
+    if mine and _holds_only_ours(path, store_stem, depth=2):
+        _chmod(path, DIR_MODE)
+        return path
     log.warning(
         "the data directory is left as it is (it holds files that are not Hypemeter's, "
         "or it is shared) and others may list it: give Hypemeter a directory of its own",
@@ -79,6 +78,19 @@ def private_data_dir(path: Path, *, store_stem: str = STORE_STEM) -> Path:
 
 def _ours(name: str, store_stem: str) -> bool:
     return name in DATA_FILES or name.startswith(f"{store_stem}.")
+
+
+def _holds_only_ours(directory: Path, store_stem: str, *, depth: int) -> bool:
+    """Whether every entry is Hypemeter's: its files, or (``depth`` levels down) a
+    directory holding only its files, such as another process's data directory."""
+    for entry in directory.iterdir():
+        if _ours(entry.name, store_stem):
+            continue
+        if depth == 0 or entry.is_symlink() or not entry.is_dir():
+            return False
+        if not _holds_only_ours(entry, store_stem, depth=depth - 1):
+            return False
+    return True
 
 
 def tighten(paths: Iterable[Path]) -> None:
