@@ -9,16 +9,16 @@ newest reading before the cutoff stays (a gauge's value at the start of a range)
 
 from __future__ import annotations
 
-import base64
 from typing import Any
 
 from hypemeter.backends.ports import EventStore, ExpiredDay, MetricsStore, RegistryStore
-from hypemeter.connectors.model import DEAD_LETTER, DeadLetter, letter_record
+from hypemeter.connectors.model import DEAD_LETTER, letter_record
 from hypemeter.privacy.model import RetentionPolicy
 from hypemeter.privacy.service import PrivacyService
 from hypemeter.registry.model import RegistryRecord
 
 from .conftest import NOW_US
+from .test_erasure_contract import letter
 from .test_metrics_store_contract import (
     ANA_IG,
     BEN_IG,
@@ -153,18 +153,6 @@ async def test_the_newest_reading_before_the_cutoff_of_each_series_stays(
     assert found[ANA_IG].at_start == (at(-1, 8), 1050)
     assert found[BEN_IG].at_start == (at(-8, 8), 50)
     assert await event_store.count_events("acme") == 3
-
-
-def letter(letter_id: str, body: bytes) -> DeadLetter:
-    return DeadLetter(
-        id=letter_id,
-        connector_id="con_1",
-        platform="instagram",
-        received_us=NOW_US,
-        reasons=("unknown field",),
-        headers={},
-        body_b64=base64.b64encode(body).decode(),
-    )
 
 
 async def test_registry_purge_deletes_a_kinds_documents_changed_before_a_time(
