@@ -25,12 +25,12 @@ from hypemeter.auth.audit_middleware import AuditMiddleware
 from hypemeter.auth.audit_routes import router as audit_router
 from hypemeter.auth.oauth import TokenIssuer
 from hypemeter.auth.oauth_routes import router as oauth_router
+from hypemeter.auth.ports import TenantStore
 from hypemeter.auth.ratelimit import RateLimiter
 from hypemeter.auth.routes import router as keys_router
 from hypemeter.auth.service import AuthService
 from hypemeter.auth.token_secret import access_tokens_of
 from hypemeter.backends.dsn import redacted
-from hypemeter.backends.ports import EventStore, LiveBus, MetricsStore, RegistryStore, TenantStore
 from hypemeter.backends.selection import Check, open_backends
 from hypemeter.clock import Clock, SystemClock
 from hypemeter.connectors.routes import admin as connectors_router
@@ -42,14 +42,17 @@ from hypemeter.connectors.websub import WebSubSubscriber
 from hypemeter.control import ControlServer
 from hypemeter.dashboard.routes import mount_dashboard
 from hypemeter.errors import HypemeterError
+from hypemeter.events.ports import EventStore
 from hypemeter.events.preparation import ProcessPreparer
 from hypemeter.events.routes import router as events_router
 from hypemeter.events.service import IngestService
 from hypemeter.live.hub import LiveConfig, LiveHub
+from hypemeter.live.ports import LiveBus
 from hypemeter.live.routes import router as live_router
 from hypemeter.live.streams import OpenStreams
 from hypemeter.live.tokens import StreamTokens
 from hypemeter.logs import RequestContextMiddleware, protect_logs
+from hypemeter.metrics.ports import MetricsStore
 from hypemeter.metrics.routes import router as metrics_router
 from hypemeter.metrics.service import MetricsService
 from hypemeter.ops.readiness import cached_checks
@@ -58,6 +61,7 @@ from hypemeter.ops.telemetry import Telemetry
 from hypemeter.privacy.model import RetentionPolicy
 from hypemeter.privacy.routes import router as privacy_router
 from hypemeter.privacy.service import PrivacyService
+from hypemeter.registry.ports import RegistryStore
 from hypemeter.registry.routes import router as registry_router
 from hypemeter.registry.service import RegistryService
 from hypemeter.sealing import KeySource, SealedRegistryStore

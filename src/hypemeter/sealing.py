@@ -41,7 +41,7 @@ from hypemeter.errors import InvalidInput, SecretsUnavailable
 from hypemeter.registry.model import RegistryRecord
 
 if TYPE_CHECKING:
-    from hypemeter.backends.ports import RegistryStore
+    from hypemeter.registry.ports import RegistryStore
     from hypemeter.settings import Settings
 
 log = logging.getLogger("hypemeter.sealing")

@@ -15,7 +15,7 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 
-from hypemeter.backends.ports import LiveBus, Subscription
+from hypemeter.live.ports import LiveBus, Subscription
 
 log = logging.getLogger("hypemeter.sync")
 TOPIC = "config.changed"

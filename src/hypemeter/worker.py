@@ -16,11 +16,12 @@ import signal
 from dataclasses import dataclass, field
 
 from hypemeter.backends.cluster.nats_log import Delivery, JetStreamLog
-from hypemeter.backends.ports import EventStore, LiveBus
 from hypemeter.backends.selection import open_backends, open_log
 from hypemeter.clock import SystemClock
 from hypemeter.errors import InvalidInput, Overloaded, StoreUnavailable
+from hypemeter.events.ports import EventStore
 from hypemeter.live import changes
+from hypemeter.live.ports import LiveBus
 from hypemeter.settings import Settings
 
 log = logging.getLogger("hypemeter.worker")

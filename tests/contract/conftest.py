@@ -19,6 +19,7 @@ import asyncpg
 import duckdb
 import pytest
 
+from hypemeter.auth.ports import TenantStore
 from hypemeter.backends.cluster.postgres_database import PostgresConfig, PostgresDatabase
 from hypemeter.backends.cluster.postgres_registry import PostgresRegistryStore
 from hypemeter.backends.cluster.postgres_store import (
@@ -35,15 +36,11 @@ from hypemeter.backends.embedded.duckdb_store import (
 )
 from hypemeter.backends.embedded.duckdb_store.registry import DuckDBRegistryStore
 from hypemeter.backends.embedded.memory_bus import MemoryLiveBus
-from hypemeter.backends.ports import (
-    AppendResult,
-    EventStore,
-    LiveBus,
-    MetricsStore,
-    RegistryStore,
-    TenantStore,
-)
 from hypemeter.clock import FixedClock
+from hypemeter.events.ports import AppendResult, EventStore
+from hypemeter.live.ports import LiveBus
+from hypemeter.metrics.ports import MetricsStore
+from hypemeter.registry.ports import RegistryStore
 
 NOW_US = 1_795_183_200_000_000  # 2026-11-20T14:00:00Z
 DEDUP_WINDOW_US = 24 * 3600 * 1_000_000

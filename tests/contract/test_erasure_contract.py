@@ -14,12 +14,15 @@ from typing import Any
 
 import pytest
 
-from hypemeter.backends.ports import EventStore, GaugeQuery, MetricsStore, RegistryStore
 from hypemeter.connectors.model import DEAD_LETTER, DeadLetter, letter_record
+from hypemeter.events.ports import EventStore
 from hypemeter.metrics.model import DAY_US
+from hypemeter.metrics.ports import MetricsStore
+from hypemeter.metrics.queries import GaugeQuery
 from hypemeter.privacy import service as privacy_service
 from hypemeter.privacy.model import RetentionPolicy
 from hypemeter.privacy.service import PrivacyService
+from hypemeter.registry.ports import RegistryStore
 from hypemeter.registry.service import Erasure
 
 from .conftest import NOW_US

@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
-from hypemeter.backends.ports import EXPORT_COLUMNS, AppendResult, EventStore
 from hypemeter.errors import Overloaded, StoreUnavailable
 from hypemeter.events.batch import EventBatch
 from hypemeter.events.model import EventIn, from_epoch_us, to_epoch_us
+from hypemeter.events.ports import EXPORT_COLUMNS, AppendResult, EventStore
 
 from .conftest import EVENT_STORE_BACKENDS
 

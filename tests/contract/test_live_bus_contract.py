@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from hypemeter.backends.ports import LiveBus, Subscription
+from hypemeter.live.ports import LiveBus, Subscription
 
 GUARD_SECONDS = 5  # only to turn a hang into a failure; no test depends on timing
 

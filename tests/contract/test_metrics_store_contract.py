@@ -16,20 +16,19 @@ import threading
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-from hypemeter.backends.ports import (
+from hypemeter.events.batch import EventBatch
+from hypemeter.events.model import EventIn, from_epoch_us, to_epoch_us
+from hypemeter.events.ports import EventStore
+from hypemeter.metrics.model import DAY_US, ENGAGEMENT, HOUR_US, MINUTE_US, AccountReadings, Grain
+from hypemeter.metrics.ports import MetricsReader, MetricsStore
+from hypemeter.metrics.queries import (
     CounterQuery,
-    EventStore,
     Filters,
     GaugeQuery,
-    MetricsReader,
-    MetricsStore,
     TrendingQuery,
     TrendingRow,
     UserRow,
 )
-from hypemeter.events.batch import EventBatch
-from hypemeter.events.model import EventIn, from_epoch_us, to_epoch_us
-from hypemeter.metrics.model import DAY_US, ENGAGEMENT, HOUR_US, MINUTE_US, AccountReadings, Grain
 
 NOW_US = 1_795_183_200_000_000  # 2026-11-20T14:00:00Z, the harness clock
 DAY0 = NOW_US - NOW_US % DAY_US - 2 * DAY_US  # 2026-11-18T00:00:00Z

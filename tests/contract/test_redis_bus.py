@@ -17,8 +17,8 @@ from redis.backoff import ConstantBackoff
 from hypemeter.auth.ratelimit import RateLimiter
 from hypemeter.backends import selection
 from hypemeter.backends.cluster.redis_bus import RedisLiveBus
-from hypemeter.backends.ports import Subscription
 from hypemeter.errors import InvalidInput, RateLimited, StoreUnavailable
+from hypemeter.live.ports import Subscription
 
 GUARD_SECONDS = 10  # only to turn a hang into a failure; no test depends on timing
 

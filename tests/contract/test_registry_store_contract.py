@@ -9,7 +9,6 @@ from __future__ import annotations
 import itertools
 from typing import Any
 
-from hypemeter.backends.ports import RegistryStore
 from hypemeter.registry.model import (
     Account,
     Campaign,
@@ -20,6 +19,7 @@ from hypemeter.registry.model import (
     key_token,
     to_record,
 )
+from hypemeter.registry.ports import RegistryStore
 
 NOW_US = 1_795_183_200_000_000
 INFLUENCER, CAMPAIGN, CONTENT = "influencer", "campaign", "content"

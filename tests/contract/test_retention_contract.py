@@ -11,11 +11,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from hypemeter.backends.ports import EventStore, ExpiredDay, MetricsStore, RegistryStore
 from hypemeter.connectors.model import DEAD_LETTER, letter_record
+from hypemeter.events.ports import EventStore, ExpiredDay
+from hypemeter.metrics.ports import MetricsStore
 from hypemeter.privacy.model import RetentionPolicy
 from hypemeter.privacy.service import PrivacyService
 from hypemeter.registry.model import RegistryRecord
+from hypemeter.registry.ports import RegistryStore
 
 from .conftest import NOW_US
 from .test_erasure_contract import letter

@@ -8,7 +8,7 @@ from typing import Any
 import asyncpg
 import duckdb
 
-from hypemeter.backends.ports import StreamTokenRecord, TenantStore
+from hypemeter.auth.ports import StreamTokenRecord, TenantStore
 
 from .conftest import POSTGRES_DSN, DuckDBBackend, PostgresBackend
 

@@ -9,7 +9,7 @@ import asyncpg
 import duckdb
 
 from hypemeter.auth.model import NO_LIMITS, ApiKey, KeyLimits, Scope, Tenant, mint_key
-from hypemeter.backends.ports import StreamTokenRecord, TenantStore
+from hypemeter.auth.ports import StreamTokenRecord, TenantStore
 from hypemeter.events.model import MetricDefinition, MetricKind, ValueLimit
 
 from .conftest import POSTGRES_DSN, DuckDBBackend

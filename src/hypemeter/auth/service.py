@@ -21,7 +21,7 @@ from hypemeter.auth.model import (
     parse_limits,
     read_refusal,
 )
-from hypemeter.backends.ports import TenantStore
+from hypemeter.auth.ports import TenantStore
 from hypemeter.clock import Clock
 from hypemeter.errors import Conflict, Forbidden, InvalidInput, NotFound, Unauthenticated
 

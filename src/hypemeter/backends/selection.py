@@ -9,9 +9,13 @@ from typing import TYPE_CHECKING
 from urllib.parse import urlparse
 
 from hypemeter.auth.audit import AuditStore
-from hypemeter.backends.ports import EventStore, LiveBus, MetricsStore, RegistryStore, TenantStore
+from hypemeter.auth.ports import TenantStore
 from hypemeter.clock import Clock
 from hypemeter.errors import InvalidInput
+from hypemeter.events.ports import EventStore
+from hypemeter.live.ports import LiveBus
+from hypemeter.metrics.ports import MetricsStore
+from hypemeter.registry.ports import RegistryStore
 from hypemeter.settings import Settings
 
 if TYPE_CHECKING:

@@ -29,7 +29,6 @@ from typing import Any
 
 import msgspec
 
-from hypemeter.backends.ports import RegistryStore
 from hypemeter.clock import Clock
 from hypemeter.connectors.model import (
     CONNECTOR,
@@ -64,6 +63,7 @@ from hypemeter.errors import Conflict, Gone, InvalidInput, NotFound
 from hypemeter.events.service import IngestService
 from hypemeter.metrics.model import decode_id_cursor, encode_cursor
 from hypemeter.registry.model import Content, key_token, rfc3339
+from hypemeter.registry.ports import RegistryStore
 from hypemeter.registry.service import RegistryService
 
 log = logging.getLogger("hypemeter.connectors")

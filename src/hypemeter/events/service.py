@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hypemeter.auth.model import NO_LIMITS, KeyLimits
-from hypemeter.backends.ports import EventStore, LiveBus, TenantStore
+from hypemeter.auth.ports import TenantStore
 from hypemeter.clock import Clock
 from hypemeter.errors import BatchRejected, Conflict, InvalidInput, Rejection
 from hypemeter.events.admission import Admission, Origin, admit
@@ -25,6 +25,7 @@ from hypemeter.events.model import (
     ValidationRules,
     check_custom_metric_name,
 )
+from hypemeter.events.ports import EventStore
 from hypemeter.events.preparation import (
     InlinePreparer,
     Prepared,
@@ -35,6 +36,7 @@ from hypemeter.events.preparation import (
 )
 from hypemeter.events.value_limits import ValueLimits
 from hypemeter.live import changes
+from hypemeter.live.ports import LiveBus
 
 EVENT_FIELDS = frozenset(EventIn.__struct_fields__)
 INLINE_BODY_BYTES = 16 * 1024

@@ -7,7 +7,7 @@ import math
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
-from hypemeter.backends.ports import TenantStore
+from hypemeter.auth.ports import TenantStore
 from hypemeter.errors import InvalidInput
 from hypemeter.events.model import (
     MAX_VALUE_LIMIT,

@@ -12,7 +12,8 @@ from dataclasses import dataclass
 import msgspec
 import pyarrow as pa
 
-from hypemeter.backends.ports import AppendResult, LiveBus
+from hypemeter.events.ports import AppendResult
+from hypemeter.live.ports import LiveBus
 
 COLUMNS = (
     "event_id",

@@ -26,14 +26,15 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from hypemeter.backends.ports import LiveBus, MetricsStore, Subscription
 from hypemeter.clock import Clock
 from hypemeter.errors import HypemeterError, InvalidInput, RateLimited, StoreUnavailable
 from hypemeter.live import changes
 from hypemeter.live.model import WHOLE_TENANT, LiveFilter, iso
+from hypemeter.live.ports import LiveBus, Subscription
 from hypemeter.live.throttle import Throttle
 from hypemeter.metrics.model import DAY_US, Frame, Grain, TimeRange, floor_to, metric_value
 from hypemeter.metrics.model import plain_number as plain
+from hypemeter.metrics.ports import MetricsStore
 from hypemeter.metrics.service import LiveState, MetricsService
 
 log = logging.getLogger("hypemeter.live")

@@ -9,10 +9,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from hypemeter.auth.model import KeyLimits
-from hypemeter.backends.ports import Filters
 from hypemeter.errors import Forbidden, InvalidInput
 from hypemeter.events.model import PLATFORMS, normalize_platform
 from hypemeter.metrics.model import DAY_US, Grain, floor_to, parse_instant
+from hypemeter.metrics.queries import Filters
 
 FILTER_FIELDS = ("influencer_id", "campaign_id", "content_id", "platform")
 # The field a subscription is routed by: the narrowest it names.

@@ -23,9 +23,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from hypemeter.auth.model import hash_key
-from hypemeter.backends.ports import LiveBus, StreamTokenRecord, Subscription, TenantStore
+from hypemeter.auth.ports import StreamTokenRecord, TenantStore
 from hypemeter.errors import NotFound, RateLimited
 from hypemeter.live.model import LiveFilter, TokenRights, UnknownTokens
+from hypemeter.live.ports import LiveBus, Subscription
 from hypemeter.live.streams import KEY_REVOKED, OpenStreams
 from hypemeter.live.throttle import Throttle
 

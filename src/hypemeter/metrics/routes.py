@@ -11,9 +11,9 @@ from pydantic import BaseModel, Field
 from hypemeter import csvfile
 from hypemeter.api import error_responses, json_response, require
 from hypemeter.auth.model import Principal, ReadNarrowing, Scope
-from hypemeter.backends.ports import Filters
 from hypemeter.errors import InvalidInput
 from hypemeter.events.model import PLATFORMS, normalize_platform
+from hypemeter.metrics.queries import Filters
 from hypemeter.metrics.service import MetricsService, RangeParams
 
 router = APIRouter(prefix="/v1", tags=["queries"])

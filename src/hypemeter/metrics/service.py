@@ -13,15 +13,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from hypemeter.backends.ports import (
-    CounterQuery,
-    Filters,
-    GaugeQuery,
-    GaugeRow,
-    MetricsReader,
-    MetricsStore,
-    TrendingQuery,
-)
 from hypemeter.clock import Clock
 from hypemeter.errors import InvalidInput
 from hypemeter.events.model import PLATFORMS, MetricCatalog, MetricKind, normalize_platform
@@ -55,6 +46,8 @@ from hypemeter.metrics.model import (
     plan_metrics,
     resolve_range,
 )
+from hypemeter.metrics.ports import MetricsReader, MetricsStore
+from hypemeter.metrics.queries import CounterQuery, Filters, GaugeQuery, GaugeRow, TrendingQuery
 
 GROUP_BY = {
     "platform": "platform",

@@ -13,11 +13,12 @@ import contextlib
 import logging
 from collections import Counter
 
-from hypemeter.backends.ports import EventStore, RegistryStore
 from hypemeter.clock import Clock
 from hypemeter.connectors.model import DEAD_LETTER, letter_of
+from hypemeter.events.ports import EventStore
 from hypemeter.privacy.model import PurgeReport, RetentionPolicy, mentions
 from hypemeter.registry.model import RegistryRecord
+from hypemeter.registry.ports import RegistryStore
 from hypemeter.registry.service import Erasure
 
 log = logging.getLogger("hypemeter.privacy")

@@ -16,7 +16,6 @@ from typing import Any
 
 import msgspec
 
-from hypemeter.backends.ports import RegistryStore
 from hypemeter.clock import Clock
 from hypemeter.errors import Conflict, InvalidInput, NotFound
 from hypemeter.events.model import Directory
@@ -38,6 +37,7 @@ from hypemeter.registry.model import (
     rfc3339,
     to_record,
 )
+from hypemeter.registry.ports import RegistryStore
 
 log = logging.getLogger("hypemeter.registry")
 Announce = Callable[[], Awaitable[None]]

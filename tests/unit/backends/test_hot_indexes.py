@@ -18,7 +18,11 @@ from hypemeter.backends.embedded.duckdb_store.adapters import (
     DuckDBMetricsStore,
 )
 from hypemeter.backends.embedded.duckdb_store.hot_tenant import TenantSums
-from hypemeter.backends.ports import (
+from hypemeter.clock import FixedClock
+from hypemeter.events.batch import EventBatch
+from hypemeter.events.model import EventIn, from_epoch_us, to_epoch_us
+from hypemeter.metrics.model import Grain
+from hypemeter.metrics.queries import (
     Answer,
     CounterQuery,
     CounterRow,
@@ -26,10 +30,6 @@ from hypemeter.backends.ports import (
     TrendingQuery,
     TrendingRow,
 )
-from hypemeter.clock import FixedClock
-from hypemeter.events.batch import EventBatch
-from hypemeter.events.model import EventIn, from_epoch_us, to_epoch_us
-from hypemeter.metrics.model import Grain
 
 HOUR_US = 3_600_000_000
 NOW_US = 1_795_183_200_000_000 + 25 * 60_000_000  # 2026-11-20T14:25:00Z

@@ -22,12 +22,12 @@ from hypemeter.backends.embedded.duckdb_store.adapters import (
     DuckDBMetricsStore,
 )
 from hypemeter.backends.embedded.duckdb_store.hot import HourSeries
-from hypemeter.backends.ports import CounterQuery, Filters
 from hypemeter.clock import FixedClock
 from hypemeter.errors import StoreUnavailable
 from hypemeter.events.batch import EventBatch
 from hypemeter.events.model import EventIn, from_epoch_us, to_epoch_us
 from hypemeter.metrics.model import Grain
+from hypemeter.metrics.queries import CounterQuery, Filters
 
 NOW_US = 1_795_183_200_000_000  # 2026-11-20T14:00:00Z
 HOUR_US = 3_600_000_000

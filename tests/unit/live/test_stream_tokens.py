@@ -12,8 +12,8 @@ from dataclasses import replace
 
 import pytest
 
+from hypemeter.auth.ports import StreamTokenRecord
 from hypemeter.backends.embedded.memory_bus import MemoryLiveBus
-from hypemeter.backends.ports import StreamTokenRecord
 from hypemeter.errors import NotFound, RateLimited
 from hypemeter.live.model import LiveFilter, TokenRights
 from hypemeter.live.streams import OpenStreams

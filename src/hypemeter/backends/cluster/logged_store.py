@@ -23,9 +23,9 @@ import pyarrow as pa
 
 from hypemeter.backends.cluster.nats_log import JetStreamLog
 from hypemeter.backends.cluster.postgres_store import PostgresEventStore
-from hypemeter.backends.ports import AppendResult, ExpiredDay
 from hypemeter.errors import Overloaded
 from hypemeter.events.batch import EventBatch
+from hypemeter.events.ports import AppendResult, ExpiredDay
 
 
 class LoggedEventStore:

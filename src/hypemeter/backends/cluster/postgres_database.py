@@ -26,11 +26,11 @@ import pyarrow as pa
 from hypemeter.backends.cluster import postgres_schema as schema
 from hypemeter.backends.cluster.rollup_sql import rollup_statements
 from hypemeter.backends.dsn import redacted, split_param
-from hypemeter.backends.ports import EXPORT_COLUMNS, AppendResult
 from hypemeter.clock import Clock
 from hypemeter.errors import InvalidInput, Overloaded, StoreUnavailable
 from hypemeter.events.batch import EventBatch, tables_in_order
 from hypemeter.events.model import Reading, snapshot_delta
+from hypemeter.events.ports import EXPORT_COLUMNS, AppendResult
 
 log = logging.getLogger("hypemeter.store")
 T = TypeVar("T")

@@ -11,7 +11,9 @@ from typing import Any
 
 import asyncpg
 
-from hypemeter.backends.ports import (
+from hypemeter.backends.sql import counter_answer
+from hypemeter.metrics.model import ENGAGEMENT, AccountReadings, Grain, cover, grains_up_to
+from hypemeter.metrics.queries import (
     Answer,
     CounterQuery,
     CounterRow,
@@ -21,9 +23,7 @@ from hypemeter.backends.ports import (
     TrendingQuery,
     TrendingRow,
     UserRow,
-    counter_answer,
 )
-from hypemeter.metrics.model import ENGAGEMENT, AccountReadings, Grain, cover, grains_up_to
 
 TOP_TAGS = 3
 _GRAIN_TABLES = {Grain.MINUTE: "rollup_minute", Grain.HOUR: "rollup_hour", Grain.DAY: "rollup_day"}

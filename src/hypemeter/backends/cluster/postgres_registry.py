@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from hypemeter.backends.cluster.postgres_store import _Shared
-from hypemeter.backends.ports import (
+from hypemeter.backends.sql import (
     REGISTRY_COLUMNS,
     record_from_row,
     registry_list_sql,

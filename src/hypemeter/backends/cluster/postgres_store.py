@@ -12,36 +12,37 @@ import asyncpg
 import pyarrow as pa
 
 from hypemeter.auth.model import ApiKey, Tenant
+from hypemeter.auth.ports import StreamTokenRecord
 from hypemeter.backends.cluster import postgres_queries as queries
 from hypemeter.backends.cluster import postgres_retention as retention
 from hypemeter.backends.cluster.postgres_database import PostgresDatabase
 from hypemeter.backends.cluster.postgres_erasure import erase_influencer
 from hypemeter.backends.cluster.postgres_schema import ROLLUP_TABLES
 from hypemeter.backends.cluster.rollup_sql import rollup_statements
-from hypemeter.backends.ports import (
-    EXPORT_COLUMNS,
+from hypemeter.backends.sql import (
     KEY_COLUMNS,
     TOKEN_COLUMNS,
-    Answer,
-    AppendResult,
-    CounterMatrix,
-    CounterQuery,
-    CounterRow,
-    ExpiredDay,
-    Filters,
-    GaugeQuery,
-    GaugeRow,
-    StreamTokenRecord,
-    TrendingQuery,
-    TrendingRow,
-    UserRow,
     key_from_row,
     key_values,
+    token_from_row,
 )
 from hypemeter.errors import StoreUnavailable
 from hypemeter.events.batch import EventBatch
 from hypemeter.events.model import MetricDefinition, MetricKind, ValueLimit
+from hypemeter.events.ports import EXPORT_COLUMNS, AppendResult, ExpiredDay
 from hypemeter.metrics.model import Grain
+from hypemeter.metrics.queries import (
+    Answer,
+    CounterMatrix,
+    CounterQuery,
+    CounterRow,
+    Filters,
+    GaugeQuery,
+    GaugeRow,
+    TrendingQuery,
+    TrendingRow,
+    UserRow,
+)
 
 T = TypeVar("T")
 _EXPORT_TYPES = {"value": pa.float64(), "ts_us": pa.int64(), "tags": pa.list_(pa.string())}
@@ -286,7 +287,7 @@ class PostgresTenantStore(_Shared):
                 now_us,
             )
         )
-        return None if row is None else StreamTokenRecord.from_row(row)
+        return None if row is None else token_from_row(row)
 
     async def revoke_stream_token(
         self, tenant_id: str, subscription_id: str, *, key_id: str | None = None
@@ -300,7 +301,7 @@ class PostgresTenantStore(_Shared):
                 key_id,
             )
         )
-        return None if row is None else StreamTokenRecord.from_row(row)
+        return None if row is None else token_from_row(row)
 
     async def revoke_key_stream_tokens(self, key_id: str) -> list[str]:
         rows = await self._db.run(

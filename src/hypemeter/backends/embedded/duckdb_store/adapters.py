@@ -12,34 +12,35 @@ import duckdb
 import pyarrow as pa
 
 from hypemeter.auth.model import ApiKey, Tenant
+from hypemeter.auth.ports import StreamTokenRecord
 from hypemeter.backends.embedded.duckdb_store import queries, rollups
 from hypemeter.backends.embedded.duckdb_store.database import DuckDBDatabase
 from hypemeter.backends.embedded.duckdb_store.queries import Horizon
 from hypemeter.backends.embedded.duckdb_store.transactions import transaction
-from hypemeter.backends.ports import (
-    EXPORT_COLUMNS,
+from hypemeter.backends.sql import (
     KEY_COLUMNS,
     TOKEN_COLUMNS,
-    Answer,
-    AppendResult,
-    CounterMatrix,
-    CounterQuery,
-    CounterRow,
-    ExpiredDay,
-    Filters,
-    GaugeQuery,
-    GaugeRow,
-    StreamTokenRecord,
-    TrendingQuery,
-    TrendingRow,
-    UserRow,
     key_from_row,
     key_values,
+    token_from_row,
 )
 from hypemeter.errors import StoreUnavailable
 from hypemeter.events.batch import EventBatch
 from hypemeter.events.model import MetricDefinition, MetricKind, ValueLimit
+from hypemeter.events.ports import EXPORT_COLUMNS, AppendResult, ExpiredDay
 from hypemeter.metrics.model import Grain
+from hypemeter.metrics.queries import (
+    Answer,
+    CounterMatrix,
+    CounterQuery,
+    CounterRow,
+    Filters,
+    GaugeQuery,
+    GaugeRow,
+    TrendingQuery,
+    TrendingRow,
+    UserRow,
+)
 
 REBUILD_CHUNK_EVENTS = 2_000_000
 T = TypeVar("T")
@@ -266,7 +267,7 @@ class DuckDBTenantStore(_SharedFile):
                 "WHERE token_hash = ? AND expires_us > ?",
                 [token_hash, now_us],
             ).fetchall()
-            return StreamTokenRecord.from_row(rows[0]) if rows else None
+            return token_from_row(rows[0]) if rows else None
 
         return await self._db.read(select)
 
@@ -279,7 +280,7 @@ class DuckDBTenantStore(_SharedFile):
                 f"AND (? IS NULL OR key_id = ?) RETURNING {TOKEN_COLUMNS}",
                 [tenant_id, subscription_id, key_id, key_id],
             ).fetchall()
-            return StreamTokenRecord.from_row(rows[0]) if rows else None
+            return token_from_row(rows[0]) if rows else None
 
         return await self._db.run(delete)
 

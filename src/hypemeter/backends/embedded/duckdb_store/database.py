@@ -54,12 +54,12 @@ from hypemeter.backends.embedded.duckdb_store.schema import EVENT_COLUMNS, migra
 from hypemeter.backends.embedded.duckdb_store.snapshots import SnapshotKey, SnapshotState
 from hypemeter.backends.embedded.duckdb_store.writer import Append, WriterThread
 from hypemeter.backends.embedded.fingerprints import FingerprintIndex, Fingerprints
-from hypemeter.backends.ports import AppendResult
 from hypemeter.clock import Clock
 from hypemeter.datadir import private_data_dir, private_dir, restrict_umask, tighten
 from hypemeter.errors import StoreUnavailable
 from hypemeter.events.batch import EventBatch, id_digest, tables_in_order
 from hypemeter.events.model import Reading
+from hypemeter.events.ports import AppendResult
 from hypemeter.metrics.model import DAY_US
 
 log = logging.getLogger("hypemeter.store")

@@ -28,8 +28,8 @@ import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from hypemeter.backends.ports import Answer, TrendingQuery, TrendingRow
 from hypemeter.metrics.model import HOUR_US
+from hypemeter.metrics.queries import Answer, TrendingQuery, TrendingRow
 
 HOT_HOURS = 72
 MAX_WINDOWS = 16  # window sums kept per entry

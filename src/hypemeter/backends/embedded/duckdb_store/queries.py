@@ -24,7 +24,17 @@ from hypemeter.backends.embedded.duckdb_store.rollups import (
     GRAIN_TABLES,
     TENANT_HOUR,
 )
-from hypemeter.backends.ports import (
+from hypemeter.backends.sql import counter_answer
+from hypemeter.metrics.model import (
+    ENGAGEMENT,
+    AccountReadings,
+    Grain,
+    Piece,
+    cover,
+    format_instant,
+    grains_up_to,
+)
+from hypemeter.metrics.queries import (
     Answer,
     CounterMatrix,
     CounterQuery,
@@ -35,16 +45,6 @@ from hypemeter.backends.ports import (
     TrendingQuery,
     TrendingRow,
     UserRow,
-    counter_answer,
-)
-from hypemeter.metrics.model import (
-    ENGAGEMENT,
-    AccountReadings,
-    Grain,
-    Piece,
-    cover,
-    format_instant,
-    grains_up_to,
 )
 
 TOP_TAGS = 3

@@ -9,7 +9,7 @@ import duckdb
 from hypemeter.backends.embedded.duckdb_store.adapters import _SharedFile
 from hypemeter.backends.embedded.duckdb_store.erasure import mark_rewrite
 from hypemeter.backends.embedded.duckdb_store.transactions import transaction
-from hypemeter.backends.ports import (
+from hypemeter.backends.sql import (
     REGISTRY_COLUMNS,
     record_from_row,
     registry_list_sql,

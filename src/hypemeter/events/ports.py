@@ -1,0 +1,110 @@
+"""The ports ingest needs: the durable, deduplicating event store.
+
+Every port has an explicit lifecycle: ``start`` before first use, ``aclose`` at
+shutdown. The embedded and the cluster backends implement it and pass the same
+contract tests.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
+
+from hypemeter.events.batch import EventBatch
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+# The columns of an export: the wire fields of an event, its time as ``ts_us``.
+EXPORT_COLUMNS = (
+    "event_id",
+    "influencer_id",
+    "platform",
+    "content_id",
+    "campaign_id",
+    "metric",
+    "kind",
+    "value",
+    "ts_us",
+    "user_id",
+    "text",
+    "tags",
+    "variant",
+    "properties",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class ExpiredDay:
+    """A UTC day of one tenant with events past the retention: what one purge step takes."""
+
+    tenant_id: str
+    day_us: int
+    events: int
+
+
+@dataclass(frozen=True, slots=True)
+class AppendResult:
+    """What a durable append did with one batch."""
+
+    accepted: int
+    duplicates: int
+    seq: int
+    # The events kept (duplicates left out), snapshots as their deltas, as committed
+    # at ``seq`` and ``committed_us``: what live push fans out. None when not known.
+    changes: pa.Table | None = None
+    committed_us: int = 0
+
+
+class EventStore(Protocol):
+    """The raw event log: durable, deduplicating append."""
+
+    async def start(self) -> None: ...
+
+    async def aclose(self) -> None:
+        """Finish pending appends, then release the store."""
+
+    async def append(self, tenant_id: str, batch: EventBatch) -> AppendResult:
+        """Deduplicate by (tenant, event_id) and commit durably before returning.
+
+        Raises Overloaded when the write queue is full and StoreUnavailable
+        when the commit fails (nothing of the batch is then stored).
+        """
+
+    async def count_events(self, tenant_id: str) -> int:
+        """Stored events of one tenant (duplicates never stored)."""
+
+    def export(self, tenant_id: str, *, chunk_rows: int = 50_000) -> AsyncIterator[pa.Table]:
+        """A tenant's stored events, in the order they were stored, as tables of
+        EXPORT_COLUMNS with at most ``chunk_rows`` rows each; snapshots as their readings."""
+
+    async def erase_influencer(self, tenant_id: str, influencer_id: str) -> int:
+        """Delete one influencer's events and everything derived from them (rollups,
+        snapshot state), atomically; returns how many events were erased."""
+
+    async def expired_days(self, cutoff_us: int) -> list[ExpiredDay]:
+        """The (tenant, UTC day) pairs before ``cutoff_us`` (a day boundary) holding events
+        a purge deletes, oldest first. A purge keeps, of each snapshot series (tenant,
+        influencer, platform, metric), the newest reading before the cutoff: a gauge's
+        value at the start of a range inside the retention is that reading."""
+
+    async def purge_day(self, tenant_id: str, day_us: int, cutoff_us: int) -> int:
+        """Delete the tenant's events of one UTC day before ``cutoff_us`` but the kept
+        readings, and make the rollup rows of the day's buckets those of what is left,
+        atomically; returns how many events were deleted. One short step: ingest waits
+        for it at most."""
+
+    async def reclaim(self) -> None:
+        """After an erasure: drop the copies of deleted rows the store's files still hold,
+        where the store can (the embedded store checkpoints, which empties its WAL, and
+        rewrites its file at the next start; PostgreSQL vacuums the tables)."""
+
+    async def check_writable(self) -> None:
+        """Raise StoreUnavailable unless a write can commit now."""
+
+    def queue_depth(self) -> int:
+        """Events accepted for writing but not yet committed."""
+
+    def size_bytes(self) -> int:
+        """Bytes the store occupies on disk, or 0 when unknown."""
