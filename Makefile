@@ -22,10 +22,11 @@ demo: $(VENV)/.installed
 	$(BIN)/hypemeter demo
 
 lint: $(VENV)/.installed-dev
-	$(BIN)/ruff check src tests bench
-	$(BIN)/ruff format --check src tests bench
+	$(BIN)/ruff check src tests bench tools
+	$(BIN)/ruff format --check src tests bench tools
 	$(BIN)/mypy src
 	$(BIN)/lint-imports
+	$(BIN)/python tools/sizes.py src
 
 # The whole suite, then the e2e suites again on the cluster profile (PostgreSQL, NATS, Redis).
 # On the cluster, the suites whose code paths do not depend on the profile are left to the

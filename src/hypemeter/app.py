@@ -32,6 +32,7 @@ from hypemeter.auth.service import AuthService
 from hypemeter.auth.token_secret import access_tokens_of
 from hypemeter.backends.dsn import redacted
 from hypemeter.backends.selection import Check, open_backends
+from hypemeter.changes.feed import ChangeFeed
 from hypemeter.clock import Clock, SystemClock
 from hypemeter.connectors.routes import admin as connectors_router
 from hypemeter.connectors.routes import ingestion as ingestion_router
@@ -42,6 +43,7 @@ from hypemeter.connectors.websub import WebSubSubscriber
 from hypemeter.control import ControlServer
 from hypemeter.dashboard.routes import mount_dashboard
 from hypemeter.errors import HypemeterError
+from hypemeter.events.commit import CommitStep
 from hypemeter.events.ports import EventStore
 from hypemeter.events.preparation import ProcessPreparer
 from hypemeter.events.routes import router as events_router
@@ -88,6 +90,7 @@ class Services:
     tenants: TenantStore
     rollups: MetricsStore
     bus: LiveBus
+    changes: ChangeFeed
     auth: AuthService
     token_issuer: TokenIssuer
     audit: AuditLog
@@ -128,10 +131,13 @@ def build_services(settings: Settings, clock: Clock | None = None) -> Services:
         announce=shared.changed,
         eraser=privacy.erase,
     )
+    # Every commit made in this process is announced once, on the change feed; with a
+    # bus between processes, the feed also carries commits made elsewhere (workers).
+    changes = ChangeFeed(None if backends.local_bus else backends.bus)
+    sink = CommitStep(backends.store, changes) if backends.commits else backends.store
     ingest = IngestService(
-        backends.store,
+        sink,
         backends.tenants,
-        backends.bus,
         clock,
         settings.ingest_limits(),
         preparer=ProcessPreparer(settings.decode_workers) if settings.decode_workers else None,
@@ -183,8 +189,9 @@ def build_services(settings: Settings, clock: Clock | None = None) -> Services:
         checks=cached_checks(backends.checks, clock, settings.ready_probe_seconds),
         ingest=ingest,
         metrics=metrics,
+        changes=changes,
         live=LiveHub(
-            backends.bus,
+            changes,
             backends.metrics,
             metrics,
             clock,
@@ -265,6 +272,7 @@ async def stop_services(services: Services) -> None:
         await services.pollers.aclose()
     await services.privacy.aclose()
     await services.live.aclose()
+    await services.changes.aclose()
     await services.stream_tokens.aclose()
     await services.shared.aclose()
     await services.ingest.aclose()

@@ -9,7 +9,7 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 if TYPE_CHECKING:
-    from hypemeter.events.service import IngestLimits
+    from hypemeter.events.codec import IngestLimits
 
 MAX_DEDUP_WINDOW_SECONDS = 7 * 24 * 3600
 
@@ -299,7 +299,7 @@ class Settings(BaseSettings):
         }
 
     def ingest_limits(self) -> IngestLimits:
-        from hypemeter.events.service import IngestLimits
+        from hypemeter.events.codec import IngestLimits
 
         return IngestLimits(
             max_body_bytes=self.max_body_bytes,

@@ -19,11 +19,12 @@ import msgspec
 from hypemeter.auth.audit import Action
 from hypemeter.auth.audit_log import AuditLog
 from hypemeter.auth.model import Tenant
-from hypemeter.backends.embedded.memory_bus import MemoryLiveBus
 from hypemeter.backends.selection import Backends, open_backends
+from hypemeter.changes.feed import ChangeFeed
 from hypemeter.clock import SystemClock
 from hypemeter.errors import BatchRejected, InvalidInput, Rejection
 from hypemeter.events.admission import Origin
+from hypemeter.events.commit import CommitStep
 from hypemeter.events.service import IngestService
 from hypemeter.metrics.model import format_instant
 from hypemeter.settings import Settings
@@ -87,9 +88,10 @@ async def import_events(
     clock = SystemClock()
     backends = open_backends(settings, clock, direct=True)
     ingest = IngestService(
-        backends.store,
+        # Imported history is committed here, and announced to nobody: no one follows
+        # this process's change feed.
+        CommitStep(backends.store, ChangeFeed()),
         backends.tenants,
-        MemoryLiveBus(),  # imported history is not pushed live
         clock,
         settings.ingest_limits(),
     )

@@ -1,9 +1,10 @@
 """``hypemeter worker``: move events from the log into the store, then announce them.
 
 One task per log partition takes one message at a time, commits its events to
-the store (raw events and rollups in one transaction, deduplicated by event id)
-and only then acknowledges the message and publishes the commit's change set on
-the live bus. A worker that dies before acknowledging leaves the message to be
+the store through the commit step (raw events and rollups in one transaction,
+deduplicated by event id, then the change set announced on the change feed,
+which carries it over the bus to every API process) and only then acknowledges
+the message. A worker that dies before acknowledging leaves the message to be
 redelivered, to it or another worker; the store's id index makes the second
 commit a no-op, so nothing acknowledged is lost and nothing counts twice.
 """
@@ -17,11 +18,10 @@ from dataclasses import dataclass, field
 
 from hypemeter.backends.cluster.nats_log import Delivery, JetStreamLog
 from hypemeter.backends.selection import open_backends, open_log
+from hypemeter.changes.feed import ChangeFeed
 from hypemeter.clock import SystemClock
 from hypemeter.errors import InvalidInput, Overloaded, StoreUnavailable
-from hypemeter.events.ports import EventStore
-from hypemeter.live import changes
-from hypemeter.live.ports import LiveBus
+from hypemeter.events.commit import CommitStep
 from hypemeter.settings import Settings
 
 log = logging.getLogger("hypemeter.worker")
@@ -38,15 +38,14 @@ class WorkerStats:
 
 
 class Worker:
-    def __init__(self, log_: JetStreamLog, store: EventStore, bus: LiveBus) -> None:
+    def __init__(self, log_: JetStreamLog, commit: CommitStep) -> None:
         self._log = log_
-        self._store = store
-        self._bus = bus
+        self._commit = commit
         self.stats = WorkerStats()
 
     async def handle(self, delivery: Delivery) -> None:
         try:
-            appended = await self._store.append(delivery.tenant_id, delivery.batch)
+            appended = await self._commit.append(delivery.tenant_id, delivery.batch)
         except (StoreUnavailable, Overloaded) as exc:
             self.stats.retries += 1
             log.warning("commit failed; the message will be redelivered", extra={"error": str(exc)})
@@ -56,10 +55,6 @@ class Worker:
         self.stats.messages += 1
         self.stats.events += appended.accepted
         self.stats.duplicates += appended.duplicates
-        try:
-            await changes.announce(self._bus, delivery.tenant_id, appended)
-        except Exception:  # live push is best effort; the events are committed
-            log.exception("could not publish a change set")
 
     async def run(self, stopping: asyncio.Event) -> None:
         tasks = [
@@ -92,7 +87,8 @@ async def run_worker(
     await backends.bus.start()
     try:
         await event_log.start()
-        worker = Worker(event_log, backends.store, backends.bus)
+        feed = ChangeFeed(backends.bus)
+        worker = Worker(event_log, CommitStep(backends.store, feed))
         log.info("worker consuming", extra={"partitions": event_log.partitions})
         await worker.run(stopping)
         return worker.stats

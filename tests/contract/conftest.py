@@ -307,6 +307,8 @@ class LoggedBackend(PostgresBackend):
     async def _start_worker(self) -> None:
         if self._worker is not None:
             return
+        from hypemeter.changes.feed import ChangeFeed
+        from hypemeter.events.commit import CommitStep
         from hypemeter.worker import Worker
 
         db = self._database(100_000)
@@ -315,7 +317,7 @@ class LoggedBackend(PostgresBackend):
         log = self._log()
         await log.start()
         stopping = asyncio.Event()
-        task = asyncio.create_task(Worker(log, store, MemoryLiveBus()).run(stopping))
+        task = asyncio.create_task(Worker(log, CommitStep(store, ChangeFeed())).run(stopping))
         self._worker = (task, stopping, log, store)
         self._opened.append((store, db))
 

@@ -34,6 +34,10 @@ class Backends:
     bus: LiveBus
     registry: RegistryStore
     audit: AuditStore
+    # Whether ``store`` commits (False: it appends to the event log, and workers commit).
+    commits: bool = True
+    # Whether the bus stays inside this process (memory://).
+    local_bus: bool = True
     # Readiness, per backend: each raises StoreUnavailable when its backend cannot serve.
     checks: dict[str, Check] = field(default_factory=dict)
 
@@ -61,11 +65,22 @@ def open_backends(
     store, tenants, metrics, registry, audit = _open_store(settings, clock, admin_only=admin_only)
     bus = open_bus(settings.bus)
     checks: dict[str, Check] = {"store": store.check_writable, "bus": bus.check}
+    commits = True
     if settings.log and not admin_only and not direct:
         logged = _open_log(settings, store)
         checks["log"] = logged.check_log
-        store = logged
-    return Backends(store, tenants, metrics, bus=bus, registry=registry, audit=audit, checks=checks)
+        store, commits = logged, False
+    return Backends(
+        store,
+        tenants,
+        metrics,
+        bus=bus,
+        registry=registry,
+        audit=audit,
+        commits=commits,
+        local_bus=urlparse(settings.bus).scheme == "memory",
+        checks=checks,
+    )
 
 
 def check_profile(settings: Settings) -> None:

@@ -35,6 +35,20 @@ class BodyLimits:
     max_event_bytes: int
 
 
+@dataclass(frozen=True, slots=True)
+class IngestLimits:
+    """The limits of ingest the settings set: of a body, and of the times events carry."""
+
+    max_body_bytes: int
+    max_events: int
+    max_event_bytes: int
+    retention_days: int
+    max_future_seconds: int
+
+    def body(self) -> BodyLimits:
+        return BodyLimits(self.max_body_bytes, self.max_events, self.max_event_bytes)
+
+
 def media_type(content_type: str | None) -> str:
     """The bare media type of a Content-Type header; raises UnsupportedMediaType."""
     kind = (content_type or "").split(";", 1)[0].strip().lower()

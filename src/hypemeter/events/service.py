@@ -14,7 +14,8 @@ from hypemeter.clock import Clock
 from hypemeter.errors import BatchRejected, Conflict, InvalidInput, Rejection
 from hypemeter.events.admission import Admission, Origin, admit
 from hypemeter.events.batch import EventBatch
-from hypemeter.events.codec import BodyLimits, media_type
+from hypemeter.events.codec import IngestLimits, media_type
+from hypemeter.events.commit import EventSink
 from hypemeter.events.model import (
     MAX_CUSTOM_METRICS,
     Directory,
@@ -25,7 +26,6 @@ from hypemeter.events.model import (
     ValidationRules,
     check_custom_metric_name,
 )
-from hypemeter.events.ports import EventStore
 from hypemeter.events.preparation import (
     InlinePreparer,
     Prepared,
@@ -35,26 +35,12 @@ from hypemeter.events.preparation import (
     validate_all,
 )
 from hypemeter.events.value_limits import ValueLimits
-from hypemeter.live import changes
-from hypemeter.live.ports import LiveBus
 
 EVENT_FIELDS = frozenset(EventIn.__struct_fields__)
 INLINE_BODY_BYTES = 16 * 1024
 HISTORY_MINUTES = 60
 RECENT_REJECTIONS = 50
 MINUTE_US = 60_000_000
-
-
-@dataclass(frozen=True, slots=True)
-class IngestLimits:
-    max_body_bytes: int
-    max_events: int
-    max_event_bytes: int
-    retention_days: int
-    max_future_seconds: int
-
-    def body(self) -> BodyLimits:
-        return BodyLimits(self.max_body_bytes, self.max_events, self.max_event_bytes)
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,21 +146,20 @@ EventQuota = Callable[[int], Awaitable[object]]
 class IngestService:
     def __init__(
         self,
-        store: EventStore,
+        sink: EventSink,
         tenants: TenantStore,
-        bus: LiveBus,
         clock: Clock,
         limits: IngestLimits,
         preparer: Preparer | None = None,
         announce: Callable[[], Awaitable[None]] | None = None,
         directory: Callable[[str], Directory | None] | None = None,
     ) -> None:
-        """``directory`` gives a tenant's registry (or None): events that name only a
+        """``sink`` commits (``events.commit``) or appends to the event log.
+        ``directory`` gives a tenant's registry (or None): events that name only a
         registered content or account get their influencer and campaign from it."""
         self._directory = directory
-        self._store = store
+        self._sink = sink
         self._tenants = tenants
-        self._bus = bus
         self._clock = clock
         self._limits = limits
         self._inline: Preparer = InlinePreparer()
@@ -352,9 +337,8 @@ class IngestService:
     async def _append(
         self, tenant_id: str, batch: EventBatch, rejected: list[Rejection]
     ) -> IngestResult:
-        """Store the valid events, count them, and announce the commit's change set."""
-        appended = await self._store.append(tenant_id, batch)
+        """Store the valid events and count them."""
+        appended = await self._sink.append(tenant_id, batch)
         result = IngestResult(appended.accepted, appended.duplicates, rejected)
         self.stats.record(tenant_id, result)
-        await changes.announce(self._bus, tenant_id, appended)
         return result

@@ -26,11 +26,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from hypemeter.changes.codec import ChangeSet
+from hypemeter.changes.feed import ChangeFeed, ChangeSubscription
 from hypemeter.clock import Clock
 from hypemeter.errors import HypemeterError, InvalidInput, RateLimited, StoreUnavailable
-from hypemeter.live import changes
 from hypemeter.live.model import WHOLE_TENANT, LiveFilter, iso
-from hypemeter.live.ports import LiveBus, Subscription
 from hypemeter.live.throttle import Throttle
 from hypemeter.metrics.model import DAY_US, Frame, Grain, TimeRange, floor_to, metric_value
 from hypemeter.metrics.model import plain_number as plain
@@ -293,9 +293,9 @@ def _event(row: dict[str, Any]) -> dict[str, Any]:
 
 @dataclass(slots=True)
 class Feed:
-    """A tenant's change sets, from the bus, routed by primary field to targets."""
+    """A tenant's change sets, from the change feed, routed by primary field to targets."""
 
-    subscription: Subscription
+    subscription: ChangeSubscription
     routes: dict[str, dict[str, set[Target]]] = field(default_factory=dict)
     task: asyncio.Task[None] | None = None
     dropped: int = 0
@@ -324,13 +324,13 @@ class LiveHub:
 
     def __init__(
         self,
-        bus: LiveBus,
+        changes: ChangeFeed,
         store: MetricsStore,
         metrics: MetricsService,
         clock: Clock,
         config: LiveConfig,
     ) -> None:
-        self._bus = bus
+        self._changes = changes
         self._store = store
         self._metrics = metrics
         self.clock = clock
@@ -534,7 +534,7 @@ class LiveHub:
     def _feed(self, tenant_id: str) -> Feed:
         feed = self._feeds.get(tenant_id)
         if feed is None:
-            subscription = self._bus.subscribe(changes.topic(tenant_id), max_pending=BUS_BACKLOG)
+            subscription = self._changes.subscribe(tenant_id, max_pending=BUS_BACKLOG)
             feed = Feed(subscription)
             feed.task = asyncio.create_task(
                 self._consume(tenant_id, feed), name=f"hypemeter-live-{tenant_id}"
@@ -551,17 +551,17 @@ class LiveHub:
             asyncio.get_running_loop().create_task(feed.subscription.aclose())
 
     async def _consume(self, tenant_id: str, feed: Feed) -> None:
-        async for message in feed.subscription:
-            if message:  # an empty message marks a gap: the drop count below says so
+        async for change in feed.subscription:
+            if change is not None:  # None marks a gap: the drop count below says so
                 try:
-                    self.route(feed, changes.decode(message))
+                    self.route(feed, change)
                 except Exception:
                     log.exception("live change set not applied", extra={"tenant": tenant_id})
             if feed.subscription.dropped != feed.dropped:
                 feed.dropped = feed.subscription.dropped
                 self._resync(tenant_id, feed)
 
-    def route(self, feed: Feed, change: changes.ChangeSet) -> None:
+    def route(self, feed: Feed, change: ChangeSet) -> None:
         table = change.table
         if not table.num_rows:
             return

@@ -26,10 +26,12 @@ from hypemeter.backends.embedded.duckdb_store import (
     DuckDBTenantStore,
     StoreConfig,
 )
-from hypemeter.backends.embedded.memory_bus import MemoryLiveBus
+from hypemeter.changes.feed import ChangeFeed
 from hypemeter.clock import FixedClock
 from hypemeter.errors import BatchRejected
-from hypemeter.events.service import IngestLimits, IngestService
+from hypemeter.events.codec import IngestLimits
+from hypemeter.events.commit import CommitStep
+from hypemeter.events.service import IngestService
 
 NOW_US = 1_795_183_200_000_000  # 2026-11-20T14:00:00Z
 TENANTS = ("acme", "globex", "initech")
@@ -115,8 +117,8 @@ async def send_all(root: Path, schedule: list[Batch]) -> tuple[dict[str, int], C
         commit_max_events=10_000,
     )
     db = DuckDBDatabase(root / "hypemeter.duckdb", clock=clock, config=config)
-    store, tenants, bus = DuckDBEventStore(db), DuckDBTenantStore(db), MemoryLiveBus()
-    service = IngestService(store, tenants, bus, clock, LIMITS)
+    store, tenants = DuckDBEventStore(db), DuckDBTenantStore(db)
+    service = IngestService(CommitStep(store, ChangeFeed()), tenants, clock, LIMITS)
     await store.start()
     totals: Counter[str] = Counter()
     try:

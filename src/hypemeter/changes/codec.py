@@ -1,0 +1,70 @@
+"""Change sets: the events of one commit, and their wire form between processes.
+
+A change set holds the kept events of one commit (duplicates left out, snapshots
+as their deltas). Between processes it travels as Arrow IPC with the tenant, the
+commit's ``seq`` and time, and the announcing feed in the schema metadata.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pyarrow as pa
+
+COLUMNS = (
+    "event_id",
+    "influencer_id",
+    "platform",
+    "content_id",
+    "campaign_id",
+    "metric",
+    "kind",
+    "value",
+    "delta",
+    "ts",
+    "user_id",
+    "text",
+    "tags",
+)
+ALL_TENANTS = "changes"
+
+
+def topic(tenant_id: str | None) -> str:
+    """The bus topic of one tenant's change sets, or of every tenant's."""
+    return ALL_TENANTS if tenant_id is None else f"{ALL_TENANTS}.{tenant_id}"
+
+
+@dataclass(frozen=True, slots=True)
+class ChangeSet:
+    """The events one commit kept for one tenant, with the commit's seq and time."""
+
+    tenant_id: str
+    seq: int
+    committed_us: int
+    table: pa.Table
+
+
+def encode(change: ChangeSet, origin: str) -> bytes:
+    table = change.table.select(list(COLUMNS)).replace_schema_metadata(
+        {
+            "tenant": change.tenant_id,
+            "seq": str(change.seq),
+            "committed_us": str(change.committed_us),
+            "origin": origin,
+        }
+    )
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return bytes(sink.getvalue())
+
+
+def decode(message: bytes) -> tuple[ChangeSet, str]:
+    """A change set and the feed that announced it."""
+    with pa.ipc.open_stream(message) as reader:
+        table = reader.read_all()
+    meta = table.schema.metadata or {}
+    change = ChangeSet(
+        meta[b"tenant"].decode(), int(meta[b"seq"]), int(meta[b"committed_us"]), table
+    )
+    return change, meta.get(b"origin", b"").decode()

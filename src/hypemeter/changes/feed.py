@@ -1,0 +1,226 @@
+"""The change feed: committed change sets, announced once, followed at each reader's pace.
+
+The commit step (``events.commit``) announces every commit here, and nothing else
+does. Whatever reacts to committed events (the live hub, and each capability that
+keeps state derived from events) subscribes, to one tenant or to all, and reads at
+its own pace from its own buffer: delivery is a synchronous append, so a slow
+reader never delays the acknowledgement or another reader. A reader that falls
+more than its buffer behind loses the oldest change sets and reads a gap (None)
+before the next one, where it repairs from the store.
+
+With a bus between processes (the cluster profile: workers commit, API processes
+serve), the feed also publishes each change set on the bus, and a feed with
+readers relays the change sets other processes announced to them. A feed never
+reads back what it published itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+
+from hypemeter.changes.codec import ChangeSet, decode, encode, topic
+from hypemeter.events.ports import AppendResult
+from hypemeter.live.ports import LiveBus, Subscription
+
+log = logging.getLogger("hypemeter.changes")
+RELAY_BACKLOG = 10_000
+
+
+class ChangeSubscription:
+    """One reader's change sets, oldest first, in a buffer of ``max_pending``.
+
+    ``position`` is the seq of the last change set read; ``dropped`` counts the change
+    sets lost to a full buffer (or to the bus between processes).
+    """
+
+    def __init__(
+        self,
+        tenant_id: str | None,
+        max_pending: int,
+        on_close: Callable[[ChangeSubscription], None],
+        ready: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
+        self.tenant_id = tenant_id
+        self.position = 0
+        self.dropped = 0
+        self._pending: deque[ChangeSet] = deque(maxlen=max_pending)
+        self._gap = False
+        self._wake = asyncio.Event()
+        self._closed = False
+        self._on_close = on_close
+        self._ready = ready
+
+    def deliver(self, change: ChangeSet) -> None:
+        if len(self._pending) == self._pending.maxlen:
+            self.lost()
+        self._pending.append(change)
+        self._wake.set()
+
+    def lost(self) -> None:
+        """Change sets were lost before the next one in the buffer: read a gap first."""
+        self.dropped += 1
+        self._gap = True
+        self._wake.set()
+
+    def end(self) -> None:
+        self._closed = True
+        self._wake.set()
+
+    async def ready(self) -> None:
+        """Until every change set announced from now on reaches this reader."""
+        if self._ready is not None:
+            await self._ready()
+
+    def __aiter__(self) -> AsyncIterator[ChangeSet | None]:
+        return self
+
+    async def __anext__(self) -> ChangeSet | None:
+        while not self._pending and not self._gap:
+            if self._closed:
+                raise StopAsyncIteration
+            self._wake.clear()
+            await self._wake.wait()
+        if self._gap:
+            self._gap = False
+            return None
+        change = self._pending.popleft()
+        self.position = change.seq
+        return change
+
+    async def aclose(self) -> None:
+        self.end()
+        self._on_close(self)
+
+
+@dataclass(slots=True)
+class _Relay:
+    """The bus subscription that brings one topic's change sets from other processes."""
+
+    subscription: Subscription
+    task: asyncio.Task[None] | None = None
+    readers: set[ChangeSubscription] = field(default_factory=set)
+
+
+class ChangeFeed:
+    """The one place committed change sets are announced, and where readers follow them.
+
+    ``bus`` is the bus between processes, or None when every commit happens in this
+    process (the embedded profile).
+    """
+
+    def __init__(self, bus: LiveBus | None = None) -> None:
+        self._bus = bus
+        self._origin = uuid.uuid4().hex
+        self._readers: dict[str | None, set[ChangeSubscription]] = {}
+        self._relays: dict[str | None, _Relay] = {}
+        self.announced = 0
+
+    async def announce(self, tenant_id: str, appended: AppendResult) -> None:
+        """Deliver a commit's change set to this process's readers, and to the bus."""
+        if not appended.accepted or appended.changes is None:
+            return
+        change = ChangeSet(tenant_id, appended.seq, appended.committed_us, appended.changes)
+        self.announced += 1
+        self._deliver(change)
+        if self._bus is None:
+            return
+        message: bytes | None = None
+        for name in (topic(tenant_id), topic(None)):
+            if self._bus.interested(name):
+                message = message or encode(change, self._origin)
+                try:
+                    await self._bus.publish(name, message)
+                except Exception:  # readers elsewhere repair; the events are committed
+                    log.exception("could not publish a change set", extra={"topic": name})
+
+    def subscribe(
+        self, tenant_id: str | None = None, *, max_pending: int = 1000
+    ) -> ChangeSubscription:
+        """Follow one tenant's change sets (every tenant's with None) from now on."""
+        relay = self._relay(tenant_id)
+        sub = ChangeSubscription(
+            tenant_id,
+            max_pending,
+            self._forget,
+            ready=None if relay is None else relay.subscription.ready,
+        )
+        self._readers.setdefault(tenant_id, set()).add(sub)
+        if relay is not None:
+            relay.readers.add(sub)
+        return sub
+
+    def readers(self) -> int:
+        return sum(len(subs) for subs in self._readers.values())
+
+    async def aclose(self) -> None:
+        for subs in list(self._readers.values()):
+            for sub in list(subs):
+                await sub.aclose()
+        for relay in list(self._relays.values()):
+            await self._stop_relay(relay)
+        self._relays.clear()
+
+    def _deliver(self, change: ChangeSet) -> None:
+        for key in (change.tenant_id, None):
+            for sub in self._readers.get(key, ()):
+                sub.deliver(change)
+
+    def _forget(self, sub: ChangeSubscription) -> None:
+        subs = self._readers.get(sub.tenant_id)
+        if subs is not None:
+            subs.discard(sub)
+            if not subs:
+                del self._readers[sub.tenant_id]
+        relay = self._relays.get(sub.tenant_id)
+        if relay is not None:
+            relay.readers.discard(sub)
+            if not relay.readers:
+                del self._relays[sub.tenant_id]
+                with contextlib.suppress(RuntimeError):
+                    asyncio.get_running_loop().create_task(self._stop_relay(relay))
+
+    def _relay(self, tenant_id: str | None) -> _Relay | None:
+        if self._bus is None:
+            return None
+        relay = self._relays.get(tenant_id)
+        if relay is None:
+            subscription = self._bus.subscribe(topic(tenant_id), max_pending=RELAY_BACKLOG)
+            relay = self._relays[tenant_id] = _Relay(subscription)
+            relay.task = asyncio.create_task(
+                self._carry(relay), name=f"hypemeter-changes-{tenant_id or '*'}"
+            )
+        return relay
+
+    async def _carry(self, relay: _Relay) -> None:
+        subscription = relay.subscription
+        dropped = subscription.dropped
+        async for message in subscription:
+            if subscription.dropped != dropped:
+                dropped = subscription.dropped
+                for sub in list(relay.readers):
+                    sub.lost()
+            if not message:  # a gap on the bus, counted above
+                continue
+            try:
+                change, origin = decode(message)
+            except Exception:
+                log.exception("unreadable change set on the bus")
+                continue
+            if origin == self._origin:
+                continue
+            for sub in list(relay.readers):
+                sub.deliver(change)
+
+    @staticmethod
+    async def _stop_relay(relay: _Relay) -> None:
+        if relay.task is not None:
+            relay.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await relay.task
+        await relay.subscription.aclose()

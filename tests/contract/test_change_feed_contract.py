@@ -1,0 +1,130 @@
+"""The change feed: commits announced once, read by each reader at its own pace, on every
+store; and carried between processes by every bus, never echoed to its announcer."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pyarrow as pa
+
+from hypemeter.changes.codec import COLUMNS, ChangeSet
+from hypemeter.changes.feed import ChangeFeed, ChangeSubscription
+from hypemeter.events.commit import CommitStep
+from hypemeter.events.ports import AppendResult, EventStore
+from hypemeter.live.ports import LiveBus
+
+from .test_event_store_contract import batch, event, ids
+
+GUARD_SECONDS = 10  # only to turn a hang into a failure; no test depends on timing
+COMMITS = 20
+
+
+async def take(sub: ChangeSubscription, n: int) -> list[ChangeSet | None]:
+    iterator = aiter(sub)
+    async with asyncio.timeout(GUARD_SECONDS):
+        return [await anext(iterator) for _ in range(n)]
+
+
+async def test_a_slow_reader_delays_neither_acknowledgements_nor_other_readers(
+    event_store: EventStore,
+) -> None:
+    feed = ChangeFeed()
+    commit = CommitStep(event_store, feed)
+    slow = feed.subscribe(None, max_pending=3)  # never read while the commits run
+    fast = feed.subscribe("acme")
+    seen: list[ChangeSet | None] = []
+
+    async def read_fast() -> None:
+        async for change in fast:
+            seen.append(change)
+            if len(seen) == COMMITS:
+                return
+
+    reader = asyncio.create_task(read_fast())
+    acks: list[AppendResult] = []
+    for n in range(COMMITS):
+        acks.append(await commit.append("acme", ids(f"e{n}", f"e{n}-b")))
+    async with asyncio.timeout(GUARD_SECONDS):
+        await reader
+
+    assert [a.accepted for a in acks] == [2] * COMMITS
+    assert [c.seq for c in seen if c is not None] == [a.seq for a in acks]
+    assert all(c is not None and c.tenant_id == "acme" for c in seen)
+    assert [c.table.column("event_id").to_pylist() for c in seen if c is not None] == [
+        [f"e{n}", f"e{n}-b"] for n in range(COMMITS)
+    ]
+    assert fast.position == acks[-1].seq and fast.dropped == 0
+    # The slow reader lost the oldest, reads a gap where it must repair, then the newest.
+    assert slow.dropped == COMMITS - 3
+    late = await take(slow, 4)
+    assert late[0] is None
+    assert [c.seq for c in late[1:] if c is not None] == [a.seq for a in acks[-3:]]
+    assert slow.position == acks[-1].seq
+
+
+async def test_duplicates_and_other_tenants_are_not_announced_to_a_tenant_reader(
+    event_store: EventStore,
+) -> None:
+    feed = ChangeFeed()
+    commit = CommitStep(event_store, feed)
+    acme, everyone = feed.subscribe("acme"), feed.subscribe()
+    first = await commit.append("acme", ids("a", "b"))
+    again = await commit.append("acme", ids("a", "b"))  # all duplicates: nothing committed
+    other = await commit.append("other", batch(event("x", metric="comments")))
+    assert (first.accepted, again.accepted, other.accepted) == (2, 0, 1)
+    (mine,) = await take(acme, 1)
+    assert mine is not None and mine.table.column("event_id").to_pylist() == ["a", "b"]
+    both = await take(everyone, 2)
+    assert [(c.tenant_id, c.seq) for c in both if c is not None] == [
+        ("acme", first.seq),
+        ("other", other.seq),
+    ]
+    assert feed.announced == 2
+
+
+def change_table(*event_ids: str) -> pa.Table:
+    n = len(event_ids)
+    columns: dict[str, list[object]] = {name: [None] * n for name in COLUMNS}
+    columns.update(
+        event_id=list(event_ids),
+        influencer_id=["inf-1"] * n,
+        platform=["instagram"] * n,
+        metric=["likes"] * n,
+        kind=["delta"] * n,
+        value=[1.0] * n,
+        delta=[1.0] * n,
+        ts=[1_795_183_200_000_000] * n,
+    )
+    types = {"value": pa.float64(), "delta": pa.float64(), "ts": pa.int64()}
+    types["tags"] = pa.list_(pa.string())
+    return pa.table(
+        {name: pa.array(columns[name], types.get(name, pa.string())) for name in COLUMNS}
+    )
+
+
+async def test_the_bus_carries_change_sets_to_other_processes_and_never_back(
+    bus: LiveBus,
+) -> None:
+    worker, api = ChangeFeed(bus), ChangeFeed(bus)  # two processes sharing one bus
+    tenant, every, own = api.subscribe("acme"), api.subscribe(), worker.subscribe()
+    for sub in (tenant, every, own):
+        await sub.ready()
+    await worker.announce("acme", AppendResult(2, 0, 7, change_table("a", "b"), 123))
+    await worker.announce("other", AppendResult(1, 0, 8, change_table("c"), 456))
+    await worker.announce("acme", AppendResult(0, 1, 8))  # nothing committed
+
+    (carried,) = await take(tenant, 1)
+    assert carried is not None
+    assert (carried.tenant_id, carried.seq, carried.committed_us) == ("acme", 7, 123)
+    assert carried.table.column("event_id").to_pylist() == ["a", "b"]
+    assert [(c.tenant_id, c.seq) for c in await take(every, 2) if c is not None] == [
+        ("acme", 7),
+        ("other", 8),
+    ]
+    # The announcing process reads its own commits once: from itself, not from the bus.
+    assert [c.seq for c in await take(own, 2) if c is not None] == [7, 8]
+    await worker.announce("acme", AppendResult(1, 0, 9, change_table("d"), 789))
+    assert [c.seq for c in await take(own, 1) if c is not None] == [9]
+    assert [c.seq for c in await take(tenant, 1) if c is not None] == [9]
+    await api.aclose()
+    await worker.aclose()
