@@ -16,12 +16,12 @@ import logging
 import signal
 from dataclasses import dataclass, field
 
-from hypemeter.backends.cluster.nats_log import Delivery, JetStreamLog
 from hypemeter.backends.selection import open_backends, open_log
 from hypemeter.changes.feed import ChangeFeed
 from hypemeter.clock import SystemClock
 from hypemeter.errors import InvalidInput, Overloaded, StoreUnavailable
 from hypemeter.events.commit import CommitStep
+from hypemeter.events.ports import LogDelivery, PartitionedLog
 from hypemeter.settings import Settings
 
 log = logging.getLogger("hypemeter.worker")
@@ -38,12 +38,12 @@ class WorkerStats:
 
 
 class Worker:
-    def __init__(self, log_: JetStreamLog, commit: CommitStep) -> None:
+    def __init__(self, log_: PartitionedLog, commit: CommitStep) -> None:
         self._log = log_
         self._commit = commit
         self.stats = WorkerStats()
 
-    async def handle(self, delivery: Delivery) -> None:
+    async def handle(self, delivery: LogDelivery) -> None:
         try:
             appended = await self._commit.append(delivery.tenant_id, delivery.batch)
         except (StoreUnavailable, Overloaded) as exc:

@@ -1,4 +1,4 @@
-"""The ports ingest needs: the durable, deduplicating event store.
+"""The ports ingest needs: the event log, and the durable, deduplicating event store.
 
 Every port has an explicit lifecycle: ``start`` before first use, ``aclose`` at
 shutdown. The embedded and the cluster backends implement it and pass the same
@@ -7,7 +7,8 @@ contract tests.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
@@ -108,3 +109,71 @@ class EventStore(Protocol):
 
     def size_bytes(self) -> int:
         """Bytes the store occupies on disk, or 0 when unknown."""
+
+
+@dataclass(frozen=True, slots=True)
+class LogEntry:
+    """One entry of the event log: the events of one append (or of one group of appends
+    committed together), each row naming its tenant in a ``tenant_id`` column."""
+
+    seq: int
+    logged_us: int
+    table: pa.Table
+
+
+class EventLog(Protocol):
+    """The durable, ordered record of ingested events that the store is built from.
+
+    The embedded profile's is the ingest journal (``FileEventLog``), the cluster's a
+    NATS JetStream stream (``JetStreamLog``). An entry stays readable until its
+    consumer has committed it to the store (the journal releases it, JetStream's
+    work queue drops it on the worker's acknowledgement).
+    """
+
+    async def start(self) -> None:
+        """Open the log; entries appended before a crash are there again."""
+
+    async def aclose(self) -> None: ...
+
+    async def append(self, tenant_id: str, batch: EventBatch) -> int:
+        """Persist the batch durably before returning; the sequence of its (last) entry,
+        above that of every entry appended before it."""
+
+    async def read(self, after_seq: int, *, limit: int = 1000) -> list[LogEntry]:
+        """The entries the log holds after ``after_seq``, in sequence order, at most
+        ``limit``: none missing, none twice."""
+
+    async def check(self) -> None:
+        """Raise StoreUnavailable unless an append can be persisted now."""
+
+
+class LogDelivery(Protocol):
+    """One entry taken from a partition of the log by a worker, and how to settle it."""
+
+    @property
+    def tenant_id(self) -> str: ...
+
+    @property
+    def batch(self) -> EventBatch: ...
+
+    async def ack(self) -> None:
+        """Committed: the log drops the entry."""
+
+    async def retry(self, delay: float) -> None:
+        """Not committed: deliver the entry again after ``delay`` seconds."""
+
+
+class PartitionedLog(EventLog, Protocol):
+    """An event log that workers consume, one partition each, committing as they go."""
+
+    @property
+    def partitions(self) -> int: ...
+
+    async def consume(
+        self,
+        partition: int,
+        handle: Callable[[LogDelivery], Awaitable[None]],
+        stopping: asyncio.Event,
+    ) -> None:
+        """Hand each entry of one partition to ``handle``, in order, until ``stopping``;
+        ``handle`` settles an entry before the next one comes."""

@@ -35,6 +35,7 @@ from nats.js.errors import NotFoundError
 from hypemeter.backends.dsn import split_param
 from hypemeter.errors import InvalidInput, StoreUnavailable
 from hypemeter.events.batch import EventBatch
+from hypemeter.events.ports import LogEntry
 
 log = logging.getLogger("hypemeter.log")
 TENANT_HEADER = "Hypemeter-Tenant"
@@ -178,6 +179,38 @@ class JetStreamLog:
             raise StoreUnavailable(f"the event log did not persist the events: {exc}") from exc
         duplicates = sum(n for (_, _, _, n), ack in zip(chunks, acks, strict=True) if ack.duplicate)
         return Published(size - duplicates, duplicates, max((a.seq for a in acks), default=0))
+
+    async def append(self, tenant_id: str, batch: EventBatch) -> int:
+        """The ``EventLog`` port's append: ``publish``, and the stream sequence it reached."""
+        return (await self.publish(tenant_id, batch)).seq
+
+    async def read(self, after_seq: int, *, limit: int = 1000) -> list[LogEntry]:
+        """The messages the stream holds after ``after_seq`` (those no worker has committed
+        yet: the work queue drops a message once a worker acknowledges it)."""
+        js = self._jetstream()
+        entries: list[LogEntry] = []
+        seq = after_seq + 1
+        while len(entries) < limit:
+            try:
+                message = await js.get_msg(
+                    self.stream, seq=seq, subject=f"{self.subject_prefix}.>", next=True
+                )
+            except NotFoundError:
+                break
+            except (TimeoutError, nats.errors.Error) as exc:
+                raise StoreUnavailable(f"cannot read the event log: {exc}") from exc
+            assert message.seq is not None
+            seq = message.seq + 1
+            tenant = (message.headers or {}).get(TENANT_HEADER)
+            if tenant is None or message.data is None:
+                continue  # not an entry of ours: the consumer drops such messages too
+            table = EventBatch.from_ipc(message.data).arrow()
+            tenants = pa.array([tenant] * table.num_rows, pa.string())
+            logged_us = int(message.time.timestamp() * 1_000_000) if message.time else 0
+            entries.append(
+                LogEntry(message.seq, logged_us, table.add_column(0, "tenant_id", tenants))
+            )
+        return entries
 
     def _chunks(self, tenant_id: str, batch: EventBatch) -> list[tuple[int, bytes, str, int]]:
         """(partition, Arrow IPC, message id, events) per message of one request."""

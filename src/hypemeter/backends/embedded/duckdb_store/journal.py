@@ -37,7 +37,7 @@ from hypemeter.datadir import private_dir
 from hypemeter.errors import StoreUnavailable
 
 MAGIC = b"HMJ1"
-_HEADER = struct.Struct("<4sQqII")
+HEADER = struct.Struct("<4sQqII")
 SEGMENT_BYTES = 32 * 1024 * 1024
 # The first segment is small (an idle store keeps little); each one filled doubles the next.
 FIRST_SEGMENT_BYTES = 1024 * 1024
@@ -100,7 +100,7 @@ class Journal:
         with pa.ipc.new_stream(sink, rows.schema) as writer:
             writer.write_table(rows)
         payload = sink.getvalue().to_pybytes()
-        record = _HEADER.pack(MAGIC, seq, now_us, len(payload), zlib.crc32(payload)) + payload
+        record = HEADER.pack(MAGIC, seq, now_us, len(payload), zlib.crc32(payload)) + payload
         try:
             with self._lock:
                 segment = self._room(len(record))
@@ -159,6 +159,36 @@ class Journal:
             if self._current is not None:
                 _close(self._current)
 
+    def recover(self) -> int:
+        """Learn, after a start, which segments hold records (kept until released) and
+        which are free; the newest record's seq (0 when there is none).
+
+        An alternative to ``replay`` for a reader that reads what it needs with ``read``.
+        """
+        newest = 0
+        with self._lock:
+            for path in sorted(self._paths()):
+                segment = _Segment(path, path.stat().st_size)
+                segment.last_seq = max((seq for seq, _ in _headers(path)), default=0)
+                if segment.last_seq:
+                    self._full.append(segment)
+                else:
+                    self._free.append(segment)
+                newest = max(newest, segment.last_seq)
+                self._created = max(self._created, int(path.stem))
+        return newest
+
+    def read(self, after_seq: int, limit: int) -> list[Record]:
+        """At most ``limit`` records above ``after_seq`` of those not released, by seq."""
+        with self._lock:
+            held = [s.path for s in self._full]
+            if self._current is not None:
+                held.append(self._current.path)
+        wanted = sorted(
+            (seq, path, at) for path in held for seq, at in _headers(path) if seq > after_seq
+        )[:limit]
+        return [_record_at(path, at) for _, path, at in wanted]
+
     # -- inside the lock ----------------------------------------------------------------
 
     def _room(self, size: int) -> _Segment:
@@ -194,15 +224,38 @@ class Journal:
 def _records(path: Path, after_seq: int) -> Iterator[Record]:
     data = path.read_bytes()
     at = 0
-    while at + _HEADER.size <= len(data):
-        magic, seq, now_us, length, crc = _HEADER.unpack_from(data, at)
-        start = at + _HEADER.size
+    while at + HEADER.size <= len(data):
+        magic, seq, now_us, length, crc = HEADER.unpack_from(data, at)
+        start = at + HEADER.size
         payload = data[start : start + length]
         if magic != MAGIC or len(payload) < length or zlib.crc32(payload) != crc:
             return
         at = start + length
         if seq > after_seq:
             yield Record(seq, now_us, pa.ipc.open_stream(payload).read_all())
+
+
+def _headers(path: Path) -> Iterator[tuple[int, int]]:
+    """(seq, offset) of each record that checks out, up to the first that does not."""
+    data = path.read_bytes()
+    at = previous = 0
+    while at + HEADER.size <= len(data):
+        magic, seq, _, length, crc = HEADER.unpack_from(data, at)
+        start = at + HEADER.size
+        if magic != MAGIC or start + length > len(data) or seq <= previous:
+            return  # seqs only grow in one use of a segment: a lower one is an older use's
+        if zlib.crc32(memoryview(data)[start : start + length]) != crc:
+            return
+        yield seq, at
+        at, previous = start + length, seq
+
+
+def _record_at(path: Path, at: int) -> Record:
+    with path.open("rb") as file:
+        file.seek(at)
+        _, seq, now_us, length, _ = HEADER.unpack(file.read(HEADER.size))
+        payload = file.read(length)
+    return Record(seq, now_us, pa.ipc.open_stream(payload).read_all())
 
 
 def _fill(path: Path, size: int) -> None:
