@@ -39,7 +39,6 @@ OVER: dict[str, int] = {
     "src/hypemeter/connectors/service.py::ConnectorService": 417,
     "src/hypemeter/live/hub.py::LiveHub": 295,
     "src/hypemeter/metrics/service.py::MetricsService": 604,
-    "src/hypemeter/settings.py::Settings": 304,
 }
 
 

@@ -14,28 +14,9 @@ if TYPE_CHECKING:
 MAX_DEDUP_WINDOW_SECONDS = 7 * 24 * 3600
 
 
-class Settings(BaseSettings):
-    """One settings object per app; tests build their own."""
+class ConnectorSettings(BaseSettings):
+    """How Hypemeter reaches the platforms: their API addresses, polling and WebSub."""
 
-    model_config = SettingsConfigDict(env_prefix="HYPEMETER_", extra="forbid")
-
-    host: str = "127.0.0.1"
-    port: int = Field(default=8080, ge=0, le=65535)
-    data: Path = Path("./data")
-    store: str = Field(
-        default="",
-        description="Store DSN; empty means duckdb:///<data>/hypemeter.duckdb",
-    )
-    bus: str = Field(default="memory://", description="Live bus DSN")
-    log: str = Field(
-        default="",
-        description="Event log DSN, nats://host:port[?stream=NAME]; empty: ingest commits "
-        "straight to the store",
-    )
-    profile: str = Field(
-        default="embedded",
-        description="embedded (any backends) or cluster (requires PostgreSQL, NATS and Redis)",
-    )
     poll_connectors: bool = Field(
         default=True,
         description="Poll the platforms for the counters of tracked content (on the cluster, "
@@ -73,6 +54,78 @@ class Settings(BaseSettings):
     )
     poll_backoff_cap_seconds: float = Field(
         default=300.0, gt=0, description="Longest retry delay (full jitter below it)"
+    )
+
+
+class LiveSettings(BaseSettings):
+    """Live push: coalescing, replay, limits and stream tokens."""
+
+    live_coalesce_ms: int = Field(
+        default=100, ge=0, description="At most one live update per subscription this often"
+    )
+    live_replay_seconds: int = Field(
+        default=300, ge=0, description="SSE updates kept for a reconnect with Last-Event-ID"
+    )
+    live_queue_messages: int = Field(
+        default=256, ge=8, description="Messages a live connection may fall behind by"
+    )
+    live_max_lags: int = Field(
+        default=3, ge=1, description="Lags in a row before a live connection is closed (1013)"
+    )
+    live_heartbeat_seconds: float = Field(default=15.0, gt=0)
+    live_max_connections: int = Field(default=200, ge=1, description="Live connections per key")
+    live_max_subscriptions: int = Field(
+        default=100, ge=1, description="Subscriptions and tails per WebSocket connection"
+    )
+    live_max_channels_per_tenant: int = Field(
+        default=1000,
+        ge=1,
+        description="Distinct live channels (filter, metrics, granularity, since) per tenant "
+        "and process; idle ones are dropped first",
+    )
+    live_ops_rate: str = Field(
+        default="50/second", description="Messages a WebSocket client may send (fixed window)"
+    )
+    live_max_refused_ops: int = Field(
+        default=20,
+        ge=1,
+        description="Messages in a row refused by live_ops_rate before the WebSocket is "
+        "closed (1008)",
+    )
+    stream_token_seconds: int = Field(
+        default=3600, ge=60, description="Lifetime of a stream token from /v1/metrics/subscribe"
+    )
+    stream_tokens_per_key: int = Field(
+        default=1000, ge=1, description="Unexpired stream tokens one key may have"
+    )
+    stream_token_lookups: str = Field(
+        default="200/second",
+        description="Store reads per process for stream tokens it has not cached; unknown "
+        "tokens are remembered for a minute besides",
+    )
+
+
+class Settings(ConnectorSettings, LiveSettings):
+    """One settings object per app; tests build their own."""
+
+    model_config = SettingsConfigDict(env_prefix="HYPEMETER_", extra="forbid")
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+    data: Path = Path("./data")
+    store: str = Field(
+        default="",
+        description="Store DSN; empty means duckdb:///<data>/hypemeter.duckdb",
+    )
+    bus: str = Field(default="memory://", description="Live bus DSN")
+    log: str = Field(
+        default="",
+        description="Event log DSN, nats://host:port[?stream=NAME]; empty: ingest commits "
+        "straight to the store",
+    )
+    profile: str = Field(
+        default="embedded",
+        description="embedded (any backends) or cluster (requires PostgreSQL, NATS and Redis)",
     )
     config_refresh_seconds: float = Field(
         default=10.0,
@@ -156,49 +209,6 @@ class Settings(BaseSettings):
         le=60.0,
         description="Seconds between folds of new events into the rollups; queries read "
         "newer events raw, so answers never lag",
-    )
-    live_coalesce_ms: int = Field(
-        default=100, ge=0, description="At most one live update per subscription this often"
-    )
-    live_replay_seconds: int = Field(
-        default=300, ge=0, description="SSE updates kept for a reconnect with Last-Event-ID"
-    )
-    live_queue_messages: int = Field(
-        default=256, ge=8, description="Messages a live connection may fall behind by"
-    )
-    live_max_lags: int = Field(
-        default=3, ge=1, description="Lags in a row before a live connection is closed (1013)"
-    )
-    live_heartbeat_seconds: float = Field(default=15.0, gt=0)
-    live_max_connections: int = Field(default=200, ge=1, description="Live connections per key")
-    live_max_subscriptions: int = Field(
-        default=100, ge=1, description="Subscriptions and tails per WebSocket connection"
-    )
-    live_max_channels_per_tenant: int = Field(
-        default=1000,
-        ge=1,
-        description="Distinct live channels (filter, metrics, granularity, since) per tenant "
-        "and process; idle ones are dropped first",
-    )
-    live_ops_rate: str = Field(
-        default="50/second", description="Messages a WebSocket client may send (fixed window)"
-    )
-    live_max_refused_ops: int = Field(
-        default=20,
-        ge=1,
-        description="Messages in a row refused by live_ops_rate before the WebSocket is "
-        "closed (1008)",
-    )
-    stream_token_seconds: int = Field(
-        default=3600, ge=60, description="Lifetime of a stream token from /v1/metrics/subscribe"
-    )
-    stream_tokens_per_key: int = Field(
-        default=1000, ge=1, description="Unexpired stream tokens one key may have"
-    )
-    stream_token_lookups: str = Field(
-        default="200/second",
-        description="Store reads per process for stream tokens it has not cached; unknown "
-        "tokens are remembered for a minute besides",
     )
     rate_limit: str = Field(default="2000/second", description="Requests per API key")
     rate_limit_events: str = Field(default="2000000/minute", description="Events per API key")
