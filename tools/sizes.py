@@ -24,7 +24,6 @@ OVER: dict[str, int] = {
     "src/hypemeter/live/hub.py": 616,
     "src/hypemeter/backends/embedded/duckdb_store/rollups.py": 524,
     "src/hypemeter/connectors/service.py": 523,
-    "src/hypemeter/registry/routes.py": 512,
     "src/hypemeter/backends/cluster/postgres_database.py": 482,
     "src/hypemeter/backends/embedded/duckdb_store/adapters.py": 469,
     "src/hypemeter/backends/cluster/postgres_store.py": 463,
