@@ -77,7 +77,8 @@ class EntityRoutes:
     ``new_entity`` takes the create body and returns the entity, ``changes`` takes the
     PATCH body and returns the fields it sets, ``filters`` takes the list's filter
     parameters and returns them by name. ``reader`` authorizes reading one entity.
-    With ``erasable`` the delete route takes ``erase`` and reports ``erased_events``.
+    ``erase``, when given, takes the delete route's parameters asking to erase the
+    entity's events too and says whether they do; the reply then has ``erased_events``.
     """
 
     kind: Kind
@@ -92,7 +93,7 @@ class EntityRoutes:
     changes: Dependency
     filters: Dependency
     reader: Callable[[Request], Awaitable[Principal]]
-    erasable: bool = False
+    erase: Dependency | None = None
 
 
 def _service(request: Request) -> RegistryService:
@@ -130,14 +131,6 @@ def _no_erase() -> bool:
     return False
 
 
-def _erase(
-    erase: Annotated[
-        bool, Query(description="Also erase every event of the influencer, and its rollups")
-    ] = False,
-) -> bool:
-    return erase
-
-
 def _page_request(q: Search = None, cursor: Cursor = None, limit: Limit = 100) -> PageRequest:
     return PageRequest(search=q, cursor=cursor, limit=limit)
 
@@ -146,7 +139,7 @@ def add_crud_routes(router: APIRouter, spec: EntityRoutes) -> None:
     """Add ``spec``'s create, list, get, patch and delete routes to ``router``."""
     example_id = spec.example["id"]
     deleted: dict[str, Any] = {"id": example_id, "deleted": True}
-    if spec.erasable:
+    if spec.erase is not None:
         deleted["erased_events"] = 0
 
     async def create(
@@ -196,13 +189,13 @@ def add_crud_routes(router: APIRouter, spec: EntityRoutes) -> None:
         request: Request,
         entity_id: Annotated[str, Depends(spec.entity_id)],
         principal: Admin,
-        erase: Annotated[bool, Depends(_erase if spec.erasable else _no_erase)],
+        erase: Annotated[bool, Depends(spec.erase or _no_erase)],
     ) -> Response:
         erased = await _service(request).delete(
             principal.tenant_id, spec.kind, entity_id, erase=erase
         )
         reply: dict[str, Any] = {"id": entity_id, "deleted": True}
-        if spec.erasable:
+        if spec.erase is not None:
             reply["erased_events"] = erased if erase else 0
         return json_response(request, reply)
 

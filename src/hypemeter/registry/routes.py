@@ -224,6 +224,14 @@ def _influencer_changes(body: InfluencerPatch) -> dict[str, Any]:
     return _changes(body, required=("name", "tags", "accounts"))
 
 
+def _influencer_erase(
+    erase: Annotated[
+        bool, Query(description="Also erase every event of the influencer, and its rollups")
+    ] = False,
+) -> bool:
+    return erase
+
+
 def _influencer_filters(tag: Filter = None, platform: Filter = None) -> dict[str, str | None]:
     return {"tag": tag, "platform": platform}
 
@@ -249,7 +257,7 @@ add_crud_routes(
         changes=_influencer_changes,
         filters=_influencer_filters,
         reader=one_influencer,
-        erasable=True,
+        erase=_influencer_erase,
     ),
 )
 
