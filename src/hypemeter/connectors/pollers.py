@@ -25,33 +25,26 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import datetime as dt
 import logging
-from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any
 
 import httpx
 import msgspec
-from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt
-from tenacity.wait import wait_random_exponential
 
 from hypemeter.clock import Clock
+from hypemeter.connectors.calls import PlatformCalls, PollHealth, Throttled, Transient
 from hypemeter.connectors.model import Connector
 from hypemeter.connectors.polling import (
-    Call,
-    Limits,
+    Credential,
     PlatformPoller,
     PollError,
     Reading,
     Target,
     TokenBucket,
-    next_pacific_midnight_us,
+    connector_limits,
     parse_curve,
     poll_interval_s,
-    rate_signal,
 )
 from hypemeter.connectors.polling.tokens import REFRESHERS
 from hypemeter.connectors.refresh import TokenKeeper
@@ -64,79 +57,10 @@ log = logging.getLogger("hypemeter.pollers")
 US = 1_000_000
 TICK_S = 0.5
 TARGETS_REFRESH_S = 5.0
-ATTEMPTS = 5
-WINDOW_MARGIN_US = 50_000  # clocks and queues between us and the platform
 # (tenant, connector id, credential index, as stored, as refreshed) -> the connector saved
 SaveCredential = Callable[
     [str, str, int, Mapping[str, str], Mapping[str, str]], Awaitable[Connector | None]
 ]
-
-
-class Transient(Exception):
-    """A 5xx answer or a network error: worth retrying after a pause."""
-
-
-class Throttled(Exception):
-    """The platform asked us to slow down; the credential is paused."""
-
-
-@dataclass(slots=True)
-class Credential:
-    """One credential's budget; mutated only by its connector's task."""
-
-    secrets: Mapping[str, str]
-    limits: Limits
-    bucket: TokenBucket
-    calls: deque[int] = field(default_factory=deque)  # times of the calls in the window
-    paused_until_us: int = 0
-    units_used: int = 0
-    units_reset_us: int = 0
-
-    def used_in_window(self, now_us: int) -> int:
-        horizon = now_us - self.limits.window_s * US
-        while self.calls and self.calls[0] <= horizon:
-            self.calls.popleft()
-        return len(self.calls)
-
-    def units_left(self, now_us: int) -> int | None:
-        if self.limits.daily_units is None:
-            return None
-        if now_us >= self.units_reset_us:
-            self.units_used = 0
-            self.units_reset_us = next_pacific_midnight_us(now_us)
-        return self.limits.daily_units - self.units_used
-
-    def ready_at(self, now_us: int, cost: int) -> int:
-        """When this credential may make a call of ``cost`` units (now_us if now)."""
-        at = max(now_us, self.paused_until_us)
-        left = self.units_left(now_us)
-        if left is not None and left < cost:
-            at = max(at, self.units_reset_us)
-        if self.used_in_window(now_us) >= self.limits.window_calls:
-            at = max(at, self.calls[0] + self.limits.window_s * US + 1)
-        return max(at, now_us + self.bucket.wait_us(now_us))
-
-    def answered(self, now_us: int) -> None:
-        """The last call's answer came: count the call from now (see ``_send``)."""
-        if self.calls:
-            self.calls[-1] = max(self.calls[-1], now_us + WINDOW_MARGIN_US)
-
-    def spend(self, now_us: int, cost: int) -> None:
-        taken = self.bucket.take(now_us)
-        assert taken, "spend() follows ready_at() == now"
-        self.calls.append(now_us)
-        if self.limits.daily_units is not None:
-            self.units_used += cost
-
-
-@dataclass(slots=True)
-class PollHealth:
-    last_success: int | None = None
-    last_error: str | None = None  # Hypemeter's words
-    last_error_detail: str | None = None  # what the platform answered, for admins
-    last_error_us: int | None = None
-    next_poll_us: int | None = None
-    calls: int = 0
 
 
 class ConnectorPoller:
@@ -160,13 +84,10 @@ class ConnectorPoller:
         self.tenant_id = tenant_id
         self.connector = connector
         self._poller = poller
-        self._base = base_url
-        self._http = http
         self._registry = registry
         self._ingest = ingest
         self._clock = clock
-        self._backoff = backoff
-        limits = _limits(poller.limits, connector.poll)
+        limits = connector_limits(poller.limits, connector.poll)
         self._curve = parse_curve(connector.poll["curve"]) if "curve" in connector.poll else None
         now = clock.now_us()
         self.credentials = [
@@ -182,6 +103,9 @@ class ConnectorPoller:
         self._targets: list[Target] = []
         self._targets_at = 0
         self.health = PollHealth()
+        self._calls = PlatformCalls(
+            poller, base_url=base_url, http=http, clock=clock, backoff=backoff, health=self.health
+        )
         self._save = save
         refresher = REFRESHERS.get(connector.platform)
         self.keeper = (
@@ -287,7 +211,7 @@ class ConnectorPoller:
             credential = await self._credential(plan.cost)
             call = self._poller.calls(batch, credential.secrets)[index]
             try:
-                readings = await self._call(call, credential)
+                readings = await self._calls.call(call, credential)
             except Throttled:
                 return  # these targets stay due; another credential or a later round
             except PollError as exc:
@@ -309,74 +233,8 @@ class ConnectorPoller:
         ready = [(c.ready_at(now, cost), n, c) for n, c in enumerate(order)]
         _, _, chosen = min(ready, key=lambda r: (r[0], r[1]))
         self._next = (self.credentials.index(chosen) + 1) % len(self.credentials)
-        await self._ready(chosen, cost)
+        await self._calls.ready(chosen, cost)
         return chosen
-
-    async def _call(self, call: Call, credential: Credential) -> list[Reading]:
-        base, cap = self._backoff
-        retrying = AsyncRetrying(
-            stop=stop_after_attempt(ATTEMPTS),
-            wait=wait_random_exponential(multiplier=base, max=cap),
-            retry=retry_if_exception_type(Transient),
-            reraise=True,
-        )
-        async for attempt in retrying:
-            with attempt:
-                return await self._send(call, credential)
-        raise AssertionError("unreachable")
-
-    async def _ready(self, credential: Credential, cost: int) -> None:
-        """Wait until ``credential`` may make a call of ``cost`` units."""
-        for _ in range(10_000):
-            now = self._clock.now_us()
-            at = credential.ready_at(now, cost)
-            if at <= now:
-                return
-            await asyncio.sleep(min((at - now) / US, 60.0))
-        raise Throttled()
-
-    async def _send(self, call: Call, credential: Credential) -> list[Reading]:
-        await self._ready(credential, call.cost)
-        credential.spend(self._clock.now_us(), call.cost)
-        self.health.calls += 1
-        try:
-            response = await self._http.request(
-                call.method,
-                self._base + call.path,
-                params=list(call.params),
-                json=call.json,
-                data=dict(call.form) if call.form is not None else None,
-                headers=dict(call.headers),
-            )
-        except httpx.TransportError as exc:
-            self._failed(f"{self._poller.platform} unreachable: {exc}")
-            raise Transient(f"{self._poller.platform} unreachable: {exc}") from exc
-        now = self._clock.now_us()
-        # The platform counted the call when it arrived, at the latest now: the window
-        # log keeps the later time, so no window of the platform's holds one too many.
-        credential.answered(now)
-        headers = {k.lower(): v for k, v in response.headers.items()}
-        signal = rate_signal(response.status_code, headers, now)
-        if signal.pause_until_us is not None:
-            credential.paused_until_us = max(credential.paused_until_us, signal.pause_until_us)
-        if response.status_code == 429:
-            if signal.pause_until_us is None:
-                self._failed(f"{self._poller.platform} answered 429 without a reset time")
-                raise Transient(f"{self._poller.platform} answered 429 without a reset time")
-            self._failed(f"throttled until {signal.pause_until_us}: {signal.reason}")
-            raise Throttled()
-        if response.status_code >= 500:
-            self._failed(f"{self._poller.platform} answered {response.status_code}")
-            raise Transient(f"{self._poller.platform} answered {response.status_code}")
-        if response.status_code >= 400:
-            raise PollError(
-                f"{self._poller.platform} answered {response.status_code}",
-                upstream=response.text[:200],
-            )
-        answer = self._poller.read(call, response.status_code, response.content)
-        for problem in answer.problems:
-            self._failed(problem.summary, problem.upstream)
-        return list(answer.readings)
 
     async def _store(self, readings: Sequence[Reading], now_us: int) -> None:
         platform = self._poller.platform
@@ -406,17 +264,7 @@ class ConnectorPoller:
         return poll_interval_s(age_s)
 
     def _failed(self, reason: str, detail: str | None = None) -> None:
-        self.health.last_error = reason[:300]
-        self.health.last_error_detail = None if detail is None else detail[:300]
-        self.health.last_error_us = self._clock.now_us()
-
-
-LIMIT_FIELDS = ("capacity", "refill_per_s", "window_s", "window_calls", "daily_units")
-
-
-def _limits(documented: Limits, poll: Mapping[str, Any]) -> Limits:
-    """The documented limits, or a connector's own (a negotiated or a lower quota)."""
-    return dataclasses.replace(documented, **{k: poll[k] for k in LIMIT_FIELDS if k in poll})
+        self.health.failed(reason, detail, self._clock.now_us())
 
 
 def _us(moment: str) -> int:

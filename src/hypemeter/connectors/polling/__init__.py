@@ -1,9 +1,9 @@
 """The pure polling layer: what to ask each platform for counters, and how to read it.
 
 One poller per polled platform, keyed by platform name; ``model`` holds the shared
-types and the arithmetic of polite calling (token bucket, rate-limit headers,
-backoff with full jitter, the adaptive schedule). Nothing here does I/O or reads
-the clock.
+types, ``pacing`` the arithmetic of polite calling (token bucket, rate-limit headers,
+backoff with full jitter, the adaptive schedule, each credential's budget). Nothing
+here does I/O or reads the clock.
 """
 
 from __future__ import annotations
@@ -13,18 +13,22 @@ from types import MappingProxyType
 
 from hypemeter.connectors.polling.instagram import InstagramPoller
 from hypemeter.connectors.polling.model import (
-    DEFAULT_CURVE,
     Answer,
     Call,
     Limits,
     PlatformPoller,
     PollError,
     Problem,
-    RateSignal,
     Reading,
     Target,
+)
+from hypemeter.connectors.polling.pacing import (
+    DEFAULT_CURVE,
+    Credential,
+    RateSignal,
     TokenBucket,
     backoff_s,
+    connector_limits,
     next_pacific_midnight_us,
     parse_curve,
     poll_interval_s,
@@ -48,6 +52,7 @@ __all__ = [
     "POLLERS",
     "Answer",
     "Call",
+    "Credential",
     "InstagramPoller",
     "Limits",
     "PlatformPoller",
@@ -61,6 +66,7 @@ __all__ = [
     "XPoller",
     "YouTubePoller",
     "backoff_s",
+    "connector_limits",
     "next_pacific_midnight_us",
     "parse_curve",
     "poll_interval_s",
