@@ -13,6 +13,17 @@ from hypemeter.api import error_responses, json_response, require
 from hypemeter.auth.model import Principal, ReadNarrowing, Scope
 from hypemeter.errors import InvalidInput
 from hypemeter.events.model import PLATFORMS, normalize_platform
+from hypemeter.metrics import render
+from hypemeter.metrics.examples import (
+    AGGREGATE_EXAMPLE,
+    CAMPAIGN_EXAMPLE,
+    EMV_EXAMPLE,
+    LEADERBOARD_EXAMPLE,
+    SERIES_EXAMPLE,
+    TENANT_EXAMPLE,
+    TRENDING_EXAMPLE,
+    USERS_EXAMPLE,
+)
 from hypemeter.metrics.queries import Filters
 from hypemeter.metrics.service import MetricsService, RangeParams
 
@@ -111,14 +122,6 @@ def _wants_csv(request: Request, fmt: str | None) -> bool:
     return "text/csv" in request.headers.get("accept", "")
 
 
-def to_csv(payload: dict[str, Any], columns: list[str] | None = None) -> str:
-    """The series (or the ``data`` list, with these columns) of an answer as CSV with a
-    header; cells are made safe to open in a spreadsheet (``hypemeter.csvfile``)."""
-    if "series" in payload:
-        return csvfile.to_csv(["ts", *payload["metrics"]], payload["series"])
-    return csvfile.to_csv(columns or [], payload["data"])
-
-
 def _reply(
     request: Request,
     payload: dict[str, Any],
@@ -128,7 +131,7 @@ def _reply(
 ) -> Response:
     if not _wants_csv(request, fmt):
         return json_response(request, payload)
-    response = Response(to_csv(payload, columns), media_type="text/csv; charset=utf-8")
+    response = Response(render.to_csv(payload, columns), media_type="text/csv; charset=utf-8")
     response.headers["Content-Disposition"] = csvfile.attachment(name)
     stats = payload["statistics"]
     response.headers["X-Elapsed-Ms"] = str(stats["elapsed_ms"])
@@ -138,72 +141,6 @@ def _reply(
 
 def _ok(example: dict[str, Any]) -> dict[int | str, dict[str, Any]]:
     return {200: {"content": {"application/json": {"example": example}}}, **ERRORS}
-
-
-STATS = {"elapsed_ms": 2.1, "rows_read": 48}
-SERIES_EXAMPLE = {
-    "influencer_id": "inf-42",
-    "start": "2026-11-20T14:00:00Z",
-    "end": "2026-11-20T16:00:00Z",
-    "granularity": "hour",
-    "metrics": ["likes", "comments"],
-    "series": [
-        {"ts": "2026-11-20T14:00:00Z", "likes": 12, "comments": 3},
-        {"ts": "2026-11-20T15:00:00Z", "likes": 0, "comments": 0},
-    ],
-    "totals": {"likes": 12, "comments": 3},
-    "statistics": STATS,
-}
-CAMPAIGN_EXAMPLE = {
-    **{k: v for k, v in SERIES_EXAMPLE.items() if k != "influencer_id"},
-    "campaign_id": "summer-drop",
-    "influencers": [{"influencer_id": "inf-42", "totals": {"likes": 12, "comments": 3}}],
-}
-TRENDING_EXAMPLE = {
-    "data": [
-        {
-            "content_id": "post-9001",
-            "interaction_count": 57,
-            "total_engagement": 61,
-            "latest_interaction": "2026-11-20T15:59:12Z",
-            "sample_text": "love this!",
-            "common_tags": ["giveaway", "question"],
-        }
-    ],
-    "next_cursor": None,
-    "statistics": STATS,
-}
-USERS_EXAMPLE = {
-    "data": [
-        {
-            "user_id": "fan-77",
-            "interaction_count": 9,
-            "total_engagement": 9,
-            "platforms": ["instagram", "tiktok"],
-            "last_seen": "2026-11-20T15:42:00Z",
-        }
-    ],
-    "next_cursor": "eyJxIjoi...",
-    "statistics": STATS,
-}
-LEADERBOARD_EXAMPLE = {
-    "data": [{"influencer_id": "inf-42", "value": 3.75, "rank": 1}],
-    "next_cursor": None,
-    "statistics": STATS,
-}
-TRENDING_COLUMNS = [
-    "content_id",
-    "interaction_count",
-    "total_engagement",
-    "latest_interaction",
-    "sample_text",
-    "common_tags",
-]
-USER_COLUMNS = ["user_id", "interaction_count", "total_engagement", "platforms", "last_seen"]
-EMV_EXAMPLE = {
-    "rates": {"instagram": {"likes": 0.12, "views": 0.02}},
-    "custom": ["instagram.likes"],
-}
 
 
 @router.get(
@@ -218,14 +155,14 @@ async def influencer_metrics(
     query: Series,
     campaign_id: Campaign = None,
 ) -> Response:
-    payload = await _service(request).series(
+    answer = await _service(request).series(
         principal.tenant_id,
-        scope={"influencer_id": influencer_id},
         filters=Filters(influencer_id, query.platform, campaign_id),
         params=query.params,
         metrics=query.metrics,
         granularity=query.granularity,
     )
+    payload = render.series_body(answer, {"influencer_id": influencer_id})
     return _reply(request, payload, query.format, f"influencer-{influencer_id}")
 
 
@@ -237,19 +174,16 @@ async def influencer_metrics(
 async def campaign_metrics(
     request: Request, campaign_id: str, principal: ByCampaign, query: Series
 ) -> Response:
-    payload = await _service(request).series(
+    answer = await _service(request).series(
         principal.tenant_id,
-        scope={"campaign_id": campaign_id},
         filters=Filters(None, query.platform, campaign_id),
         params=query.params,
         metrics=query.metrics,
         granularity=query.granularity,
         breakdown=True,
     )
+    payload = render.series_body(answer, {"campaign_id": campaign_id})
     return _reply(request, payload, query.format, f"campaign-{campaign_id}")
-
-
-TENANT_EXAMPLE = {k: v for k, v in SERIES_EXAMPLE.items() if k != "influencer_id"}
 
 
 @router.get(
@@ -262,34 +196,21 @@ TENANT_EXAMPLE = {k: v for k, v in SERIES_EXAMPLE.items() if k != "influencer_id
 async def tenant_metrics(
     request: Request, principal: ByCampaign, query: Series, campaign_id: Campaign = None
 ) -> Response:
-    payload = await _service(request).series(
+    answer = await _service(request).series(
         principal.tenant_id,
-        scope={},
         filters=Filters(None, query.platform, campaign_id),
         params=query.params,
         metrics=query.metrics,
         granularity=query.granularity,
     )
+    payload = render.series_body(answer, {})
     return _reply(request, payload, query.format, "tenant")
 
 
 @router.get(
     "/metrics/aggregate",
     summary="One metric grouped by platform, influencer, campaign, content or day",
-    responses={
-        200: {
-            "content": {
-                "application/json": {
-                    "example": {
-                        "data": [{"key": "instagram", "value": 120}],
-                        "next_cursor": None,
-                        "statistics": {"elapsed_ms": 3.2, "rows_read": 40},
-                    }
-                }
-            }
-        },
-        **ERRORS,
-    },
+    responses=_ok(AGGREGATE_EXAMPLE),
 )
 async def aggregate(
     request: Request,
@@ -307,7 +228,7 @@ async def aggregate(
     cursor: Cursor = None,
     format: Format = None,
 ) -> Response:
-    payload = await _service(request).aggregate(
+    page = await _service(request).aggregate(
         principal.tenant_id,
         metric=metric,
         group_by=group_by,
@@ -317,7 +238,8 @@ async def aggregate(
         limit=limit,
         cursor=cursor,
     )
-    return _reply(request, payload, format, f"aggregate-{group_by}", ["key", "value"])
+    payload = render.aggregate_body(page)
+    return _reply(request, payload, format, f"aggregate-{group_by}", render.AGGREGATE_COLUMNS)
 
 
 @router.get(
@@ -335,7 +257,7 @@ async def trending(
     cursor: Cursor = None,
     format: Format = None,
 ) -> Response:
-    payload = await _service(request).trending(
+    page = await _service(request).trending(
         principal.tenant_id,
         hours_back=hours_back,
         platform=_platform(platform),
@@ -343,7 +265,8 @@ async def trending(
         limit=limit,
         cursor=cursor,
     )
-    return _reply(request, payload, format, "trending", TRENDING_COLUMNS)
+    payload = render.trending_body(page)
+    return _reply(request, payload, format, "trending", render.TRENDING_COLUMNS)
 
 
 @router.get(
@@ -360,14 +283,15 @@ async def user_activity(
     cursor: Cursor = None,
     format: Format = None,
 ) -> Response:
-    payload = await _service(request).user_activity(
+    page = await _service(request).user_activity(
         principal.tenant_id,
         since=since,
         min_engagement=min_engagement,
         limit=limit,
         cursor=cursor,
     )
-    return _reply(request, payload, format, "users", USER_COLUMNS)
+    payload = render.user_activity_body(page)
+    return _reply(request, payload, format, "users", render.USER_COLUMNS)
 
 
 @router.get(
@@ -387,7 +311,7 @@ async def leaderboard(
     cursor: Cursor = None,
     format: Format = None,
 ) -> Response:
-    payload = await _service(request).leaderboard(
+    page = await _service(request).leaderboard(
         principal.tenant_id,
         metric=metric,
         params=RangeParams(start, end, period),
@@ -395,7 +319,8 @@ async def leaderboard(
         limit=limit,
         cursor=cursor,
     )
-    return _reply(request, payload, format, "leaderboard", ["influencer_id", "value", "rank"])
+    payload = render.leaderboard_body(page)
+    return _reply(request, payload, format, "leaderboard", render.LEADERBOARD_COLUMNS)
 
 
 class EmvRatesIn(BaseModel):
@@ -412,7 +337,8 @@ class EmvRatesIn(BaseModel):
     responses=_ok(EMV_EXAMPLE),
 )
 async def get_emv(request: Request, principal: Admin) -> Response:
-    return json_response(request, await _service(request).emv_rates(principal.tenant_id))
+    table = await _service(request).emv_rates(principal.tenant_id)
+    return json_response(request, render.emv_body(table))
 
 
 @router.put(
@@ -422,5 +348,5 @@ async def get_emv(request: Request, principal: Admin) -> Response:
     responses=_ok(EMV_EXAMPLE),
 )
 async def put_emv(request: Request, body: EmvRatesIn, principal: Admin) -> Response:
-    payload = await _service(request).set_emv_rates(principal.tenant_id, body.rates)
-    return json_response(request, payload)
+    table = await _service(request).set_emv_rates(principal.tenant_id, body.rates)
+    return json_response(request, render.emv_body(table))
