@@ -15,10 +15,9 @@ from collections import Counter
 
 from hypemeter.clock import Clock
 from hypemeter.connectors.model import DEAD_LETTER, letter_of
-from hypemeter.events.ports import EventStore
 from hypemeter.privacy.model import PurgeReport, RetentionPolicy, mentions
+from hypemeter.privacy.ports import LetterDocuments, RetainedEvents
 from hypemeter.registry.model import RegistryRecord
-from hypemeter.registry.ports import RegistryStore
 from hypemeter.registry.service import Erasure
 
 log = logging.getLogger("hypemeter.privacy")
@@ -28,8 +27,8 @@ LETTERS_PER_STEP = 500
 class PrivacyService:
     def __init__(
         self,
-        store: EventStore,
-        documents: RegistryStore,
+        store: RetainedEvents,
+        documents: LetterDocuments,
         clock: Clock,
         policy: RetentionPolicy,
         *,
