@@ -49,3 +49,7 @@ class ConnectorDocuments(Protocol):
     ) -> list[tuple[str, RegistryRecord]]:
         """Every document of one kind, of one tenant or of every tenant, as (tenant,
         record): what each process keeps in memory is loaded with it."""
+
+    async def purge_entities(self, kind: str, updated_before_us: int, *, limit: int) -> list[str]:
+        """Delete at most ``limit`` documents of one kind, of every tenant, last changed
+        before ``updated_before_us``; the tenant of each one deleted."""

@@ -1,16 +1,14 @@
 """The ports of retention and erasure: the parts of the stores a purge or an erasure uses.
 
-``app.py`` hands the privacy service the event store and the document store (sealed);
-these Protocols name what it needs of them, so privacy depends on the stores' shape,
-not on the events' or the registry's ports.
+``app.py`` hands the privacy service the event store and the connectors' dead letters
+(``connectors.letters``); these Protocols name what it needs of them, so privacy
+depends on their shape, not on the events' store port or the connectors' internals.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Protocol
-
-from hypemeter.registry.model import RegistryRecord
 
 
 class ExpiringDay(Protocol):
@@ -43,25 +41,28 @@ class RetainedEvents(Protocol):
         """After an erasure: drop the copies of deleted rows the store's files still hold."""
 
 
-class LetterDocuments(Protocol):
-    """The document store holding the connectors' dead letters."""
+class StoredLetter(Protocol):
+    """A dead letter as stored: ``body`` decodes it (bodies reach megabytes: off the loop)."""
 
-    async def purge_entities(self, kind: str, updated_before_us: int, *, limit: int) -> list[str]:
-        """Delete at most ``limit`` documents of one kind, of every tenant, last changed
-        before ``updated_before_us``; the tenant of each one deleted."""
+    @property
+    def letter_id(self) -> str: ...
 
-    async def delete_entity(self, tenant_id: str, kind: str, entity_id: str) -> bool:
-        """Remove a document; False if there was none."""
+    def body(self) -> bytes:
+        """The delivery's raw body, as the platform sent it."""
 
-    async def list_entities(
-        self,
-        tenant_id: str,
-        kind: str,
-        *,
-        tokens: Sequence[str],
-        search: str | None,
-        after: str | None,
-        limit: int,
-    ) -> list[RegistryRecord]:
-        """Documents of one kind by id, after ``after``, whose ``keys`` hold every token
-        and whose ``search`` holds ``search``."""
+
+class DeadLetters(Protocol):
+    """The connectors' dead letters (``connectors.letters.DeadLetterArchive``). Every
+    method raises what the store raises (StoreUnavailable...)."""
+
+    async def purge_letters(self, changed_before_us: int, *, limit: int) -> list[str]:
+        """Delete at most ``limit`` dead letters, of every tenant, received or last
+        replayed before ``changed_before_us``; the tenant of each one deleted."""
+
+    async def letters(
+        self, tenant_id: str, *, after: str | None, limit: int
+    ) -> Sequence[StoredLetter]:
+        """The tenant's dead letters by id, after ``after``, at most ``limit``."""
+
+    async def delete_letter(self, tenant_id: str, letter_id: str) -> bool:
+        """Remove one dead letter; False if there was none."""
