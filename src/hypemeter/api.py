@@ -16,8 +16,7 @@ from fastapi import Request, Response
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from hypemeter.auth.model import TENANT_WIDE, Principal, ReadNarrowing, Scope
-from hypemeter.auth.ratelimit import RateState
+from hypemeter.auth.model import TENANT_WIDE, Principal, RateState, ReadNarrowing, Scope
 from hypemeter.errors import (
     BatchRejected,
     Conflict,

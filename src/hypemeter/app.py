@@ -34,6 +34,7 @@ from hypemeter.backends.dsn import redacted
 from hypemeter.backends.selection import Check, open_backends
 from hypemeter.changes.feed import ChangeFeed
 from hypemeter.clock import Clock, SystemClock
+from hypemeter.connectors.letters import DeadLetterArchive
 from hypemeter.connectors.routes import admin as connectors_router
 from hypemeter.connectors.routes import ingestion as ingestion_router
 from hypemeter.connectors.routes import webhooks as webhooks_router
@@ -119,7 +120,7 @@ def build_services(settings: Settings, clock: Clock | None = None) -> Services:
     shared = SharedConfig(backends.bus, refresh_seconds=config_refresh_seconds(settings))
     privacy = PrivacyService(
         backends.store,
-        sealed,
+        DeadLetterArchive(sealed),
         clock,
         RetentionPolicy(settings.retention_days, settings.dead_letter_days),
         interval_s=settings.purge_interval_minutes * 60,

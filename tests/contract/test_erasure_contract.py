@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from hypemeter.connectors.letters import DeadLetterArchive
 from hypemeter.connectors.model import DEAD_LETTER, DeadLetter, letter_record
 from hypemeter.events.ports import EventStore
 from hypemeter.metrics.model import DAY_US
@@ -189,7 +190,7 @@ async def test_erasing_an_influencer_erases_the_dead_letters_naming_them(
     await documents.insert_entity("other", letter_record(letter("dl_1", LETTERS["dl_1"][0]), 1))
     privacy = PrivacyService(
         event_store,
-        documents,
+        DeadLetterArchive(documents),
         store_backend.clock,
         RetentionPolicy(retention_days=400, dead_letter_days=30),
         interval_s=3600,

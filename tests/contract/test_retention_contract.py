@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from hypemeter.connectors.letters import DeadLetterArchive
 from hypemeter.connectors.model import DEAD_LETTER, letter_record
 from hypemeter.events.ports import EventStore, ExpiredDay
 from hypemeter.metrics.ports import MetricsStore
@@ -195,7 +196,7 @@ async def test_a_purge_pass_deletes_expired_days_and_letters_per_tenant(
     await documents.insert_entity("acme", letter_record(letter("dl_2", b"{}"), NOW_US - day))
     privacy = PrivacyService(
         event_store,
-        documents,
+        DeadLetterArchive(documents),
         store_backend.clock,
         RetentionPolicy(retention_days=3, dead_letter_days=2),
         interval_s=3600,

@@ -376,3 +376,22 @@ class Principal:
 
     def allows(self, scope: Scope) -> bool:
         return scope in self.scopes
+
+
+@dataclass(frozen=True, slots=True)
+class RateState:
+    """Where a key stands in its current window, for the RateLimit headers."""
+
+    limit: int
+    remaining: int
+    reset_after: int
+
+    def headers(self) -> dict[str, str]:
+        values = {
+            "Limit": str(self.limit),
+            "Remaining": str(self.remaining),
+            "Reset": str(self.reset_after),
+        }
+        out = {f"RateLimit-{k}": v for k, v in values.items()}
+        out.update({f"X-RateLimit-{k}": v for k, v in values.items()})
+        return out

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 from urllib.parse import urlparse
 
@@ -13,31 +12,13 @@ from limits.aio.storage import MemoryStorage, RedisStorage, Storage
 from limits.aio.strategies import FixedWindowRateLimiter
 from limits.errors import StorageError
 
+from hypemeter.auth.model import RateState
 from hypemeter.errors import InvalidInput, RateLimited, StoreUnavailable
 
 if TYPE_CHECKING:
     from redis.asyncio import ConnectionPool
 
 KEY_PREFIX = "hypemeter:ratelimit"
-
-
-@dataclass(frozen=True, slots=True)
-class RateState:
-    """Where a key stands in its current window, for the RateLimit headers."""
-
-    limit: int
-    remaining: int
-    reset_after: int
-
-    def headers(self) -> dict[str, str]:
-        values = {
-            "Limit": str(self.limit),
-            "Remaining": str(self.remaining),
-            "Reset": str(self.reset_after),
-        }
-        out = {f"RateLimit-{k}": v for k, v in values.items()}
-        out.update({f"X-RateLimit-{k}": v for k, v in values.items()})
-        return out
 
 
 class RateLimiter:

@@ -14,16 +14,38 @@ import logging
 import os
 import secrets
 from pathlib import Path
+from typing import Protocol
+
+from pydantic import SecretStr
 
 from hypemeter.auth.access_tokens import MIN_SECRET_BYTES, AccessTokens
 from hypemeter.errors import InvalidInput
-from hypemeter.settings import Settings
 
 log = logging.getLogger("hypemeter.auth")
 SECRET_FILE = "jwt.secret"  # noqa: S105  (a file name)
 
 
-def load_token_secret(settings: Settings) -> bytes | None:
+class TokenSettings(Protocol):
+    """The settings access tokens read (``hypemeter.settings.Settings`` has them): named
+    here so that auth does not depend on the whole application's settings."""
+
+    @property
+    def jwt_secret(self) -> SecretStr | None: ...
+
+    @property
+    def profile(self) -> str: ...
+
+    @property
+    def data(self) -> Path: ...
+
+    @property
+    def jwt_issuer(self) -> str: ...
+
+    @property
+    def access_token_seconds(self) -> int: ...
+
+
+def load_token_secret(settings: TokenSettings) -> bytes | None:
     """The signing secret, or None when access tokens are off (cluster, none set)."""
     if settings.jwt_secret is not None:
         return settings.jwt_secret.get_secret_value().encode()
@@ -51,7 +73,7 @@ def _file_secret(path: Path) -> bytes:
     return secret
 
 
-def access_tokens_of(settings: Settings) -> AccessTokens | None:
+def access_tokens_of(settings: TokenSettings) -> AccessTokens | None:
     """The issuer and verifier of access tokens the settings call for, or None (off)."""
     secret = load_token_secret(settings)
     if secret is None:

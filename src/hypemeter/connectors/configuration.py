@@ -27,10 +27,10 @@ from hypemeter.connectors.model import (
     new_connector_id,
     with_expiry_times,
 )
+from hypemeter.connectors.ports import ConnectorDocuments
 from hypemeter.connectors.webhooks import ADAPTERS
 from hypemeter.errors import Conflict, Gone, InvalidInput, NotFound
 from hypemeter.registry.model import rfc3339
-from hypemeter.registry.ports import RegistryStore
 
 log = logging.getLogger("hypemeter.connectors")
 Announce = Callable[[], Awaitable[None]]
@@ -42,7 +42,7 @@ class ConnectorConfiguration:
 
     def __init__(
         self,
-        store: RegistryStore,
+        store: ConnectorDocuments,
         clock: Clock,
         *,
         announce: Announce | None = None,

@@ -35,6 +35,7 @@ from hypemeter.connectors.model import (
     new_letter_id,
     to_event,
 )
+from hypemeter.connectors.ports import ConnectorDocuments
 from hypemeter.connectors.webhooks import (
     ADAPTERS,
     NewContent,
@@ -48,7 +49,6 @@ from hypemeter.connectors.webhooks.youtube import intends, topic_for
 from hypemeter.errors import Conflict, InvalidInput
 from hypemeter.events.service import IngestService
 from hypemeter.registry.model import Content, rfc3339
-from hypemeter.registry.ports import RegistryStore
 from hypemeter.registry.service import RegistryService
 
 # Twice Twitch's 10-minute freshness limit (a timestamp may be as far ahead), which
@@ -82,7 +82,7 @@ class WebhookDeliveries(ConnectorConfiguration):
 
     def __init__(
         self,
-        store: RegistryStore,
+        store: ConnectorDocuments,
         ingest: IngestService,
         registry: RegistryService,
         clock: Clock,

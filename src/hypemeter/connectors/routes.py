@@ -20,7 +20,7 @@ from hypemeter.connectors.model import (
 from hypemeter.connectors.service import ConnectorService
 from hypemeter.connectors.webhooks import WebhookRefused
 from hypemeter.errors import PayloadTooLarge
-from hypemeter.live.model import iso
+from hypemeter.registry.model import rfc3339
 
 admin = APIRouter(prefix="/v1/admin", tags=["connectors"])
 webhooks = APIRouter(prefix="/v1/webhooks", tags=["webhooks"])
@@ -346,7 +346,7 @@ HEALTH_EXAMPLE = {
 async def ingestion_health(request: Request, principal: Reader) -> Response:
     tenant_id = principal.tenant_id
     recent = request.app.state.services.ingest.stats.health(tenant_id)
-    minutes = [{**m, "ts": iso(m["ts"])} for m in recent["minutes"]]
+    minutes = [{**m, "ts": rfc3339(m["ts"])} for m in recent["minutes"]]
     totals = {
         name: sum(m[name] for m in minutes) for name in ("accepted", "duplicates", "rejected")
     }
@@ -363,10 +363,10 @@ async def ingestion_health(request: Request, principal: Reader) -> Response:
         "window_minutes": len(minutes),
         "minutes": minutes,
         "totals": totals,
-        "recent_rejections": [{**r, "at": iso(r["at"])} for r in recent["recent_rejections"]],
+        "recent_rejections": [{**r, "at": rfc3339(r["at"])} for r in recent["recent_rejections"]],
         "dead_letters": {
             "open": [
-                {**letter_summary(letter, admin=admin), "received_at": iso(letter.received_us)}
+                {**letter_summary(letter, admin=admin), "received_at": rfc3339(letter.received_us)}
                 for letter in letters
             ],
             "more": more is not None,

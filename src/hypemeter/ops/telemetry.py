@@ -8,8 +8,8 @@ from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from hypemeter.events.ports import EventStore
 from hypemeter.events.service import IngestStats
+from hypemeter.ops.ports import StoreGauges
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
@@ -47,7 +47,7 @@ class _IngestCollector(Collector):
 
 
 class _StoreCollector(Collector):
-    def __init__(self, store: EventStore, reloads: Callable[[], int]) -> None:
+    def __init__(self, store: StoreGauges, reloads: Callable[[], int]) -> None:
         self._store = store
         self._reloads = reloads
 
@@ -115,7 +115,7 @@ class Telemetry:
     def __init__(
         self,
         stats: IngestStats,
-        store: EventStore,
+        store: StoreGauges,
         reloads: Callable[[], int],
         *,
         webhooks: Callable[[], tuple[WebhookCounts, WebhookCounts]] | None = None,

@@ -12,13 +12,11 @@ import asyncio
 import contextlib
 import logging
 from collections import Counter
+from collections.abc import Sequence
 
 from hypemeter.clock import Clock
-from hypemeter.connectors.model import DEAD_LETTER, letter_of
-from hypemeter.events.ports import EventStore
 from hypemeter.privacy.model import PurgeReport, RetentionPolicy, mentions
-from hypemeter.registry.model import RegistryRecord
-from hypemeter.registry.ports import RegistryStore
+from hypemeter.privacy.ports import DeadLetters, RetainedEvents, StoredLetter
 from hypemeter.registry.service import Erasure
 
 log = logging.getLogger("hypemeter.privacy")
@@ -28,8 +26,8 @@ LETTERS_PER_STEP = 500
 class PrivacyService:
     def __init__(
         self,
-        store: EventStore,
-        documents: RegistryStore,
+        store: RetainedEvents,
+        letters: DeadLetters,
         clock: Clock,
         policy: RetentionPolicy,
         *,
@@ -37,7 +35,7 @@ class PrivacyService:
         first_delay_s: float = 0.0,
     ) -> None:
         self._store = store
-        self._documents = documents
+        self._letters = letters
         self._clock = clock
         self.policy = policy
         self.interval_s = interval_s
@@ -73,9 +71,7 @@ class PrivacyService:
                 )
             letters: Counter[str] = Counter()
             before = self.policy.letters_cutoff(started)
-            while gone := await self._documents.purge_entities(
-                DEAD_LETTER, before, limit=LETTERS_PER_STEP
-            ):
+            while gone := await self._letters.purge_letters(before, limit=LETTERS_PER_STEP):
                 letters.update(gone)
             report = PurgeReport(started, self._clock.now_us(), cutoff, events, letters)
         if events or letters:
@@ -94,7 +90,7 @@ class PrivacyService:
         names = (erasure.influencer_id, *erasure.account_ids)
         letters = 0
         for letter_id in await self._letters_naming(erasure.tenant_id, names):
-            if await self._documents.delete_entity(erasure.tenant_id, DEAD_LETTER, letter_id):
+            if await self._letters.delete_letter(erasure.tenant_id, letter_id):
                 letters += 1
         await self._store.reclaim()
         if letters:
@@ -109,11 +105,9 @@ class PrivacyService:
         page at a time and decoded off the event loop (bodies reach megabytes)."""
         found: list[str] = []
         after: str | None = None
-        while page := await self._documents.list_entities(
-            tenant_id, DEAD_LETTER, tokens=(), search=None, after=after, limit=LETTERS_PER_STEP
-        ):
+        while page := await self._letters.letters(tenant_id, after=after, limit=LETTERS_PER_STEP):
             found += await asyncio.to_thread(_naming, page, names)
-            after = page[-1].entity_id
+            after = page[-1].letter_id
         return found
 
     async def _run(self) -> None:
@@ -126,5 +120,5 @@ class PrivacyService:
             await asyncio.sleep(self.interval_s)
 
 
-def _naming(records: list[RegistryRecord], names: tuple[str, ...]) -> list[str]:
-    return [r.entity_id for r in records if mentions(letter_of(r).body(), names)]
+def _naming(letters: Sequence[StoredLetter], names: tuple[str, ...]) -> list[str]:
+    return [letter.letter_id for letter in letters if mentions(letter.body(), names)]
