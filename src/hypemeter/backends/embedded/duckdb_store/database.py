@@ -33,7 +33,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from hypemeter.backends.embedded.duckdb_store import retention, snapshots
-from hypemeter.backends.embedded.duckdb_store.applier import Applier, Staged
+from hypemeter.backends.embedded.duckdb_store.applier import Applier, Staged, stacked
 from hypemeter.backends.embedded.duckdb_store.erasure import (
     erase_influencer,
     rewrite,
@@ -484,17 +484,16 @@ class DuckDBDatabase:
         last = batch[-1].seq
         con.execute("BEGIN TRANSACTION")
         try:
+            for rows in stacked(batch):
+                con.register("staged", rows)
+                try:
+                    con.execute(
+                        f"INSERT INTO events ({EVENT_COLUMNS}, seq, ingested_at) "  # noqa: S608
+                        f"SELECT {EVENT_COLUMNS}, seq, make_timestamptz(ingested_us) FROM staged"
+                    )
+                finally:
+                    con.unregister("staged")
             for staged in batch:
-                if staged.rows.num_rows:
-                    con.register("staged", staged.rows)
-                    try:
-                        con.execute(
-                            f"INSERT INTO events ({EVENT_COLUMNS}, seq, ingested_at) "  # noqa: S608
-                            f"SELECT {EVENT_COLUMNS}, ?, make_timestamptz(?::BIGINT) FROM staged",
-                            [staged.seq, staged.now_us],
-                        )
-                    finally:
-                        con.unregister("staged")
                 if staged.snapshots is not None:
                     snapshots.write(con, staged.snapshots, staged.seq)
             con.execute("INSERT OR REPLACE INTO meta VALUES ('journal_seq', ?)", [str(last)])
@@ -577,7 +576,11 @@ class DuckDBDatabase:
     def _dedup(self, fps: Fingerprints, has_id: npt.NDArray[np.bool_]) -> npt.NDArray[np.bool_]:
         """Keep mask: an id already in the window, or earlier in this group, is a duplicate."""
         keep = ~has_id
-        candidates = np.flatnonzero(has_id & ~self._index.seen(fps))
+        ids = np.flatnonzero(has_id)
+        # Looked up in hi order: each run's binary searches then walk it forwards.
+        ids = ids[np.argsort(fps.hi[ids], kind="stable")]
+        seen = self._index.seen(Fingerprints(fps.hi[ids], fps.lo[ids]))
+        candidates = np.sort(ids[~seen])
         keep[candidates[_first_occurrences(fps.hi[candidates], fps.lo[candidates])]] = True
         return keep
 
