@@ -59,9 +59,7 @@ def _stack(run: list[Staged]) -> pa.Table:
     table = run[0].rows if len(run) == 1 else pa.concat_tables([s.rows for s in run])
     seqs = np.repeat(np.array([s.seq for s in run], dtype=np.int64), sizes)
     stamps = np.repeat(np.array([s.now_us for s in run], dtype=np.int64), sizes)
-    return table.append_column("seq", pa.array(seqs)).append_column(
-        "ingested_us", pa.array(stamps)
-    )
+    return table.append_column("seq", pa.array(seqs)).append_column("ingested_us", pa.array(stamps))
 
 
 class Applier:
