@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,6 +25,10 @@ from hypemeter.errors import StoreUnavailable
 
 log = logging.getLogger("hypemeter.store")
 Snapshots = dict[Any, Any]
+# How long a small backlog waits for more groups when no reader waits for it: each
+# DuckDB transaction costs milliseconds whatever it holds, and single-event traffic
+# would otherwise pay one per group commit.
+LINGER_S = 0.01
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +85,7 @@ class Applier:
         self._backlog = 0
         self._changed = threading.Condition()
         self._stopping = False
+        self._readers = 0  # threads in wait_applied: they must not wait for a linger
         self._failure: BaseException | None = None
         self.applied = applied
         self.submitted = applied
@@ -102,8 +108,13 @@ class Applier:
     def wait_applied(self, seq: int) -> None:
         """Block until DuckDB has committed every group up to ``seq``."""
         with self._changed:
-            while self.applied < seq and self._failure is None:
-                self._changed.wait()
+            self._readers += 1
+            self._changed.notify_all()
+            try:
+                while self.applied < seq and self._failure is None:
+                    self._changed.wait()
+            finally:
+                self._readers -= 1
             self._raise_failure()
 
     def drain(self) -> None:
@@ -133,6 +144,7 @@ class Applier:
                     self._changed.wait()
                 if not self._queue:
                     return
+                self._linger()
                 batch = self._take()
             try:
                 self._apply(batch)
@@ -147,6 +159,15 @@ class Applier:
                 self.applied = batch[-1].seq
                 self._backlog -= sum(s.rows.num_rows for s in batch)
                 self._changed.notify_all()
+
+    def _linger(self) -> None:
+        """Inside the lock: let a small backlog grow for a moment, unless someone waits."""
+        deadline = time.monotonic() + LINGER_S
+        while self._backlog < self._batch_events and not self._readers and not self._stopping:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            self._changed.wait(left)
 
     def _take(self) -> list[Staged]:
         batch = [self._queue.popleft()]
