@@ -140,9 +140,7 @@ def logged_problems(log_path: Path) -> list[str]:
 
 
 @contextlib.contextmanager
-def running_server(
-    cluster: Cluster | None = None, *, scopes: str = "ingest"
-) -> Iterator[Server]:
+def running_server(cluster: Cluster | None = None, *, scopes: str = "ingest") -> Iterator[Server]:
     """A server on a new data directory with a tenant and a key of ``scopes``, removed afterwards.
 
     With ``cluster``, the server runs the cluster profile and its workers run beside it.
