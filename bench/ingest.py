@@ -21,6 +21,8 @@ CLIENT = "python asyncio+uvloop raw HTTP/1.1 keep-alive"
 B1_MAX_EVENTS_PER_S = 400_000
 B1S_MAX_REQUESTS_PER_S = 40_000
 RSS_TARGET = "<= 1536"  # B7: peak RSS through B1-B4 at most 1.5 GiB
+# B1s against the floor of the same run (an authenticated route that reads no store).
+FLOOR_RATIO_TARGET = ">= 0.6"
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +55,12 @@ class RunOutcome:
     problems: list[str]
     # On the cluster: seconds after the load until the workers committed every event.
     drain_s: float = 0.0
+    # B1s: the floor route's load on the same server, just before the track load.
+    floor: LoadResult | None = None
+
+    def floor_rate(self) -> float:
+        assert self.floor is not None
+        return self.floor.statuses.get(200, 0) / self.floor.wall_s
 
     def committed_rate(self) -> float:
         """Events/s from the first request until the last event was committed."""
@@ -80,14 +88,21 @@ class RunOutcome:
             "requests_ran_out": load.exhausted,
             "client_errors": load.errors,
             "server_log": self.problems[:20],
+            **({} if self.floor is None else {"floor_statuses": dict(self.floor.statuses)}),
         }
 
 
 def one_run(executor: Executor, shape: LoadShape, pool: Pool, prefix: str) -> RunOutcome:
-    """A fresh server, the load from another process, the server's peak RSS, then SIGTERM."""
+    """A fresh server, the load from another process, the server's peak RSS, then SIGTERM.
+
+    Single-event runs first load the floor route on the same connections for as long,
+    so that the track rate can be read as a fraction of what any route can do here.
+    """
     cluster = Cluster() if shape.cluster else None
     drain_s = 0.0
-    with running_server(cluster) as server:
+    track = shape.kind == "track"
+    floor: LoadResult | None = None
+    with running_server(cluster, scopes="ingest,admin" if track else "ingest") as server:
         job = LoadJob(
             kind=shape.kind,
             port=server.port,
@@ -100,11 +115,13 @@ def one_run(executor: Executor, shape: LoadShape, pool: Pool, prefix: str) -> Ru
             max_requests=shape.max_requests,
             batch_events=shape.batch_events,
         )
+        if track:
+            floor = executor.submit(run_load, replace(job, kind="floor")).result()
         load = executor.submit(run_load, job).result()
         rss = server.peak_rss_mb()
         if cluster is not None:
             drain_s = cluster.drain()
-    return RunOutcome(load, rss, server.problems, drain_s)
+    return RunOutcome(load, rss, server.problems, drain_s, floor)
 
 
 def run_ingest(
@@ -145,6 +162,21 @@ def run_ingest(
             client=CLIENT,
         ),
     ]
+    if all(o.floor is not None for o in outcomes):
+        figures.append(
+            Figure.of_runs(
+                shape.bench, "floor_req_per_s", [o.floor_rate() for o in outcomes], client=CLIENT
+            )
+        )
+        figures.append(
+            Figure.of_runs(
+                shape.bench,
+                "fraction_of_floor",
+                [o.rate(batch) / o.floor_rate() for o in outcomes],
+                FLOOR_RATIO_TARGET,
+                CLIENT,
+            )
+        )
     if batch:
         rejected = [100 * o.load.rejected / max(1, o.load.events_sent) for o in outcomes]
         figures.append(Figure.of_runs(shape.bench, "rejected_pct", rejected, client=CLIENT))
@@ -181,7 +213,8 @@ def _progress(shape: LoadShape, n: int, outcome: RunOutcome) -> None:
         f"client CPU {outcome.cpu_pct(load.client_cpu_s):.0f}%, "
         f"non-200 {others or 'none'}, rejected {load.rejected:,}/{load.events_sent:,}, "
         f"server log lines >= WARNING: {len(outcome.problems)}"
-        + (f", committed {outcome.committed_rate():,.0f}/s" if shape.cluster else ""),
+        + (f", committed {outcome.committed_rate():,.0f}/s" if shape.cluster else "")
+        + ("" if outcome.floor is None else f", floor {outcome.floor_rate():,.0f} req/s"),
         file=sys.stderr,
         flush=True,
     )

@@ -26,6 +26,8 @@ from bench.stats import percentile
 from bench.workload import batch_templates, read_lines, track_templates, with_prefix
 
 RETRY_AFTER_S = 1.0
+# The floor under B1s: an authenticated route that reads no store (the key needs admin).
+FLOOR_PATH = "/v1/admin/metrics"
 STALL_GRACE_S = 120.0  # how long past the deadline in-flight requests may take
 MAX_ERRORS_KEPT = 5
 
@@ -42,7 +44,8 @@ class Ack(msgspec.Struct):
 class LoadJob:
     """What to send, where, how hard and for how long.
 
-    ``kind`` is ``batch`` (NDJSON to /v1/events) or ``track`` (one event to /v1/track).
+    ``kind`` is ``batch`` (NDJSON to /v1/events), ``track`` (one event to /v1/track) or
+    ``floor`` (``GET FLOOR_PATH``: authenticated, reads no store; what every route pays).
     """
 
     kind: str
@@ -115,6 +118,9 @@ def prepare(job: LoadJob) -> list[tuple[bytes, int]]:
             for prefix in _passes(job.prefix)
             for body, events in batches
         )
+    elif job.kind == "floor":
+        floor = build_request("GET", FLOOR_PATH, host, auth, b"")
+        made = itertools.repeat((floor, 0))
     else:
         json = {**auth, "Content-Type": "application/json"}
         tracks = _track_templates(job.pool, job.max_requests)

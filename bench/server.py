@@ -140,8 +140,8 @@ def logged_problems(log_path: Path) -> list[str]:
 
 
 @contextlib.contextmanager
-def running_server(cluster: Cluster | None = None) -> Iterator[Server]:
-    """A server on a new data directory with a tenant and an ingest key, removed afterwards.
+def running_server(cluster: Cluster | None = None, *, scopes: str = "ingest") -> Iterator[Server]:
+    """A server on a new data directory with a tenant and a key of ``scopes``, removed afterwards.
 
     With ``cluster``, the server runs the cluster profile and its workers run beside it.
     After the block, ``Server.problems`` holds what the server logged at WARNING or above.
@@ -153,7 +153,7 @@ def running_server(cluster: Cluster | None = None) -> Iterator[Server]:
     try:
         hypemeter("tenants", "create", TENANT, "--data", str(data), env=env)
         created = hypemeter(
-            "keys", "create", "--tenant", TENANT, "--scopes", "ingest", "--data", str(data), env=env
+            "keys", "create", "--tenant", TENANT, "--scopes", scopes, "--data", str(data), env=env
         )
         key = created.strip().splitlines()[-1]
         port = free_port()

@@ -17,7 +17,7 @@ CLASS_LINES = 250
 
 # path (or path::Class) -> the lines it had when the rule came in; only ever lowered.
 OVER: dict[str, int] = {
-    "src/hypemeter/backends/embedded/duckdb_store/database.py": 661,
+    "src/hypemeter/backends/embedded/duckdb_store/database.py": 529,
     "src/hypemeter/backends/embedded/duckdb_store/queries.py": 650,
     "src/hypemeter/live/hub.py": 616,
     "src/hypemeter/backends/embedded/duckdb_store/rollups.py": 524,
@@ -25,7 +25,7 @@ OVER: dict[str, int] = {
     "src/hypemeter/backends/embedded/duckdb_store/adapters.py": 469,
     "src/hypemeter/backends/cluster/postgres_store.py": 463,
     "src/hypemeter/backends/cluster/redis_bus.py::RedisLiveBus": 259,
-    "src/hypemeter/backends/embedded/duckdb_store/database.py::DuckDBDatabase": 523,
+    "src/hypemeter/backends/embedded/duckdb_store/database.py::DuckDBDatabase": 441,
     "src/hypemeter/live/hub.py::LiveHub": 295,
 }
 

@@ -144,7 +144,7 @@ def _table(events: list[EventIn], ts_us: list[int]) -> pa.Table:
             "metric": pa.array([e.metric for e in events], _STR),
             "kind": pa.array([e.kind for e in events], _STR),
             "value": pa.array([e.value for e in events], pa.float64()),
-            "ts": pa.array(ts_us, pa.int64()).cast(TS_TYPE),
+            "ts": pa.array(ts_us, TS_TYPE),  # microseconds as they are: no cast pass
             "user_id": pa.array([e.user_id for e in events], _STR),
             "text": pa.array([e.text for e in events], _STR),
             "tags": pa.array([e.tags for e in events], pa.list_(_STR)),

@@ -6,7 +6,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hypemeter.backends.embedded.duckdb_store.database import _first_occurrences
+from hypemeter.backends.embedded.duckdb_store.commit import _first_occurrences
 
 
 @settings(max_examples=200, deadline=None)

@@ -28,12 +28,11 @@ from typing import TypeVar
 
 import duckdb
 import numpy as np
-import numpy.typing as npt
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from hypemeter.backends.embedded.duckdb_store import retention, snapshots
-from hypemeter.backends.embedded.duckdb_store.applier import Applier, Staged
+from hypemeter.backends.embedded.duckdb_store.applier import Applier, Staged, stacked
+from hypemeter.backends.embedded.duckdb_store.commit import GroupCommit
 from hypemeter.backends.embedded.duckdb_store.erasure import (
     erase_influencer,
     rewrite,
@@ -51,14 +50,13 @@ from hypemeter.backends.embedded.duckdb_store.journal import Journal
 from hypemeter.backends.embedded.duckdb_store.queries import Horizon
 from hypemeter.backends.embedded.duckdb_store.rollups import RollupMaintainer
 from hypemeter.backends.embedded.duckdb_store.schema import EVENT_COLUMNS, migrate
-from hypemeter.backends.embedded.duckdb_store.snapshots import SnapshotKey, SnapshotState
-from hypemeter.backends.embedded.duckdb_store.writer import Append, WriterThread
+from hypemeter.backends.embedded.duckdb_store.snapshots import SnapshotState
+from hypemeter.backends.embedded.duckdb_store.writer import WriterThread
 from hypemeter.backends.embedded.fingerprints import FingerprintIndex, Fingerprints
 from hypemeter.clock import Clock
 from hypemeter.datadir import private_data_dir, private_dir, restrict_umask, tighten
 from hypemeter.errors import StoreUnavailable
-from hypemeter.events.batch import EventBatch, id_digest, tables_in_order
-from hypemeter.events.model import Reading
+from hypemeter.events.batch import EventBatch
 from hypemeter.events.ports import AppendResult
 from hypemeter.metrics.model import DAY_US
 
@@ -116,17 +114,19 @@ class DuckDBDatabase:
         )
         self._snapshots = SnapshotState(SNAPSHOT_CACHE)
         self._journal = Journal(journal_dir)
+        self._group = GroupCommit(
+            clock=clock, index=self._index, snapshots=self._snapshots, journal=self._journal
+        )
         self._applier: Applier | None = None
         self._apply_con: duckdb.DuckDBPyConnection | None = None
-        # The last group acknowledged (journaled) and the last one DuckDB committed.
-        self._acked = 0
+        # The last group DuckDB committed (``_group.acked``: the last one journaled).
         self._seq = 0
         # Held while a commit becomes visible and ``_seq`` follows it, and while a
         # pinned read starts its snapshot: the pinned snapshot is exactly ``_seq``.
         self._commit_lock = threading.Lock()
         self._writer = WriterThread(
             self._connect,
-            self._commit,
+            self._group.commit,
             queue_limit=config.queue_limit,
             commit_max_events=config.commit_max_events,
             barrier=self._drain,
@@ -189,7 +189,7 @@ class DuckDBDatabase:
     def applied_horizon(self) -> Horizon | None:
         """``horizon()`` when DuckDB already holds every group acknowledged before the
         call (so an answer from it misses no acknowledged event); None otherwise."""
-        acked = self._acked
+        acked = self._group.acked
         horizon = self.horizon()
         return horizon if horizon.committed >= acked else None
 
@@ -211,16 +211,16 @@ class DuckDBDatabase:
         """
         if not self._users or self._pool is None:
             raise StoreUnavailable("the store is closed")
-        acked = self._acked
+        acked = self._group.acked
         return await asyncio.get_running_loop().run_in_executor(self._pool, self._read, fn, acked)
 
     def applied(self) -> bool:
         """Whether DuckDB holds every acknowledged group."""
-        return self._seq >= self._acked
+        return self._seq >= self._group.acked
 
     def wait_applied(self) -> None:
         """Block until DuckDB holds every group acknowledged so far."""
-        self._wait_applied(self._acked)
+        self._wait_applied(self._group.acked)
 
     def _wait_applied(self, acked: int) -> None:
         if self._applier is not None:
@@ -252,7 +252,7 @@ class DuckDBDatabase:
             self._pins = asyncio.Semaphore(max(1, self._config.query_threads // 2))
         loop = asyncio.get_running_loop()
         async with self._pins:
-            acked = self._acked
+            acked = self._group.acked
             con, seq, watermark = await loop.run_in_executor(self._pool, self._pin, acked)
             try:
                 yield con, seq, Horizon(watermark, seq <= watermark, seq)
@@ -392,7 +392,7 @@ class DuckDBDatabase:
             con.close()
             rewrite(self.path)
             con = self._open_file()
-        self._seq = self._acked = self._replay(con)
+        self._seq = self._group.acked = self._replay(con)
         for _ in range(self._config.query_threads):
             reader = con.cursor()
             reader.execute("SET TimeZone = 'UTC'")
@@ -426,6 +426,7 @@ class DuckDBDatabase:
             applied=self._seq,
         )
         self._applier.start()
+        self._group.applier = self._applier
         return con
 
     def _open_file(self) -> duckdb.DuckDBPyConnection:
@@ -463,6 +464,7 @@ class DuckDBDatabase:
         if self._applier is not None:
             self._applier.stop()
             self._applier = None
+            self._group.applier = None
         if self._apply_con is not None:
             self._apply_con.close()
             self._apply_con = None
@@ -484,17 +486,16 @@ class DuckDBDatabase:
         last = batch[-1].seq
         con.execute("BEGIN TRANSACTION")
         try:
+            for rows in stacked(batch):
+                con.register("staged", rows)
+                try:
+                    con.execute(
+                        f"INSERT INTO events ({EVENT_COLUMNS}, seq, ingested_at) "  # noqa: S608
+                        f"SELECT {EVENT_COLUMNS}, seq, make_timestamptz(ingested_us) FROM staged"
+                    )
+                finally:
+                    con.unregister("staged")
             for staged in batch:
-                if staged.rows.num_rows:
-                    con.register("staged", staged.rows)
-                    try:
-                        con.execute(
-                            f"INSERT INTO events ({EVENT_COLUMNS}, seq, ingested_at) "  # noqa: S608
-                            f"SELECT {EVENT_COLUMNS}, ?, make_timestamptz(?::BIGINT) FROM staged",
-                            [staged.seq, staged.now_us],
-                        )
-                    finally:
-                        con.unregister("staged")
                 if staged.snapshots is not None:
                     snapshots.write(con, staged.snapshots, staged.seq)
             con.execute("INSERT OR REPLACE INTO meta VALUES ('journal_seq', ?)", [str(last)])
@@ -526,136 +527,3 @@ class DuckDBDatabase:
             "dedup index restored",
             extra={"event_ids": restored, "seconds": round(time.perf_counter() - started, 3)},
         )
-
-    def _commit(self, con: duckdb.DuckDBPyConnection, jobs: list[Append]) -> list[AppendResult]:
-        """Deduplicate, derive snapshot deltas and journal every job as one group."""
-        now_us = self._clock.now_us()
-        incoming = _incoming(jobs)
-        has_id = incoming.column("has_id").to_numpy(zero_copy_only=False).astype(np.bool_)
-        fps = Fingerprints(_words(incoming, "fp_hi"), _words(incoming, "fp_lo"))
-        keep = self._dedup(fps, has_id)
-        deltas = self._deltas(con, incoming, keep)
-        staged = incoming.append_column("delta", pa.array(deltas, pa.float64()))
-        if not keep.all():
-            staged = staged.filter(pa.array(keep))
-        seq = self._journaled(staged, now_us)
-        committed_us = self._clock.now_us()  # when the events were acknowledged
-        kept_ids = np.flatnonzero(keep & has_id)
-        self._index.add(fps.take(kept_ids.tolist()), now_us)
-        self._index.expire(now_us)
-        results: list[AppendResult] = []
-        offset = kept = 0
-        for job in jobs:
-            size = len(job.batch)
-            accepted = int(keep[offset : offset + size].sum())
-            changes = staged.slice(kept, accepted)  # the filter kept the jobs' order
-            results.append(AppendResult(accepted, size - accepted, seq, changes, committed_us))
-            offset += size
-            kept += accepted
-        return results
-
-    def _journaled(self, staged: pa.Table, now_us: int) -> int:
-        """Make a group durable and hand it to the applier; its seq."""
-        due = self._snapshots.due(now_us)
-        if not staged.num_rows and due is None:
-            self._snapshots.committed()
-            return self._acked  # nothing to store: every event was a duplicate
-        if self._applier is None:
-            raise StoreUnavailable("the store is closed")
-        self._applier.check()  # refuse before journaling what DuckDB could not take
-        seq = self._acked + 1
-        try:
-            self._journal.append(seq, now_us, staged)
-        except Exception:
-            self._snapshots.rolled_back()
-            raise
-        self._snapshots.committed()
-        self._acked = seq
-        self._applier.submit(Staged(seq, now_us, staged, due))
-        return seq
-
-    def _dedup(self, fps: Fingerprints, has_id: npt.NDArray[np.bool_]) -> npt.NDArray[np.bool_]:
-        """Keep mask: an id already in the window, or earlier in this group, is a duplicate."""
-        keep = ~has_id
-        candidates = np.flatnonzero(has_id & ~self._index.seen(fps))
-        keep[candidates[_first_occurrences(fps.hi[candidates], fps.lo[candidates])]] = True
-        return keep
-
-    def _deltas(
-        self, con: duckdb.DuckDBPyConnection, incoming: pa.Table, keep: npt.NDArray[np.bool_]
-    ) -> npt.NDArray[np.float64]:
-        """Values, with each kept snapshot replaced by its delta against the previous reading."""
-        deltas: npt.NDArray[np.float64] = np.array(
-            incoming.column("value").to_numpy(zero_copy_only=False), dtype=np.float64
-        )
-        is_snapshot = pc.equal(incoming.column("kind"), "snapshot").to_numpy(zero_copy_only=False)
-        rows = np.flatnonzero(is_snapshot & keep)
-        if not len(rows):
-            return deltas
-        picked = incoming.take(pa.array(rows)).select(
-            ["tenant_id", "influencer_id", "platform", "content_id", "metric", "ts", "value"]
-        )
-        cols = picked.to_pydict()
-        stamps = picked.column("ts").cast(pa.int64()).to_pylist()
-        keys: list[SnapshotKey] = [
-            (t, i, p, c or "", m)
-            for t, i, p, c, m in zip(
-                cols["tenant_id"],
-                cols["influencer_id"],
-                cols["platform"],
-                cols["content_id"],
-                cols["metric"],
-                strict=True,
-            )
-        ]
-        readings = [Reading(ts, v) for ts, v in zip(stamps, cols["value"], strict=True)]
-        deltas[rows] = self._snapshots.apply(con, keys, readings)
-        return deltas
-
-
-def _first_occurrences(
-    hi: npt.NDArray[np.uint64], lo: npt.NDArray[np.uint64]
-) -> npt.NDArray[np.intp]:
-    """Positions of the first occurrence of each distinct (hi, lo), in input order."""
-    order = np.argsort(hi, kind="stable")
-    sorted_hi, sorted_lo = hi[order], lo[order]
-    same_hi = sorted_hi[1:] == sorted_hi[:-1]
-    same = same_hi & (sorted_lo[1:] == sorted_lo[:-1])
-    if (same_hi & ~same).any():
-        # Two fingerprints share a hi word: equal pairs need not be adjacent.
-        pairs = np.empty(len(hi), dtype=[("hi", "<u8"), ("lo", "<u8")])
-        pairs["hi"], pairs["lo"] = hi, lo
-        return np.sort(np.unique(pairs, return_index=True)[1])
-    first = np.ones(len(hi), dtype=np.bool_)
-    first[1:] = ~same
-    return np.sort(order[first])
-
-
-def _words(table: pa.Table, name: str) -> npt.NDArray[np.uint64]:
-    column = pc.fill_null(table.column(name), 0)
-    return np.asarray(column.to_numpy(zero_copy_only=False), dtype=np.uint64)
-
-
-def _incoming(jobs: list[Append]) -> pa.Table:
-    """All jobs' events as one single-chunk Arrow table, each row tagged with its tenant.
-
-    The tenant is folded into each id's fingerprint here (see ``fingerprint``).
-    Work is done once over the whole group, not per request: a group of many
-    one-event requests (SDK traffic) must cost about what one batch costs.
-    """
-    tables = tables_in_order([job.batch for job in jobs])
-    table = tables[0] if len(tables) == 1 else pa.concat_tables(tables).combine_chunks()
-    sizes = [len(job.batch) for job in jobs]
-    tenants = [job.tenant_id for job in jobs]
-    words = np.stack([np.frombuffer(id_digest(t), dtype="<u8") for t in tenants])
-    per_row = np.repeat(words.astype(np.uint64), sizes, axis=0)
-    no_id = pc.invert(table.column("has_id")).to_numpy(zero_copy_only=False)
-    for name, word in (("fp_hi", 1), ("fp_lo", 0)):
-        folded = np.bitwise_xor(_words(table, name), per_row[:, word])
-        at = table.schema.get_field_index(name)
-        table = table.set_column(at, name, pa.array(folded, mask=no_id))
-    owner = pa.DictionaryArray.from_arrays(
-        pa.array(np.repeat(np.arange(len(tenants), dtype=np.int32), sizes)),
-        pa.array(tenants, _STR),
-    )
-    return table.add_column(0, "tenant_id", owner.dictionary_decode())

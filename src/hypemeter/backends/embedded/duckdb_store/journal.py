@@ -99,15 +99,18 @@ class Journal:
         sink = pa.BufferOutputStream()
         with pa.ipc.new_stream(sink, rows.schema) as writer:
             writer.write_table(rows)
-        payload = sink.getvalue().to_pybytes()
-        record = HEADER.pack(MAGIC, seq, now_us, len(payload), zlib.crc32(payload)) + payload
+        # Written as header and payload side by side: a group can be megabytes, not copied.
+        payload = memoryview(sink.getvalue())
+        header = HEADER.pack(MAGIC, seq, now_us, len(payload), zlib.crc32(payload))
+        size = len(header) + len(payload)
         try:
             with self._lock:
-                segment = self._room(len(record))
+                segment = self._room(size)
                 assert segment.fd is not None
-                os.pwrite(segment.fd, record, self._offset)
+                if os.pwritev(segment.fd, [header, payload], self._offset) != size:
+                    raise OSError("short write")
                 os.fdatasync(segment.fd)
-                self._offset += len(record)
+                self._offset += size
                 segment.last_seq = seq
         except OSError as exc:
             raise StoreUnavailable(f"cannot write the ingest journal: {exc}") from exc

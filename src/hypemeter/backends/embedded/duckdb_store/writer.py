@@ -49,20 +49,34 @@ def resolve(
     future: asyncio.Future[Any], value: Any = None, error: BaseException | None = None
 ) -> None:
     """Complete a future from the writer thread, on its own loop."""
+    resolve_all([(future, value, error)])
 
-    def _complete() -> None:
+
+Outcome = tuple[asyncio.Future[Any], Any, BaseException | None]
+
+
+def resolve_all(outcomes: list[Outcome]) -> None:
+    """Complete futures from the writer thread: one wake-up of each loop for all of its
+    futures (a group commit of many single-event requests answers them all at once)."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[Outcome]] = {}
+    for outcome in outcomes:
+        by_loop.setdefault(outcome[0].get_loop(), []).append(outcome)
+    for loop, mine in by_loop.items():
+        try:
+            loop.call_soon_threadsafe(_complete, mine)
+        except RuntimeError:
+            # The caller's loop is gone (it was shut down mid-request): nobody awaits this.
+            log.warning("dropped the answer of a request whose event loop has closed")
+
+
+def _complete(outcomes: list[Outcome]) -> None:
+    for future, value, error in outcomes:
         if future.done():
-            return
+            continue
         if error is not None:
             future.set_exception(error)
         else:
             future.set_result(value)
-
-    try:
-        future.get_loop().call_soon_threadsafe(_complete)
-    except RuntimeError:
-        # The caller's loop is gone (it was shut down mid-request): nobody awaits this answer.
-        log.warning("dropped the answer of a request whose event loop has closed")
 
 
 class WriterThread:
@@ -188,12 +202,13 @@ class WriterThread:
         except Exception as exc:
             log.exception("group commit of %d requests failed", len(appends))
             self._release(appends)
-            for job in appends:
-                resolve(job.future, error=StoreUnavailable(f"the store could not commit: {exc}"))
+            message = f"the store could not commit: {exc}"
+            resolve_all([(job.future, None, StoreUnavailable(message)) for job in appends])
             return
         self._release(appends)
-        for job, result in zip(appends, results, strict=True):
-            resolve(job.future, result)
+        resolve_all(
+            [(job.future, result, None) for job, result in zip(appends, results, strict=True)]
+        )
 
     def _release(self, appends: list[Append]) -> None:
         with self._lock:
