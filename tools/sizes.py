@@ -21,7 +21,6 @@ OVER: dict[str, int] = {
     "src/hypemeter/metrics/model.py": 684,
     "src/hypemeter/backends/embedded/duckdb_store/database.py": 661,
     "src/hypemeter/backends/embedded/duckdb_store/queries.py": 650,
-    "src/hypemeter/live/hub.py": 616,
     "src/hypemeter/backends/embedded/duckdb_store/rollups.py": 524,
     "src/hypemeter/connectors/service.py": 523,
     "src/hypemeter/registry/routes.py": 512,
@@ -37,7 +36,6 @@ OVER: dict[str, int] = {
     "src/hypemeter/backends/embedded/duckdb_store/database.py::DuckDBDatabase": 523,
     "src/hypemeter/connectors/pollers.py::ConnectorPoller": 270,
     "src/hypemeter/connectors/service.py::ConnectorService": 417,
-    "src/hypemeter/live/hub.py::LiveHub": 295,
     "src/hypemeter/metrics/service.py::MetricsService": 604,
     "src/hypemeter/settings.py::Settings": 304,
 }
