@@ -118,9 +118,10 @@ class Session:
 
     def send(self, message: dict[str, Any]) -> None:
         """Queue a message with the next ``seq``; never waits."""
-        if self.done:
+        outbox = self.outbox
+        if outbox.done.is_set():
             return
-        if not self.outbox.put(message):
+        if not outbox.put(message):
             self._lag()
 
     def _lag(self) -> None:
