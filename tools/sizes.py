@@ -19,14 +19,12 @@ CLASS_LINES = 250
 OVER: dict[str, int] = {
     "src/hypemeter/backends/embedded/duckdb_store/database.py": 529,
     "src/hypemeter/backends/embedded/duckdb_store/queries.py": 650,
-    "src/hypemeter/live/hub.py": 616,
     "src/hypemeter/backends/embedded/duckdb_store/rollups.py": 524,
     "src/hypemeter/backends/cluster/postgres_database.py": 482,
     "src/hypemeter/backends/embedded/duckdb_store/adapters.py": 469,
     "src/hypemeter/backends/cluster/postgres_store.py": 463,
     "src/hypemeter/backends/cluster/redis_bus.py::RedisLiveBus": 259,
     "src/hypemeter/backends/embedded/duckdb_store/database.py::DuckDBDatabase": 441,
-    "src/hypemeter/live/hub.py::LiveHub": 295,
 }
 
 

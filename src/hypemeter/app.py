@@ -49,7 +49,8 @@ from hypemeter.events.ports import EventStore
 from hypemeter.events.preparation import ProcessPreparer
 from hypemeter.events.routes import router as events_router
 from hypemeter.events.service import IngestService
-from hypemeter.live.hub import LiveConfig, LiveHub
+from hypemeter.live.config import LiveConfig
+from hypemeter.live.hub import LiveHub
 from hypemeter.live.ports import LiveBus
 from hypemeter.live.routes import router as live_router
 from hypemeter.live.streams import OpenStreams

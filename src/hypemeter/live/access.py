@@ -9,11 +9,13 @@ rights and by the key's limits (see ``TokenRights`` and ``check_limits``).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from hypemeter.auth.model import Principal, Scope
+from hypemeter.clock import Clock
 from hypemeter.errors import Unauthenticated
-from hypemeter.live.hub import ChannelKey, LiveHub
+from hypemeter.live.channel import ChannelKey
+from hypemeter.live.config import LiveConfig
 from hypemeter.live.model import (
     LiveFilter,
     check_limits,
@@ -24,6 +26,18 @@ from hypemeter.live.model import (
     tail_metrics,
 )
 from hypemeter.live.tokens import StreamToken
+
+
+class Catalog(Protocol):
+    """What checking a subscription asks of the hub: its metric names, clock and settings."""
+
+    @property
+    def clock(self) -> Clock: ...
+
+    @property
+    def config(self) -> LiveConfig: ...
+
+    def metric_names(self, tenant_id: str, metrics: str) -> tuple[str, ...]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,7 +106,7 @@ async def open_caller(services: Any, secret: str | None) -> Caller:
     return caller
 
 
-def channel_key(caller: Caller, message: dict[str, Any], hub: LiveHub) -> ChannelKey:
+def channel_key(caller: Caller, message: dict[str, Any], hub: Catalog) -> ChannelKey:
     """The channel a subscription asks for, once the caller may follow it."""
     live_filter = parse_filter(message.get("filter"))
     names = hub.metric_names(caller.tenant_id, parse_metrics(message.get("metrics")))

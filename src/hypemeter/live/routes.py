@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-from collections import deque
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
@@ -18,8 +15,8 @@ from pydantic import BaseModel, Field
 from hypemeter.api import bearer_secret, error_responses, json_response, require
 from hypemeter.auth.model import CHECKED_BY_ROUTE, Principal, Scope
 from hypemeter.errors import HypemeterError
-from hypemeter.live.access import channel_key, open_caller
-from hypemeter.live.hub import Channel, LiveHub
+from hypemeter.live.access import open_caller
+from hypemeter.live.hub import LiveHub
 from hypemeter.live.model import (
     FILTER_FIELDS,
     TokenRights,
@@ -29,9 +26,11 @@ from hypemeter.live.model import (
     parse_grain,
     parse_metrics,
 )
-from hypemeter.live.streams import OpenStream, OpenStreams
+from hypemeter.live.outbox import CLOSE_POLICY
+from hypemeter.live.session import error_message
+from hypemeter.live.stream_session import StreamSession, parse_last_seq
 from hypemeter.live.tokens import StreamTokens
-from hypemeter.live.websocket import CLOSE_POLICY, error_message, serve
+from hypemeter.live.websocket import serve
 
 router = APIRouter(prefix="/v1", tags=["live"])
 # Both check a key's influencer and campaign limits themselves (``check_limits``; a key
@@ -78,39 +77,6 @@ def _ws_secret(websocket: WebSocket) -> str | None:
 
 
 # -- SSE -------------------------------------------------------------------------------
-
-
-@dataclass(eq=False, slots=True)
-class _SseLink:
-    limit: int
-    outbox: deque[bytes] = field(default_factory=deque)
-    wake: asyncio.Event = field(default_factory=asyncio.Event)
-    closed: bool = False
-    last_seq: int = 0
-
-    def deliver(self, kind: str, body: dict[str, Any], seq: int) -> None:
-        if self.closed:
-            return
-        if len(self.outbox) >= self.limit:
-            # Behind: end the stream; the client resumes from its Last-Event-ID.
-            self.closed = True
-            self.outbox.clear()
-        else:
-            self.outbox.append(
-                b"id: %d\nevent: %s\ndata: %s\n\n" % (seq, kind.encode(), _encode(body))
-            )
-            self.last_seq = seq
-        self.wake.set()
-
-    def revoke(self, reason: str) -> None:
-        """Its key or stream token was revoked: end with an ``error`` event that says so
-        (under the last id sent, so that it moves no client's Last-Event-ID)."""
-        if self.closed:
-            return
-        error = {"code": "unauthenticated", "message": reason}
-        self.outbox.append(b"id: %d\nevent: error\ndata: %s\n\n" % (self.last_seq, _encode(error)))
-        self.closed = True
-        self.wake.set()
 
 
 SSE_EXAMPLE = (
@@ -162,58 +128,31 @@ async def stream_sse(
         "granularity": granularity,
         "since": since,
     }
-    key = channel_key(caller, message, hub)
-    link = _SseLink(hub.config.queue_messages)
-    stream = tokens.streams.open(caller.key_id, caller.subscription_id, link.revoke)
-    try:
-        channel = await hub.channel(key)
-    except BaseException:
-        tokens.streams.release(stream)
-        raise
-    last = _last_event_id(request)
-    missed = None if last is None else channel.missed_since(last)
-    if missed is None:
-        link.deliver("snapshot", channel.snapshot(), channel.seq)
-    for seq, body in missed or ():
-        link.deliver("update", body, seq)
-    hub.attach(channel, link)
-
+    session = await StreamSession.open(
+        hub,
+        tokens.streams,
+        caller,
+        message,
+        last_seq=parse_last_seq(request.headers.get("last-event-id")),
+    )
     return StreamingResponse(
-        _sse_events(hub, channel, link, tokens.streams, stream),
+        _sse_events(session),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
 
 
-async def _sse_events(
-    hub: LiveHub,
-    channel: Channel,
-    link: _SseLink,
-    streams: OpenStreams,
-    stream: OpenStream,
-) -> AsyncIterator[bytes]:
-    try:
-        while True:
-            if not link.outbox:
-                if link.closed:
-                    return
-                link.wake.clear()
-                try:
-                    await asyncio.wait_for(link.wake.wait(), hub.config.heartbeat_s)
-                except TimeoutError:
-                    yield b": heartbeat\n\n"
-                continue
-            yield link.outbox.popleft()
-    finally:
-        hub.detach(channel, link)
-        streams.release(stream)
-
-
-def _last_event_id(request: Request) -> int | None:
-    raw = request.headers.get("last-event-id")
-    if raw is None or not raw.strip().isdigit():
-        return None
-    return int(raw.strip())
+async def _sse_events(session: StreamSession) -> AsyncIterator[bytes]:
+    async with contextlib.aclosing(session.frames()) as frames:
+        async for frame in frames:
+            if frame is None:
+                yield b": heartbeat\n\n"
+            else:
+                yield b"id: %d\nevent: %s\ndata: %s\n\n" % (
+                    frame.seq,
+                    frame.kind.encode(),
+                    frame.data,
+                )
 
 
 # -- stream tokens ------------------------------------------------------------------------
