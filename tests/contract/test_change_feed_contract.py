@@ -109,9 +109,8 @@ async def test_the_bus_carries_change_sets_to_other_processes_and_never_back(
     tenant, every, own = api.subscribe("acme"), api.subscribe(), worker.subscribe()
     for sub in (tenant, every, own):
         await sub.ready()
-    await worker.announce("acme", AppendResult(2, 0, 7, change_table("a", "b"), 123))
-    await worker.announce("other", AppendResult(1, 0, 8, change_table("c"), 456))
-    await worker.announce("acme", AppendResult(0, 1, 8))  # nothing committed
+    await worker.announce(ChangeSet("acme", 7, 123, change_table("a", "b")))
+    await worker.announce(ChangeSet("other", 8, 456, change_table("c")))
 
     (carried,) = await take(tenant, 1)
     assert carried is not None
@@ -123,7 +122,7 @@ async def test_the_bus_carries_change_sets_to_other_processes_and_never_back(
     ]
     # The announcing process reads its own commits once: from itself, not from the bus.
     assert [c.seq for c in await take(own, 2) if c is not None] == [7, 8]
-    await worker.announce("acme", AppendResult(1, 0, 9, change_table("d"), 789))
+    await worker.announce(ChangeSet("acme", 9, 789, change_table("d")))
     assert [c.seq for c in await take(own, 1) if c is not None] == [9]
     assert [c.seq for c in await take(tenant, 1) if c is not None] == [9]
     await api.aclose()

@@ -25,8 +25,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
 from hypemeter.changes.codec import ChangeSet, decode, encode, topic
-from hypemeter.events.ports import AppendResult
-from hypemeter.live.ports import LiveBus, Subscription
+from hypemeter.changes.ports import Bus, BusSubscription
 
 log = logging.getLogger("hypemeter.changes")
 RELAY_BACKLOG = 10_000
@@ -102,7 +101,7 @@ class ChangeSubscription:
 class _Relay:
     """The bus subscription that brings one topic's change sets from other processes."""
 
-    subscription: Subscription
+    subscription: BusSubscription
     task: asyncio.Task[None] | None = None
     readers: set[ChangeSubscription] = field(default_factory=set)
 
@@ -114,18 +113,16 @@ class ChangeFeed:
     process (the embedded profile).
     """
 
-    def __init__(self, bus: LiveBus | None = None) -> None:
+    def __init__(self, bus: Bus | None = None) -> None:
         self._bus = bus
         self._origin = uuid.uuid4().hex
         self._readers: dict[str | None, set[ChangeSubscription]] = {}
         self._relays: dict[str | None, _Relay] = {}
         self.announced = 0
 
-    async def announce(self, tenant_id: str, appended: AppendResult) -> None:
+    async def announce(self, change: ChangeSet) -> None:
         """Deliver a commit's change set to this process's readers, and to the bus."""
-        if not appended.accepted or appended.changes is None:
-            return
-        change = ChangeSet(tenant_id, appended.seq, appended.committed_us, appended.changes)
+        tenant_id = change.tenant_id
         self.announced += 1
         self._deliver(change)
         if self._bus is None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 from typing import Protocol
 
+from hypemeter.changes.codec import ChangeSet
 from hypemeter.changes.feed import ChangeFeed
 from hypemeter.events.batch import EventBatch
 from hypemeter.events.ports import AppendResult, EventStore
@@ -36,8 +37,11 @@ class CommitStep:
     async def append(self, tenant_id: str, batch: EventBatch) -> AppendResult:
         """Raises Overloaded and StoreUnavailable (then nothing is announced)."""
         appended = await self._store.append(tenant_id, batch)
+        if not appended.accepted or appended.changes is None:
+            return appended  # nothing committed: nothing to announce
+        change = ChangeSet(tenant_id, appended.seq, appended.committed_us, appended.changes)
         try:
-            await self._feed.announce(tenant_id, appended)
+            await self._feed.announce(change)
         except Exception:  # readers repair from the store; the events are committed
             log.exception("could not announce a commit")
         return appended

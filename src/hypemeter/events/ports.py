@@ -8,11 +8,12 @@ contract tests.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 from hypemeter.events.batch import EventBatch
+from hypemeter.events.model import MetricDefinition, ValueLimit
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -177,3 +178,21 @@ class PartitionedLog(EventLog, Protocol):
     ) -> None:
         """Hand each entry of one partition to ``handle``, in order, until ``stopping``;
         ``handle`` settles an entry before the next one comes."""
+
+
+class CatalogStore(Protocol):
+    """Each tenant's custom metrics and bounds on event values (the tenant store keeps them)."""
+
+    async def add_metric(self, tenant_id: str, metric: MetricDefinition) -> bool:
+        """Register a custom metric; False when the tenant already has it."""
+
+    async def list_metrics(self) -> list[tuple[str, MetricDefinition]]:
+        """Every custom metric as (tenant_id, definition)."""
+
+    async def set_value_limits(
+        self, tenant_id: str, limits: Mapping[str, ValueLimit | None]
+    ) -> None:
+        """Set a tenant's bounds per metric; None removes the tenant's bound. All or nothing."""
+
+    async def list_value_limits(self) -> list[tuple[str, str, ValueLimit]]:
+        """Every tenant's own bounds as (tenant_id, metric, bound)."""

@@ -9,7 +9,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hypemeter.auth.model import NO_LIMITS, KeyLimits
-from hypemeter.auth.ports import TenantStore
 from hypemeter.clock import Clock
 from hypemeter.errors import BatchRejected, Conflict, InvalidInput, Rejection
 from hypemeter.events.admission import Admission, Origin, admit
@@ -26,6 +25,7 @@ from hypemeter.events.model import (
     ValidationRules,
     check_custom_metric_name,
 )
+from hypemeter.events.ports import CatalogStore
 from hypemeter.events.preparation import (
     InlinePreparer,
     Prepared,
@@ -147,7 +147,7 @@ class IngestService:
     def __init__(
         self,
         sink: EventSink,
-        tenants: TenantStore,
+        tenants: CatalogStore,
         clock: Clock,
         limits: IngestLimits,
         preparer: Preparer | None = None,

@@ -7,7 +7,6 @@ import math
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
-from hypemeter.auth.ports import TenantStore
 from hypemeter.errors import InvalidInput
 from hypemeter.events.model import (
     MAX_VALUE_LIMIT,
@@ -15,6 +14,7 @@ from hypemeter.events.model import (
     ValueLimit,
     default_value_limit,
 )
+from hypemeter.events.ports import CatalogStore
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,7 +35,7 @@ class MetricValueLimit:
 class ValueLimits:
     """Every tenant's own bounds, kept in memory in step with the tenant store."""
 
-    def __init__(self, store: TenantStore, announce: Callable[[], Awaitable[None]]) -> None:
+    def __init__(self, store: CatalogStore, announce: Callable[[], Awaitable[None]]) -> None:
         self._store = store
         self._announce = announce
         self._own: dict[str, dict[str, ValueLimit]] = {}
