@@ -16,18 +16,17 @@ import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from hypemeter.backends.commit_group import group_table, kept_readings, per_append, with_deltas
 from hypemeter.backends.embedded.duckdb_store.applier import Applier, Staged
 from hypemeter.backends.embedded.duckdb_store.journal import Journal
-from hypemeter.backends.embedded.duckdb_store.snapshots import SnapshotKey, SnapshotState
+from hypemeter.backends.embedded.duckdb_store.snapshots import SnapshotState
 from hypemeter.backends.embedded.duckdb_store.writer import Append
 from hypemeter.backends.embedded.fingerprints import FingerprintIndex, Fingerprints
 from hypemeter.clock import Clock
 from hypemeter.errors import StoreUnavailable
-from hypemeter.events.batch import id_digest, tables_in_order
-from hypemeter.events.model import Reading
+from hypemeter.events.batch import id_digest
 from hypemeter.events.ports import AppendResult
 
-_STR = pa.string()
 U64 = npt.NDArray[np.uint64]
 
 
@@ -55,28 +54,18 @@ class GroupCommit:
     def commit(self, con: duckdb.DuckDBPyConnection, jobs: list[Append]) -> list[AppendResult]:
         """Deduplicate, derive snapshot deltas and journal every job as one group."""
         now_us = self._clock.now_us()
-        incoming, fps, has_id = _incoming(jobs)
+        incoming, sizes = group_table([(job.tenant_id, job.batch) for job in jobs])
+        incoming, fps, has_id = _fingerprinted(incoming, sizes, [job.tenant_id for job in jobs])
         keep = self._dedup(fps, has_id)
-        deltas = self._deltas(con, incoming, keep)
-        staged = incoming.append_column("delta", pa.array(deltas, pa.float64()))
-        if not keep.all():
-            staged = staged.filter(pa.array(keep))
+        rows, keys, readings = kept_readings(incoming, keep)
+        deltas = self._snapshots.apply(con, keys, readings) if keys else []
+        staged = with_deltas(incoming, keep, rows, deltas)
         seq = self._journaled(staged, now_us)
         committed_us = self._clock.now_us()  # when the events were acknowledged
         kept_ids = np.flatnonzero(keep & has_id)
         self._index.add(Fingerprints(fps.hi[kept_ids], fps.lo[kept_ids]), now_us)
         self._index.expire(now_us)
-        sizes = np.fromiter((len(job.batch) for job in jobs), dtype=np.int64, count=len(jobs))
-        ends = np.cumsum(sizes)
-        kept_before = np.concatenate(([0], np.cumsum(keep, dtype=np.int64)))
-        accepted = (kept_before[ends] - kept_before[ends - sizes]).tolist()
-        results: list[AppendResult] = []
-        kept = 0
-        for size, taken in zip(sizes.tolist(), accepted, strict=True):
-            changes = staged.slice(kept, taken)  # the filter kept the jobs' order
-            results.append(AppendResult(taken, size - taken, seq, changes, committed_us))
-            kept += taken
-        return results
+        return per_append(keep, sizes, staged, seq, committed_us)
 
     def _journaled(self, staged: pa.Table, now_us: int) -> int:
         """Make a group durable and hand it to the applier; its seq."""
@@ -109,37 +98,6 @@ class GroupCommit:
         keep[candidates[_first_occurrences(fps.hi[candidates], fps.lo[candidates])]] = True
         return keep
 
-    def _deltas(
-        self, con: duckdb.DuckDBPyConnection, incoming: pa.Table, keep: npt.NDArray[np.bool_]
-    ) -> npt.NDArray[np.float64]:
-        """Values, with each kept snapshot replaced by its delta against the previous reading."""
-        deltas: npt.NDArray[np.float64] = np.array(
-            incoming.column("value").to_numpy(zero_copy_only=False), dtype=np.float64
-        )
-        is_snapshot = pc.equal(incoming.column("kind"), "snapshot").to_numpy(zero_copy_only=False)
-        rows = np.flatnonzero(is_snapshot & keep)
-        if not len(rows):
-            return deltas
-        picked = incoming.take(pa.array(rows)).select(
-            ["tenant_id", "influencer_id", "platform", "content_id", "metric", "ts", "value"]
-        )
-        cols = picked.to_pydict()
-        stamps = picked.column("ts").cast(pa.int64()).to_pylist()
-        keys: list[SnapshotKey] = [
-            (t, i, p, c or "", m)
-            for t, i, p, c, m in zip(
-                cols["tenant_id"],
-                cols["influencer_id"],
-                cols["platform"],
-                cols["content_id"],
-                cols["metric"],
-                strict=True,
-            )
-        ]
-        readings = [Reading(ts, v) for ts, v in zip(stamps, cols["value"], strict=True)]
-        deltas[rows] = self._snapshots.apply(con, keys, readings)
-        return deltas
-
 
 def _first_occurrences(hi: U64, lo: U64) -> npt.NDArray[np.intp]:
     """Positions of the first occurrence of each distinct (hi, lo), in input order."""
@@ -162,17 +120,12 @@ def _words(table: pa.Table, name: str) -> U64:
     return np.asarray(column.to_numpy(zero_copy_only=False), dtype=np.uint64)
 
 
-def _incoming(jobs: list[Append]) -> tuple[pa.Table, Fingerprints, npt.NDArray[np.bool_]]:
-    """All jobs' events as one single-chunk Arrow table, each row tagged with its tenant;
-    with their fingerprints and which rows have an id.
-
-    The tenant is folded into each id's fingerprint here (see ``fingerprint``); rows
-    without an id get a null fingerprint in the table (their words here mean nothing).
-    """
-    tables = tables_in_order([job.batch for job in jobs])
-    table = tables[0] if len(tables) == 1 else pa.concat_tables(tables).combine_chunks()
-    sizes = [len(job.batch) for job in jobs]
-    tenants = [job.tenant_id for job in jobs]
+def _fingerprinted(
+    table: pa.Table, sizes: list[int], tenants: list[str]
+) -> tuple[pa.Table, Fingerprints, npt.NDArray[np.bool_]]:
+    """The group table with each id's fingerprint folded with its tenant (see
+    ``fingerprint``), the fingerprints, and which rows have an id; rows without an id get
+    a null fingerprint in the table (their words here mean nothing)."""
     words = np.stack([np.frombuffer(id_digest(t), dtype="<u8") for t in tenants])
     per_row = np.repeat(words.astype(np.uint64), sizes, axis=0)
     has_id = table.column("has_id").to_numpy(zero_copy_only=False).astype(np.bool_)
@@ -183,9 +136,4 @@ def _incoming(jobs: list[Append]) -> tuple[pa.Table, Fingerprints, npt.NDArray[n
         at = table.schema.get_field_index(name)
         table = table.set_column(at, name, pa.array(values, mask=no_id))
         folded.append(values)
-    owner = pa.DictionaryArray.from_arrays(
-        pa.array(np.repeat(np.arange(len(tenants), dtype=np.int32), sizes)),
-        pa.array(tenants, _STR),
-    )
-    table = table.add_column(0, "tenant_id", owner.dictionary_decode())
     return table, Fingerprints(folded[0], folded[1]), has_id

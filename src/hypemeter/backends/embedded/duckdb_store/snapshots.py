@@ -8,10 +8,11 @@ from collections import OrderedDict
 import duckdb
 import pyarrow as pa
 
+from hypemeter.backends.commit_group import SeriesKey, fold_readings
 from hypemeter.backends.embedded.duckdb_store.schema import SNAPSHOT_COLUMNS
-from hypemeter.events.model import Reading, snapshot_delta
+from hypemeter.events.model import Reading
 
-SnapshotKey = tuple[str, str, str, str, str]
+SnapshotKey = SeriesKey
 KEY_COLUMNS = ("tenant_id", "influencer_id", "platform", "content_id", "metric")
 _STR = pa.string()
 FLUSH_EVERY_US = 1_000_000
@@ -67,12 +68,10 @@ class SnapshotState:
     ) -> list[float]:
         """Deltas of these readings, in order, staging the new state in the overlay."""
         self._load(con, [k for k in keys if k not in self.overlay])
-        deltas: list[float] = []
-        for key, reading in zip(keys, readings, strict=True):
-            previous = self.overlay.get(key) or self._cache.get(key)
-            delta, state = snapshot_delta(previous, reading)
-            deltas.append(delta)
-            self.overlay[key] = state
+        deltas, states = fold_readings(
+            keys, readings, lambda key: self.overlay.get(key) or self._cache.get(key)
+        )
+        self.overlay.update(states)
         return deltas
 
     def due(self, now_us: int) -> dict[SnapshotKey, Reading] | None:
