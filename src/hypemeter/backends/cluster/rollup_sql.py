@@ -1,13 +1,16 @@
-"""The statements that fold a table of events into every rollup of the PostgreSQL store.
+"""The statements that fold events into every rollup of the PostgreSQL store.
 
-The same statements serve a commit (the source is the commit's staged events)
-and a rebuild (the source is one partition of ``events``). Rows are upserted in
-key order, so concurrent commits lock rollup rows in one order.
+``rollup_statements`` group a table of events in SQL: a rebuild (the source is
+one partition of ``events``), an erasure or a purge (what is left to refold).
+A commit groups its events in memory (``rollup_rows``) and merges the rows with
+``upsert_rows``, one statement per rollup table. Both merge a row into a stored
+one the same way, and upsert in key order, so concurrent writers lock rollup
+rows in one order.
 """
 
 from __future__ import annotations
 
-from hypemeter.backends.cluster.postgres_schema import ROLLUP_KEYS
+from hypemeter.backends.cluster.postgres_schema import ROLLUP_KEYS, ROLLUP_TABLES
 from hypemeter.metrics.model import DAY_US, ENGAGEMENT, HOUR_US, MINUTE_US
 
 _ENGAGEMENT = f"metric IN ({', '.join(repr(m) for m in ENGAGEMENT)})"
@@ -46,6 +49,39 @@ def _summed(table: str, *columns: str) -> dict[str, str]:
 def rollup_statements(source: str, *, only: frozenset[str] | None = None) -> list[str]:
     """The upserts that fold the events of ``source`` into every rollup (or those named)."""
     return [sql for table, sql in _statements(source) if only is None or table in only]
+
+
+def _merges() -> dict[str, str]:
+    """Each table's ON CONFLICT clause, as ``rollup_statements`` writes it."""
+    out: dict[str, str] = {}
+    for table, sql in _statements("hm_unused"):
+        out[table] = sql[sql.index(" ON CONFLICT ") :]
+    return out
+
+
+def staging_table(table: str) -> str:
+    """The session's temporary table that a commit copies one rollup's grouped rows into."""
+    return f"hm_in_{table}"
+
+
+def staging_ddl() -> list[str]:
+    """The temporary tables of ``staging_table``, made once per connection; emptied at
+    every commit."""
+    return [
+        f"CREATE TEMP TABLE IF NOT EXISTS {staging_table(table)} (LIKE {table}) "
+        "ON COMMIT DELETE ROWS"
+        for table in ROLLUP_TABLES
+    ]
+
+
+def upsert_staged() -> dict[str, str]:
+    """Per rollup table, the upsert of the grouped rows copied into its staging table
+    (in key order: a fresh temporary table is read back in the order it was written)."""
+    merges = _merges()
+    out: dict[str, str] = {}
+    for table in ROLLUP_TABLES:
+        out[table] = f"INSERT INTO {table} SELECT * FROM {staging_table(table)}{merges[table]}"
+    return out
 
 
 def _statements(source: str) -> list[tuple[str, str]]:
