@@ -93,31 +93,41 @@ def _counted(base: pa.Table, table: str, renames: dict[str, str]) -> pa.Table:
 
 
 def _engagement(engaged: pa.Table) -> pa.Table:
-    """Totals, the latest event time and the latest text (ties: the greatest) per key."""
+    """Totals, the latest event time and the latest text (ties: the greatest) per key.
+
+    The rows are sorted by key, then latest first, then greatest text first (null texts
+    last), and grouped in that order (one thread): the first non-null text of a group is
+    its sample. The groups are then sorted by key.
+    """
     keys = ROLLUP_KEYS["rollup_engagement_hour"]
     source = [("hour" if key == "bucket" else key) for key in keys]
-    grouped = engaged.group_by(source, use_threads=False).aggregate(
-        [("delta", "sum"), ("delta", "count"), ("ts_us", "max")]
+    texted = pc.if_else(
+        pc.is_valid(engaged.column("text")), engaged.column("ts_us"), pa.scalar(None, pa.int64())
+    )
+    order = [(key, "ascending") for key in source]
+    latest_first = engaged.append_column("sample_t", texted).sort_by(
+        [*order, ("ts_us", "descending"), ("text", "descending")]
+    )
+    grouped = latest_first.group_by(source, use_threads=False).aggregate(
+        [
+            ("delta", "sum"),
+            ("delta", "count"),
+            ("ts_us", "max"),
+            ("sample_t", "first"),
+            ("text", "first"),
+        ]
     )
     grouped = _renamed(
         grouped,
-        {"hour": "bucket", "delta_sum": "total", "delta_count": "events", "ts_us_max": "latest"},
+        {
+            "hour": "bucket",
+            "delta_sum": "total",
+            "delta_count": "events",
+            "ts_us_max": "latest",
+            "sample_t_first": "sample_t",
+            "text_first": "sample_text",
+        },
     )
-    texts = engaged.filter(pc.is_valid(engaged.column("text")))
-    if texts.num_rows:
-        order = [(key, "ascending") for key in source]
-        latest_first = texts.sort_by([*order, ("ts_us", "descending"), ("text", "descending")])
-        samples = latest_first.group_by(source, use_threads=False).aggregate(
-            [("ts_us", "first"), ("text", "first")]
-        )
-        samples = _renamed(
-            samples, {"hour": "bucket", "ts_us_first": "sample_t", "text_first": "sample_text"}
-        )
-        grouped = grouped.join(samples, list(keys), join_type="left outer", use_threads=False)
-    else:
-        grouped = grouped.append_column(
-            "sample_t", pa.nulls(grouped.num_rows, pa.int64())
-        ).append_column("sample_text", pa.nulls(grouped.num_rows, pa.string()))
     columns = [*keys, "total", "events", "latest", "sample_t", "sample_text"]
     return _sorted(grouped.select(columns), keys)
 
