@@ -1,11 +1,12 @@
 """The PostgreSQL store's connections and its write path.
 
 Appends queue up while a commit runs and are committed together (group
-commit), each group in one transaction that claims the event ids (exact
-deduplication, forever), turns snapshot readings into deltas under row locks,
-inserts the events and updates every rollup. Several processes may write at
-once: all locks are taken in key order, and a transaction that still meets a
-deadlock or a serialization failure is retried whole.
+commit), each group in one transaction (``postgres_commit``) that claims the
+event ids (exact deduplication, forever), turns snapshot readings into deltas
+under row locks, copies the events into their partition and merges the group's
+rollup rows. Several processes may write at once: all locks are taken in key
+order, and a transaction that still meets a deadlock or a serialization failure
+is retried whole.
 """
 
 from __future__ import annotations
