@@ -12,6 +12,7 @@ share of the events, go through Python one by one.
 from __future__ import annotations
 
 import io
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -124,8 +125,14 @@ async def _copy_csv(con: asyncpg.Connection, table: str, rows: pa.Table) -> None
     is quoted) into ``table``, columns in order."""
     sink = io.BytesIO()
     pa_csv.write_csv(rows, sink, _CSV)
-    sink.seek(0)
-    await con.copy_to_table(table, source=sink, columns=rows.column_names, format="csv")
+    # An async source: asyncpg would read a file object in a thread, chunk by chunk.
+    await con.copy_to_table(
+        table, source=_once(sink.getvalue()), columns=rows.column_names, format="csv"
+    )
+
+
+async def _once(data: bytes) -> AsyncIterator[bytes]:
+    yield data
 
 
 async def _copy_events(
