@@ -23,8 +23,9 @@ import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 
 from hypemeter.backends.cluster import postgres_schema as schema
+from hypemeter.backends.cluster.postgres_schema import ROLLUP_TABLES
 from hypemeter.backends.cluster.rollup_rows import FOLD_COLUMNS, fold
-from hypemeter.backends.cluster.rollup_sql import staging_ddl, staging_table, upsert_staged
+from hypemeter.backends.cluster.rollup_sql import STAGED, merge_staged, staged_columns, staging_ddl
 from hypemeter.backends.ports import EXPORT_COLUMNS, AppendResult
 from hypemeter.events.batch import EventBatch, tables_in_order
 from hypemeter.events.model import Reading, snapshot_delta
@@ -38,7 +39,14 @@ EVENT_COLUMNS = (
     *EXPORT_COLUMNS[8:],  # ts_us ... properties
     "ingested_at_us",
 )
-_UPSERTS = upsert_staged()
+_MERGE = merge_staged()
+_ARROW_TYPES = {
+    "smallint": pa.int16(),
+    "bigint": pa.int64(),
+    "double precision": pa.float64(),
+    'text COLLATE "C"': pa.string(),
+}
+_STAGED_SCHEMA = pa.schema([(name, _ARROW_TYPES[kind]) for name, kind in staged_columns().items()])
 _CSV = pa_csv.WriteOptions(include_header=False)
 _STR = pa.string()
 _IDS = "hm_in_ids"
@@ -47,7 +55,7 @@ _IDS_DDL = f"CREATE TEMP TABLE IF NOT EXISTS {_IDS} (LIKE event_ids) ON COMMIT D
 
 async def prepare_connection(con: asyncpg.Connection) -> None:
     """Make the session's staging tables (every pooled connection, once)."""
-    for statement in (_IDS_DDL, *staging_ddl()):
+    for statement in (_IDS_DDL, staging_ddl()):
         await con.execute(statement)
 
 
@@ -103,9 +111,8 @@ async def commit(
         if len(kept):
             events = _kept_events(group, kept, deltas)
             await _copy_events(con, events, group.ts_us[kept], now_us)
-            for table, rows in fold(events.select(FOLD_COLUMNS)).items():
-                await _copy_csv(con, staging_table(table), rows)
-                await con.execute(_UPSERTS[table])
+            await _copy_csv(con, STAGED, _staged(fold(events.select(FOLD_COLUMNS))))
+            await con.execute(_MERGE)
         seq = int(await con.fetchval("UPDATE hm_seq SET seq = seq + 1 RETURNING seq"))
     return keep, deltas, seq
 
@@ -118,6 +125,23 @@ def _kept_events(
     return table.append_column("delta", pa.array(deltas[kept], pa.float64())).append_column(
         "ts_us", pa.array(group.ts_us[kept], pa.int64())
     )
+
+
+def _staged(rollups: dict[str, pa.Table]) -> pa.Table:
+    """Every rollup's rows in the columns of the staging table, numbered by table."""
+    parts = []
+    for number, table in enumerate(ROLLUP_TABLES):
+        rows = rollups.get(table)
+        if rows is None:
+            continue
+        n = rows.num_rows
+        columns = {
+            name: rows.column(name) if name in rows.column_names else pa.nulls(n, kind)
+            for name, kind in zip(_STAGED_SCHEMA.names, _STAGED_SCHEMA.types, strict=True)
+        }
+        columns["rollup"] = pa.array(np.full(n, number, dtype=np.int16))
+        parts.append(pa.table(columns, schema=_STAGED_SCHEMA))
+    return pa.concat_tables(parts)
 
 
 async def _copy_csv(con: asyncpg.Connection, table: str, rows: pa.Table) -> None:

@@ -2,15 +2,15 @@
 
 ``rollup_statements`` group a table of events in SQL: a rebuild (the source is
 one partition of ``events``), an erasure or a purge (what is left to refold).
-A commit groups its events in memory (``rollup_rows``) and merges the rows with
-``upsert_rows``, one statement per rollup table. Both merge a row into a stored
+A commit groups its events in memory (``rollup_rows``), copies the rows of every
+rollup into one staging table and merges them with ``merge_staged``. Both merge a row into a stored
 one the same way, and upsert in key order, so concurrent writers lock rollup
 rows in one order.
 """
 
 from __future__ import annotations
 
-from hypemeter.backends.cluster.postgres_schema import ROLLUP_KEYS, ROLLUP_TABLES
+from hypemeter.backends.cluster.postgres_schema import ROLLUP_KEYS, ROLLUPS
 from hypemeter.metrics.model import DAY_US, ENGAGEMENT, HOUR_US, MINUTE_US
 
 _ENGAGEMENT = f"metric IN ({', '.join(repr(m) for m in ENGAGEMENT)})"
@@ -59,29 +59,40 @@ def _merges() -> dict[str, str]:
     return out
 
 
-def staging_table(table: str) -> str:
-    """The session's temporary table that a commit copies one rollup's grouped rows into."""
-    return f"hm_in_{table}"
+STAGED = "hm_in_rollups"
 
 
-def staging_ddl() -> list[str]:
-    """The temporary tables of ``staging_table``, made once per connection; emptied at
-    every commit."""
-    return [
-        f"CREATE TEMP TABLE IF NOT EXISTS {staging_table(table)} (LIKE {table}) "
-        "ON COMMIT DELETE ROWS"
-        for table in ROLLUP_TABLES
-    ]
-
-
-def upsert_staged() -> dict[str, str]:
-    """Per rollup table, the upsert of the grouped rows copied into its staging table
-    (in key order: a fresh temporary table is read back in the order it was written)."""
-    merges = _merges()
-    out: dict[str, str] = {}
-    for table in ROLLUP_TABLES:
-        out[table] = f"INSERT INTO {table} SELECT * FROM {staging_table(table)}{merges[table]}"
+def staged_columns() -> dict[str, str]:
+    """The columns of ``STAGED`` (name -> SQL type): ``rollup``, the number of the
+    rollup table a row belongs to (its place in ``ROLLUP_TABLES``), then every column
+    of every rollup table, each once."""
+    out = {"rollup": "smallint"}
+    for _, keys, aggregates in ROLLUPS:
+        for name, definition in (*keys, *aggregates):
+            out.setdefault(name, definition.removesuffix(" NOT NULL"))
     return out
+
+
+def staging_ddl() -> str:
+    """The session's temporary table that a commit copies its grouped rollup rows
+    into, made once per connection and emptied at every commit."""
+    columns = ", ".join(f"{name} {kind}" for name, kind in staged_columns().items())
+    return f"CREATE TEMP TABLE IF NOT EXISTS {STAGED} ({columns}) ON COMMIT DELETE ROWS"
+
+
+def merge_staged() -> str:
+    """The upserts of every rollup's rows from ``STAGED``, as one simple query (one
+    round trip). Each table's rows were copied in key order, and a fresh temporary
+    table reads back in the order it was written."""
+    merges = _merges()
+    statements = []
+    for number, (table, keys, aggregates) in enumerate(ROLLUPS):
+        names = ", ".join(name for name, _ in (*keys, *aggregates))
+        statements.append(
+            f"INSERT INTO {table} ({names}) SELECT {names} FROM {STAGED} "
+            f"WHERE rollup = {number}{merges[table]}"
+        )
+    return ";\n".join(statements)
 
 
 def _statements(source: str) -> list[tuple[str, str]]:
