@@ -2,11 +2,13 @@
 
 In order: claim the event ids (the first copy of each id the store has never
 stored is kept), turn kept snapshot readings into deltas under row locks, COPY
-the kept events straight into their time partition of ``events``, then merge
-the commit's rollup rows (grouped in memory, ``rollup_rows``) with one upsert
-per rollup table, and number the commit. Every lock is taken in key order.
-The per-event work is columnar (Arrow, numpy); only snapshot readings, a small
-share of the events, go through Python one by one.
+the kept events straight into their time partition of ``events``, then COPY the
+commit's rollup rows (grouped in memory, ``rollup_rows``) into a staging table
+and merge them, one upsert per rollup row, all seven tables in one round trip;
+last, number the commit. Every lock is taken in key order. The per-event work
+is columnar (Arrow, numpy, CSV written by Arrow for COPY); only snapshot
+readings, a small share of the events, go through Python one by one. Round
+trips are few on purpose: on a busy machine each one waits for the scheduler.
 """
 
 from __future__ import annotations
