@@ -17,14 +17,25 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from bench.ingest import b1_shape, b1s_shape, run_ingest
+from bench.ingest import b1_shape, b1c_shape, b1s_shape, run_ingest
 from bench.live import run_b2, run_b4
 from bench.queries import run_queries
 from bench.report import Figure, json_lines, save, table
 from bench.workload import Pool, generate_pool
 from bench.yardsticks import duckdb_group_by, msgspec_decode
 
-BENCHES = ("B1", "B1s", "B2", "B4", "yardsticks", "B3", "B1-cluster", "B2-cluster", "B3-cluster")
+BENCHES = (
+    "B1",
+    "B1s",
+    "B2",
+    "B4",
+    "yardsticks",
+    "B3",
+    "B1-cluster",
+    "B1c",
+    "B2-cluster",
+    "B3-cluster",
+)
 POOL_EVENTS = 1_000_000
 STORE_EVENTS = 10_000_000
 BUSY_LOAD = 0.5
@@ -41,6 +52,15 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--runs", type=int, default=3, help="runs per figure (median reported)")
     parser.add_argument("--b1-seconds", type=float, default=9.0, help="load per B1 run")
     parser.add_argument("--b1s-seconds", type=float, default=5.0, help="load per B1s run")
+    parser.add_argument(
+        "--b1c-seconds", type=float, default=20.0, help="load per B1c run (sustained commits)"
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        action="append",
+        help="B1c: worker processes (repeatable); default: 1, 2 and 4",
+    )
     parser.add_argument(
         "--events", type=int, default=POOL_EVENTS, help="events generated for the workload file"
     )
@@ -108,8 +128,9 @@ def run(args: argparse.Namespace, pool: Pool) -> tuple[list[Figure], dict[str, A
     spawn = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=1, mp_context=spawn) as client:
         shapes = (b1_shape(args.b1_seconds), b1s_shape(args.b1s_seconds))
-        for shape in (*shapes, shapes[0].on_cluster()):
-            if shape.bench in chosen:
+        sustained = [b1c_shape(args.b1c_seconds, w) for w in args.workers or (1, 2, 4)]
+        for shape in (*shapes, shapes[0].on_cluster(), *sustained):
+            if shape.bench in chosen or (shape.bench.startswith("B1c-") and "B1c" in chosen):
                 say(f"{shape.bench}: {args.runs} runs of {shape.duration_s:g} s")
                 attempt(
                     shape.bench,

@@ -1,4 +1,12 @@
-"""B1 (batch ingest throughput) and B1s (single-event ingest): one fresh server per run."""
+"""B1 (batch ingest throughput) and B1s (single-event ingest): one fresh server per run.
+
+On the cluster topology (B1-cluster, and B1c-w1/-w2/-w4 with 1, 2 and 4 workers) the
+figures also say how fast the workers commit into PostgreSQL while the load runs
+(``committed_events_per_s``, sustained: the slope of the committed count over the
+load's last three quarters) and whether the backlog in JetStream grows meanwhile
+(``backlog_growth_msgs_per_s``, the slope of the messages waiting; above zero the
+workers fall behind and a longer burst only grows it).
+"""
 
 from __future__ import annotations
 
@@ -9,7 +17,7 @@ from concurrent.futures import Executor
 from dataclasses import dataclass, replace
 from typing import Any
 
-from bench.cluster import Cluster
+from bench.cluster import Cluster, Sample, Sampler, slope
 from bench.loadgen import LoadJob, LoadResult, run_load
 from bench.report import Figure
 from bench.server import running_server
@@ -20,9 +28,11 @@ CLIENT = "python asyncio+uvloop raw HTTP/1.1 keep-alive"
 # sends them all ends early (its rate is still right) and says so in the notes.
 B1_MAX_EVENTS_PER_S = 400_000
 B1S_MAX_REQUESTS_PER_S = 40_000
+B1C_MAX_EVENTS_PER_S = 150_000
 RSS_TARGET = "<= 1536"  # B7: peak RSS through B1-B4 at most 1.5 GiB
 # B1s against the floor of the same run (an authenticated route that reads no store).
 FLOOR_RATIO_TARGET = ">= 0.6"
+B1C_TARGET = ">= 60000"  # B1c: events/s committed into PostgreSQL by the workers
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,14 +44,25 @@ class LoadShape:
     max_requests: int
     batch_events: int = 5000
     cluster: bool = False  # the cluster topology (bench.cluster) instead of one process
+    workers: int = 2  # on the cluster: worker processes
 
-    def on_cluster(self) -> LoadShape:
-        return replace(self, bench=f"{self.bench}-cluster", cluster=True)
+    def on_cluster(self, workers: int | None = None) -> LoadShape:
+        """B1-cluster (two workers), or B1c-wN with ``workers``."""
+        if workers is None:
+            return replace(self, bench=f"{self.bench}-cluster", cluster=True)
+        return replace(self, bench=f"{self.bench}c-w{workers}", cluster=True, workers=workers)
 
 
 def b1_shape(duration_s: float) -> LoadShape:
     budget = math.ceil(duration_s * B1_MAX_EVENTS_PER_S / 5000)
     return LoadShape("B1", "batch", 8, duration_s, budget)
+
+
+def b1c_shape(duration_s: float, workers: int) -> LoadShape:
+    """B1's load for the sustained cluster figures; the API acknowledges far below B1's
+    rate, so fewer requests are built ahead."""
+    budget = math.ceil(duration_s * B1C_MAX_EVENTS_PER_S / 5000)
+    return LoadShape("B1", "batch", 8, duration_s, budget).on_cluster(workers)
 
 
 def b1s_shape(duration_s: float) -> LoadShape:
@@ -55,6 +76,8 @@ class RunOutcome:
     problems: list[str]
     # On the cluster: seconds after the load until the workers committed every event.
     drain_s: float = 0.0
+    # On the cluster: the committed count and the backlog, sampled while the load ran.
+    samples: tuple[Sample, ...] = ()
     # B1s: the floor route's load on the same server, just before the track load.
     floor: LoadResult | None = None
 
@@ -62,9 +85,24 @@ class RunOutcome:
         assert self.floor is not None
         return self.floor.statuses.get(200, 0) / self.floor.wall_s
 
-    def committed_rate(self) -> float:
+    def drained_rate(self) -> float:
         """Events/s from the first request until the last event was committed."""
         return self.load.acked / (self.load.wall_s + self.drain_s)
+
+    def steady(self) -> list[Sample]:
+        """The samples of the load's last three quarters (the first is its ramp-up)."""
+        if not self.samples:
+            return []
+        end = self.samples[-1].at
+        return [s for s in self.samples if s.at >= end - 0.75 * self.load.wall_s]
+
+    def committed_rate(self) -> float:
+        """Events/s the workers committed while the load ran (sustained)."""
+        return slope(self.steady(), "committed")
+
+    def backlog_growth(self) -> float:
+        """Messages/s by which the backlog grew while the load ran (< 0: it shrank)."""
+        return slope(self.steady(), "backlog")
 
     def rate(self, per_event: bool) -> float:
         done = self.load.acked if per_event else self.load.statuses.get(200, 0)
@@ -98,8 +136,9 @@ def one_run(executor: Executor, shape: LoadShape, pool: Pool, prefix: str) -> Ru
     Single-event runs first load the floor route on the same connections for as long,
     so that the track rate can be read as a fraction of what any route can do here.
     """
-    cluster = Cluster() if shape.cluster else None
+    cluster = Cluster(worker_count=shape.workers) if shape.cluster else None
     drain_s = 0.0
+    samples: list[Sample] = []
     track = shape.kind == "track"
     floor: LoadResult | None = None
     with running_server(cluster, scopes="ingest,admin" if track else "ingest") as server:
@@ -117,11 +156,18 @@ def one_run(executor: Executor, shape: LoadShape, pool: Pool, prefix: str) -> Ru
         )
         if track:
             floor = executor.submit(run_load, replace(job, kind="floor")).result()
-        load = executor.submit(run_load, job).result()
+        sampler = Sampler(cluster) if cluster is not None else None
+        if sampler is not None:
+            sampler.start()
+        try:
+            load = executor.submit(run_load, job).result()
+        finally:
+            if sampler is not None:
+                samples = sampler.stop()
         rss = server.peak_rss_mb()
         if cluster is not None:
             drain_s = cluster.drain()
-    return RunOutcome(load, rss, server.problems, drain_s, floor)
+    return RunOutcome(load, rss, server.problems, drain_s, tuple(samples), floor)
 
 
 def run_ingest(
@@ -181,17 +227,7 @@ def run_ingest(
         rejected = [100 * o.load.rejected / max(1, o.load.events_sent) for o in outcomes]
         figures.append(Figure.of_runs(shape.bench, "rejected_pct", rejected, client=CLIENT))
     if shape.cluster:
-        figures.append(
-            Figure.of_runs(
-                shape.bench,
-                "committed_events_per_s" if batch else "committed_req_per_s",
-                [o.committed_rate() for o in outcomes],
-                client=CLIENT,
-            )
-        )
-        figures.append(
-            Figure.of_runs(shape.bench, "drain_s", [o.drain_s for o in outcomes], client=CLIENT)
-        )
+        figures.extend(_cluster_figures(shape, outcomes, batch))
     notes = {
         "client": CLIENT,
         "connections": shape.connections,
@@ -199,6 +235,20 @@ def run_ingest(
         "runs": [o.notes() for o in outcomes],
     }
     return figures, notes
+
+
+def _cluster_figures(shape: LoadShape, outcomes: list[RunOutcome], batch: bool) -> list[Figure]:
+    unit = "events" if batch else "req"
+    measures = (
+        (f"committed_{unit}_per_s", [o.committed_rate() for o in outcomes], B1C_TARGET),
+        ("backlog_growth_msgs_per_s", [o.backlog_growth() for o in outcomes], None),
+        (f"drained_{unit}_per_s", [o.drained_rate() for o in outcomes], None),
+        ("drain_s", [o.drain_s for o in outcomes], None),
+    )
+    return [
+        Figure.of_runs(shape.bench, name, runs, target if batch else None, CLIENT)
+        for name, runs, target in measures
+    ]
 
 
 def _progress(shape: LoadShape, n: int, outcome: RunOutcome) -> None:
@@ -213,7 +263,12 @@ def _progress(shape: LoadShape, n: int, outcome: RunOutcome) -> None:
         f"client CPU {outcome.cpu_pct(load.client_cpu_s):.0f}%, "
         f"non-200 {others or 'none'}, rejected {load.rejected:,}/{load.events_sent:,}, "
         f"server log lines >= WARNING: {len(outcome.problems)}"
-        + (f", committed {outcome.committed_rate():,.0f}/s" if shape.cluster else "")
+        + (
+            f", committed {outcome.committed_rate():,.0f}/s while loaded, backlog "
+            f"{outcome.backlog_growth():+,.1f} msgs/s, drained in {outcome.drain_s:.1f} s"
+            if shape.cluster
+            else ""
+        )
         + ("" if outcome.floor is None else f", floor {outcome.floor_rate():,.0f} req/s"),
         file=sys.stderr,
         flush=True,

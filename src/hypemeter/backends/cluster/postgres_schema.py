@@ -207,10 +207,15 @@ def _month_start_us(year: int, month: int) -> int:
     return int(datetime(year, month, 1, tzinfo=UTC).timestamp()) * 1_000_000
 
 
+def partition_name(year: int, month: int) -> str:
+    """The partition of ``events`` holding this month's events."""
+    return f"events_{year:04d}{month:02d}"
+
+
 def partition_ddl(year: int, month: int) -> str:
     low, high = _month_start_us(year, month), _month_start_us(year, month + 1)
     return (
-        f"CREATE TABLE IF NOT EXISTS events_{year:04d}{month:02d} PARTITION OF events "
+        f"CREATE TABLE IF NOT EXISTS {partition_name(year, month)} PARTITION OF events "
         f"FOR VALUES FROM ({low}) TO ({high})"
     )
 

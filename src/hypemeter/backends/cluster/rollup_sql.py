@@ -1,13 +1,16 @@
-"""The statements that fold a table of events into every rollup of the PostgreSQL store.
+"""The statements that fold events into every rollup of the PostgreSQL store.
 
-The same statements serve a commit (the source is the commit's staged events)
-and a rebuild (the source is one partition of ``events``). Rows are upserted in
-key order, so concurrent commits lock rollup rows in one order.
+``rollup_statements`` group a table of events in SQL: a rebuild (the source is
+one partition of ``events``), an erasure or a purge (what is left to refold).
+A commit groups its events in memory (``rollup_rows``), copies the rows of every
+rollup into one staging table and merges them with ``merge_staged``. Both merge a row into a stored
+one the same way, and upsert in key order, so concurrent writers lock rollup
+rows in one order.
 """
 
 from __future__ import annotations
 
-from hypemeter.backends.cluster.postgres_schema import ROLLUP_KEYS
+from hypemeter.backends.cluster.postgres_schema import ROLLUP_KEYS, ROLLUPS
 from hypemeter.metrics.model import DAY_US, ENGAGEMENT, HOUR_US, MINUTE_US
 
 _ENGAGEMENT = f"metric IN ({', '.join(repr(m) for m in ENGAGEMENT)})"
@@ -46,6 +49,50 @@ def _summed(table: str, *columns: str) -> dict[str, str]:
 def rollup_statements(source: str, *, only: frozenset[str] | None = None) -> list[str]:
     """The upserts that fold the events of ``source`` into every rollup (or those named)."""
     return [sql for table, sql in _statements(source) if only is None or table in only]
+
+
+def _merges() -> dict[str, str]:
+    """Each table's ON CONFLICT clause, as ``rollup_statements`` writes it."""
+    out: dict[str, str] = {}
+    for table, sql in _statements("hm_unused"):
+        out[table] = sql[sql.index(" ON CONFLICT ") :]
+    return out
+
+
+STAGED = "hm_in_rollups"
+
+
+def staged_columns() -> dict[str, str]:
+    """The columns of ``STAGED`` (name -> SQL type): ``rollup``, the number of the
+    rollup table a row belongs to (its place in ``ROLLUP_TABLES``), then every column
+    of every rollup table, each once."""
+    out = {"rollup": "smallint"}
+    for _, keys, aggregates in ROLLUPS:
+        for name, definition in (*keys, *aggregates):
+            out.setdefault(name, definition.removesuffix(" NOT NULL"))
+    return out
+
+
+def staging_ddl() -> str:
+    """The session's temporary table that a commit copies its grouped rollup rows
+    into, made once per connection and emptied at every commit."""
+    columns = ", ".join(f"{name} {kind}" for name, kind in staged_columns().items())
+    return f"CREATE TEMP TABLE IF NOT EXISTS {STAGED} ({columns}) ON COMMIT DELETE ROWS"
+
+
+def merge_staged() -> str:
+    """The upserts of every rollup's rows from ``STAGED``, as one simple query (one
+    round trip). Each table's rows were copied in key order, and a fresh temporary
+    table reads back in the order it was written."""
+    merges = _merges()
+    statements = []
+    for number, (table, keys, aggregates) in enumerate(ROLLUPS):
+        names = ", ".join(name for name, _ in (*keys, *aggregates))
+        statements.append(
+            f"INSERT INTO {table} ({names}) SELECT {names} FROM {STAGED} "
+            f"WHERE rollup = {number}{merges[table]}"
+        )
+    return ";\n".join(statements)
 
 
 def _statements(source: str) -> list[tuple[str, str]]:
