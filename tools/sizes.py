@@ -27,7 +27,6 @@ OVER: dict[str, int] = {
     "src/hypemeter/registry/routes.py": 512,
     "src/hypemeter/backends/cluster/postgres_database.py": 482,
     "src/hypemeter/backends/embedded/duckdb_store/adapters.py": 469,
-    "src/hypemeter/backends/cluster/postgres_store.py": 463,
     "src/hypemeter/cli.py": 462,
     "src/hypemeter/events/model.py": 443,
     "src/hypemeter/metrics/routes.py": 426,
