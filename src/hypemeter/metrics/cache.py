@@ -27,7 +27,7 @@ from typing import Any
 from hypemeter.changes.codec import ChangeSet
 from hypemeter.changes.feed import ChangeFeed, ChangeSubscription
 from hypemeter.clock import Clock
-from hypemeter.metrics.cache_rows import add_change, loaded
+from hypemeter.metrics.cache_rows import add_changes, loaded
 from hypemeter.metrics.model import Grain
 from hypemeter.metrics.ports import CacheableMetricsStore, MetricsStore, PinnedView
 from hypemeter.metrics.queries import (
@@ -116,7 +116,9 @@ class CachedMetricsStore:
                 async for change in sub:
                     if change is None:
                         self._reload = True  # a gap: change sets were lost
-                    if change is None or self._reload or not self._add(change):
+                    if change is None or self._reload or not self._add([change]):
+                        break
+                    if self._catch_up() is None:  # the rest delivered meanwhile, together
                         break
             except asyncio.CancelledError:
                 raise
@@ -137,16 +139,17 @@ class CachedMetricsStore:
         self.loads += 1
         self._catch_up()
 
-    def _add(self, change: ChangeSet) -> bool:
-        """Add a change set; False when the windows are gone (reload)."""
+    def _add(self, changes: list[ChangeSet]) -> bool:
+        """Add change sets; False when the windows are gone (reload)."""
         windows = self._windows
         if windows is None:
             return False
-        if change.seq > windows.seq:
+        fresh = [c for c in changes if c.seq > windows.seq]
+        if fresh:
             since = window_start(self._clock.now_us(), self._days)
             windows.counters.advance(since)
             windows.engagement.advance(since)
-            add_change(windows.counters, windows.engagement, change.tenant_id, change.table)
+            add_changes(windows.counters, windows.engagement, fresh)
         return True
 
     def _catch_up(self) -> _Windows | None:
@@ -161,8 +164,7 @@ class CachedMetricsStore:
         if changes is None:
             self._drop()
             return None
-        for change in changes:
-            self._add(change)
+        self._add(changes)
         return windows
 
     def _drop(self) -> None:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from hypemeter.changes.codec import ChangeSet
 from hypemeter.metrics.model import ENGAGEMENT, HOUR_US
 from hypemeter.metrics.ports import CacheLoad
 from hypemeter.metrics.sums import NO_SAMPLE, Floats, Ints
@@ -20,6 +23,8 @@ from hypemeter.metrics.windows import (
 )
 
 _ENGAGEMENT = pa.array(ENGAGEMENT, pa.string())
+_USED = ["influencer_id", "platform", "content_id", "campaign_id", "metric", "delta", "ts"]
+_USED += ["text", "tags"]
 
 
 def column(values: pa.Array | pa.ChunkedArray) -> Column:
@@ -90,6 +95,18 @@ def loaded(load: CacheLoad, since_us: int) -> tuple[CounterWindow, EngagementWin
             )
         )
     return counters, engagement
+
+
+def add_changes(
+    counters: CounterWindow, engagement: EngagementWindow, changes: Sequence[ChangeSet]
+) -> None:
+    """Add change sets, those of one tenant as one table (fewer, larger steps)."""
+    tables: dict[str, list[pa.Table]] = {}
+    for change in changes:
+        table = change.table.select(_USED).replace_schema_metadata(None)
+        tables.setdefault(change.tenant_id, []).append(table)
+    for tenant_id, parts in tables.items():
+        add_change(counters, engagement, tenant_id, pa.concat_tables(parts))
 
 
 def add_change(

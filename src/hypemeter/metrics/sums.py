@@ -3,8 +3,9 @@
 The one watermark-free index the query caches are made of. Rows arrive in blocks
 (a load, or one change set) and each block is sorted by (owner, bucket), so a query
 reads a slice of each block. Blocks of similar size are merged (rows of one key
-summed), so a block count stays logarithmic in the rows held; rows of buckets before
-``since_us`` are dropped at merges and never answered.
+summed) up to ``MERGE_ROWS``, so a block count stays logarithmic in the rows held
+(and linear past that size); rows of buckets before ``since_us`` are dropped at
+merges, whole blocks once all their buckets are past, and never answered.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ Ints = npt.NDArray[np.int64]
 Floats = npt.NDArray[np.float64]
 NONE = 0  # the code of a missing value in every vocabulary
 NO_SAMPLE = np.iinfo(np.int64).min
+# Merges run where rows are added (the event loop): a larger block is never rewritten.
+MERGE_ROWS = 200_000
 
 
 class Vocabulary:
@@ -164,6 +167,7 @@ class BucketLog:
 
     def __init__(self, since_us: int) -> None:
         self.since_us = since_us
+        self._checked_us = since_us
         self._blocks: list[Block] = []
 
     def __len__(self) -> int:
@@ -174,9 +178,17 @@ class BucketLog:
         if not len(block):
             return
         self._blocks.append(block)
-        while len(self._blocks) > 1 and len(self._blocks[-2]) <= 2 * len(self._blocks[-1]):
+        while (
+            len(self._blocks) > 1
+            and len(self._blocks[-2]) <= 2 * len(self._blocks[-1])
+            and len(self._blocks[-2]) + len(self._blocks[-1]) <= MERGE_ROWS
+        ):
             last = self._blocks.pop()
             self._blocks[-1] = reduced(Block.concat([self._blocks[-1], last]), self.since_us)
+        # Blocks too large to merge in passing: whole ones go once their buckets are past.
+        if self.since_us > self._checked_us:
+            self._checked_us = self.since_us
+            self._blocks = [b for b in self._blocks if int(b.bucket.max()) >= self.since_us]
 
     def advance(self, since_us: int) -> None:
         """Forget buckets before ``since_us`` (at the next merges)."""
