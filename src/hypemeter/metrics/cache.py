@@ -164,7 +164,12 @@ class CachedMetricsStore:
         if changes is None:
             self._drop()
             return None
-        self._add(changes)
+        try:
+            self._add(changes)
+        except Exception:  # never a failed query: the store answers until a reload
+            log.exception("the query cache could not add change sets; reloading it")
+            self._drop()
+            return None
         return windows
 
     def _drop(self) -> None:
