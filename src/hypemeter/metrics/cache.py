@@ -42,12 +42,15 @@ from hypemeter.metrics.queries import (
     TrendingRow,
     UserRow,
 )
+from hypemeter.metrics.sums import Block, reduced
 from hypemeter.metrics.windows import CounterWindow, EngagementWindow, window_start
 
 log = logging.getLogger("hypemeter.metrics.cache")
 WINDOW_DAYS = 8  # a 7-day range ending at the end of the current hour, and reading lag
 MAX_PENDING = 20_000  # change sets buffered while loading
 RETRY_SECONDS = 1.0
+COMPACT_SECONDS = 1.0
+COMPACT_BLOCKS = 6  # a log with more blocks is merged into one, off the event loop
 
 
 @dataclass(slots=True)
@@ -76,6 +79,7 @@ class CachedMetricsStore:
         self._windows: _Windows | None = None
         self._sub: ChangeSubscription | None = None
         self._task: asyncio.Task[None] | None = None
+        self._compactor: asyncio.Task[None] | None = None
         self._closing = False
         self._reload = False
         self.loads = 0
@@ -92,15 +96,17 @@ class CachedMetricsStore:
         await self._store.start()
         self._closing = False
         self._task = asyncio.create_task(self._follow(), name="hypemeter-query-cache")
+        self._compactor = asyncio.create_task(self._compact(), name="hypemeter-cache-compact")
 
     async def aclose(self) -> None:
         self._closing = True
         if self._sub is not None:
             self._sub.end()
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        for task in (self._task, self._compactor):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         await self._store.aclose()
 
     # -- following the feed ----------------------------------------------------------
@@ -129,6 +135,25 @@ class CachedMetricsStore:
             finally:
                 self._windows = None
                 await sub.aclose()
+
+    async def _compact(self) -> None:
+        """Merge the blocks that adding change sets left behind, in a worker thread:
+        queries read one block per log instead of many."""
+        while not self._closing:
+            await asyncio.sleep(COMPACT_SECONDS)
+            windows = self._windows
+            if windows is None:
+                continue
+            for log_ in [*windows.counters.logs_of_all(), *windows.engagement.logs_of_all()]:
+                old = log_.compactable(COMPACT_BLOCKS)
+                if old is None:
+                    continue
+                try:
+                    merged = await asyncio.to_thread(reduced, Block.concat(old), log_.since_us)
+                except Exception:
+                    log.exception("compacting the query cache failed")
+                    continue
+                log_.compacted(old, merged)
 
     async def _load(self) -> None:
         rewrites = self._store.rewrites()

@@ -169,6 +169,7 @@ class BucketLog:
         self.since_us = since_us
         self._checked_us = since_us
         self._blocks: list[Block] = []
+        self.version = 0  # bumped by every change of the rows held
 
     def __len__(self) -> int:
         return sum(len(b) for b in self._blocks)
@@ -177,6 +178,7 @@ class BucketLog:
         block = reduced(block, self.since_us)
         if not len(block):
             return
+        self.version += 1
         self._blocks.append(block)
         while (
             len(self._blocks) > 1
@@ -189,6 +191,23 @@ class BucketLog:
         if self.since_us > self._checked_us:
             self._checked_us = self.since_us
             self._blocks = [b for b in self._blocks if int(b.bucket.max()) >= self.since_us]
+
+    def compactable(self, blocks: int) -> list[Block] | None:
+        """The blocks to merge into one elsewhere, when there are more than ``blocks``:
+        all but the newest two, which rows added meanwhile may merge with."""
+        return list(self._blocks[:-2]) if len(self._blocks) > max(blocks, 3) else None
+
+    def compacted(self, old: list[Block], merged: Block) -> bool:
+        """Put ``merged`` (``old`` merged elsewhere, meanwhile) in place of ``old``, if
+        ``old`` are still the first blocks; blocks added since stay after it."""
+        held = self._blocks[: len(old)]
+        if len(held) != len(old) or any(a is not b for a, b in zip(held, old, strict=True)):
+            return False
+        self._blocks = (
+            [merged, *self._blocks[len(old) :]] if len(merged) else self._blocks[len(old) :]
+        )
+        self.version += 1
+        return True
 
     def advance(self, since_us: int) -> None:
         """Forget buckets before ``since_us`` (at the next merges)."""

@@ -37,6 +37,7 @@ from hypemeter.metrics.sums import (
 )
 
 TOP_TAGS = 3
+MEMO_RANGES = 64
 _GROUPABLE = ("influencer_id", "platform", "campaign_id")
 
 
@@ -116,6 +117,9 @@ class _Tenants:
     def of(self, tenant_id: str, name: str) -> BucketLog | None:
         logs = self.logs.get(self.tenants.code(tenant_id))
         return None if logs is None else logs.get(name)
+
+    def logs_of_all(self) -> list[BucketLog]:
+        return [log for logs in self.logs.values() for log in logs.values()]
 
     def advance(self, since_us: int) -> None:
         """Hold buckets from ``since_us`` on only (older rows go at the next merges)."""
@@ -238,6 +242,8 @@ class EngagementWindow(_Tenants):
     def __init__(self, since_us: int) -> None:
         super().__init__(since_us)
         self.contents, self.platforms, self.tags = Vocabulary(), Vocabulary(), Vocabulary()
+        # The sums of a range, kept while the tenant's rows stay as they were.
+        self._sums: dict[tuple[str, int, int, str | None], tuple[int, _Sums]] = {}
 
     def add(self, rows: EngagementRows) -> None:
         content = self.contents.encode(rows.content.values)[rows.content.index]
@@ -265,23 +271,16 @@ class EngagementWindow(_Tenants):
         """One page of ``q`` from memory, or None when the store must answer."""
         if not self.answers(q.start_us, q.end_us):
             return None
-        log = self.of(tenant_id, "engagement")
-        rows = None if log is None else log.rows(q.start_us, q.end_us)
-        if rows is not None and q.platform is not None:
-            platform = self.platforms.code(q.platform)
-            rows = rows.take(np.flatnonzero(rows.dims["platform"] == platform))
-        if rows is None or not len(rows):
+        sums = self._range_sums(tenant_id, q)
+        if sums is None:
             return Answer([], 0)
-        size = len(self.contents)
+        rows, count, events, total = sums.rows, sums.count, sums.events, sums.total
         content = rows.dims["content"]
-        count = np.bincount(content, minlength=size)
-        events = np.bincount(content, weights=rows.sums["events"], minlength=size)
-        total = np.bincount(content, weights=rows.sums["total"], minlength=size)
-        listed = np.flatnonzero((count > 0) & (events >= q.min_interactions))
-        ranks = self.contents.ranks()
-        listed = listed[np.lexsort((ranks[listed], -total[listed]))]
+        size = len(count)
+        listed = sums.ranked[events[sums.ranked] >= q.min_interactions]
         page = listed
         if q.after is not None:
+            ranks = self.contents.ranks()
             after_total, after_id = q.after
             beyond = self.contents.rank_after(after_id)
             mine = total[listed]
@@ -291,9 +290,13 @@ class EngagementWindow(_Tenants):
         read = int(count[listed].sum())
         if not len(page):
             return Answer([], read)
+        mine_rows = np.concatenate(
+            [sums.by_content[sums.bounds[c] : sums.bounds[c + 1]] for c in page.tolist()]
+        )
+        in_page = np.zeros(len(content), dtype=np.bool_)
+        in_page[mine_rows] = True
         latest = np.full(size, NO_SAMPLE, dtype=np.int64)
-        in_page = np.isin(content, page)
-        np.maximum.at(latest, content[in_page], rows.maxes["latest"][in_page])
+        np.maximum.at(latest, content[mine_rows], rows.maxes["latest"][mine_rows])
         samples = _samples(rows, in_page)
         tags = self._tags(tenant_id, q, page)
         return Answer(
@@ -310,6 +313,41 @@ class EngagementWindow(_Tenants):
             ],
             read,
         )
+
+    def _range_sums(self, tenant_id: str, q: TrendingQuery) -> _Sums | None:
+        log = self.of(tenant_id, "engagement")
+        if log is None:
+            return None
+        key = (tenant_id, q.start_us, q.end_us, q.platform)
+        found = self._sums.get(key)
+        if found is not None and found[0] == log.version:
+            return found[1]
+        rows = log.rows(q.start_us, q.end_us)
+        if rows is not None and q.platform is not None:
+            platform = self.platforms.code(q.platform)
+            rows = rows.take(np.flatnonzero(rows.dims["platform"] == platform))
+        if rows is None or not len(rows):
+            return None
+        size = len(self.contents)
+        content = rows.dims["content"]
+        count = np.bincount(content, minlength=size)
+        total = np.bincount(content, weights=rows.sums["total"], minlength=size)
+        present = np.flatnonzero(count)
+        ranks = self.contents.ranks()
+        by_content = np.argsort(content, kind="stable")
+        sums = _Sums(
+            rows,
+            count,
+            np.bincount(content, weights=rows.sums["events"], minlength=size).astype(np.float64),
+            total.astype(np.float64),
+            present[np.lexsort((ranks[present], -total[present]))],
+            by_content,
+            np.searchsorted(content[by_content], np.arange(size + 1)),
+        )
+        if len(self._sums) >= MEMO_RANGES:
+            self._sums.pop(next(iter(self._sums)))
+        self._sums[key] = (log.version, sums)
+        return sums
 
     def _tags(self, tenant_id: str, q: TrendingQuery, page: Ints) -> dict[int, tuple[str, ...]]:
         log = self.of(tenant_id, "tags")
@@ -335,6 +373,19 @@ class EngagementWindow(_Tenants):
             )[:TOP_TAGS]
             for c, mine in counts.items()
         }
+
+
+@dataclass(frozen=True, slots=True)
+class _Sums:
+    """Trending's sums of one range per content code, and the rows they came from."""
+
+    rows: Block
+    count: Ints
+    events: Floats
+    total: Floats
+    ranked: Ints  # content codes with rows, by total descending, then by name
+    by_content: Ints  # row numbers in content code order
+    bounds: Ints  # each code's [first, last) in ``by_content``
 
 
 def _samples(rows: Block, in_page: npt.NDArray[np.bool_]) -> dict[int, str]:

@@ -13,7 +13,7 @@ import pytest
 
 from hypemeter.metrics.model import DAY_US, HOUR_US, MINUTE_US, Grain
 from hypemeter.metrics.queries import CounterQuery, Filters, TrendingQuery
-from hypemeter.metrics.sums import NO_SAMPLE, Block, BucketLog, Vocabulary
+from hypemeter.metrics.sums import NO_SAMPLE, Block, BucketLog, Vocabulary, reduced
 from hypemeter.metrics.windows import (
     Column,
     CounterRows,
@@ -303,6 +303,33 @@ def test_a_log_merges_blocks_and_drops_old_buckets() -> None:
     log.add(Block({"owner": np.array([0], dtype=np.int32)}, np.array([30]), {"n": np.ones(1)}, {}))
     later = log.rows(0, 40)
     assert later is not None and set(later.bucket.tolist()) >= {30}
+
+
+def test_blocks_merged_elsewhere_replace_the_ones_they_were_made_of() -> None:
+    log = BucketLog(since_us=0)
+    for i in range(5):  # blocks of falling size are not merged in passing
+        rows = 4 ** (4 - i)  # 256, 64, 16, 4, 1
+        block = Block(
+            {"owner": np.zeros(rows, dtype=np.int32)},
+            np.arange(rows, dtype=np.int64),
+            {"n": np.ones(rows)},
+            {},
+        )
+        log.add(block)
+    old = log.compactable(2)
+    assert old is not None and len(old) == 3  # the newest two may change meanwhile
+    later = Block({"owner": np.zeros(1, dtype=np.int32)}, np.array([0]), {"n": np.ones(1)}, {})
+    log.add(later)
+    version = log.version
+    assert log.compacted(old, reduced(Block.concat(old), 0))
+    assert log.version == version + 1 and log.compactable(1) is None  # 3 blocks left
+    assert not log.compacted(old, reduced(Block.concat(old), 0))  # already replaced
+    rows = log.rows(0, 300)
+    assert rows is not None
+    sums: dict[int, float] = defaultdict(float)
+    for bucket, n in zip(rows.bucket.tolist(), rows.sums["n"].tolist(), strict=True):
+        sums[bucket] += n
+    assert sums[0] == 6.0 and sums[1] == 4.0 and sums[255] == 1.0 and len(sums) == 256
 
 
 def test_vocabulary_ranks_names() -> None:
