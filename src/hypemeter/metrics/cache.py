@@ -28,6 +28,7 @@ from hypemeter.changes.codec import ChangeSet
 from hypemeter.changes.feed import ChangeFeed, ChangeSubscription
 from hypemeter.clock import Clock
 from hypemeter.metrics.cache_rows import add_changes, loaded
+from hypemeter.metrics.engagement_window import EngagementWindow
 from hypemeter.metrics.model import Grain
 from hypemeter.metrics.ports import CacheableMetricsStore, MetricsStore, PinnedView
 from hypemeter.metrics.queries import (
@@ -43,7 +44,7 @@ from hypemeter.metrics.queries import (
     UserRow,
 )
 from hypemeter.metrics.sums import Block, reduced
-from hypemeter.metrics.windows import CounterWindow, EngagementWindow, window_start
+from hypemeter.metrics.windows import CounterWindow, window_start
 
 log = logging.getLogger("hypemeter.metrics.cache")
 WINDOW_DAYS = 8  # a 7-day range ending at the end of the current hour, and reading lag

@@ -10,6 +10,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from hypemeter.changes.codec import ChangeSet
+from hypemeter.metrics.engagement_window import EngagementRows, EngagementWindow, TagRows
 from hypemeter.metrics.model import ENGAGEMENT, HOUR_US
 from hypemeter.metrics.ports import CacheLoad
 from hypemeter.metrics.sums import NO_SAMPLE, Floats, Ints
@@ -17,9 +18,6 @@ from hypemeter.metrics.windows import (
     Column,
     CounterRows,
     CounterWindow,
-    EngagementRows,
-    EngagementWindow,
-    TagRows,
 )
 
 _ENGAGEMENT = pa.array(ENGAGEMENT, pa.string())

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 
+from hypemeter.metrics.engagement_window import EngagementRows, EngagementWindow, TagRows
 from hypemeter.metrics.model import DAY_US, HOUR_US, MINUTE_US, Grain
 from hypemeter.metrics.queries import CounterQuery, Filters, TrendingQuery
 from hypemeter.metrics.sums import NO_SAMPLE, Block, BucketLog, Vocabulary, reduced
@@ -18,9 +19,6 @@ from hypemeter.metrics.windows import (
     Column,
     CounterRows,
     CounterWindow,
-    EngagementRows,
-    EngagementWindow,
-    TagRows,
 )
 
 T0 = 1_700_000_000_000_000 // DAY_US * DAY_US
