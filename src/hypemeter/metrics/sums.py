@@ -227,9 +227,12 @@ class BucketLog:
                 continue
             lo, hi = 0, len(block)
             if owner is not None:
-                lo, hi = (int(i) for i in owners.searchsorted([owner, owner + 1]))
+                # In the column's own type: another would convert the whole column.
+                wanted = np.array([owner, owner + 1], dtype=owners.dtype)
+                lo, hi = (int(i) for i in owners.searchsorted(wanted))
             first, last = (
-                lo + int(i) for i in block.bucket[lo:hi].searchsorted([start_us, end_us])
+                lo + int(i)
+                for i in block.bucket[lo:hi].searchsorted(np.array([start_us, end_us], np.int64))
             )
             if last > first:
                 parts.append(block.take(slice(first, last)))
