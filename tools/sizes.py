@@ -22,7 +22,6 @@ OVER: dict[str, int] = {
     "src/hypemeter/backends/embedded/duckdb_store/rollups.py": 524,
     "src/hypemeter/backends/cluster/postgres_database.py": 482,
     "src/hypemeter/backends/embedded/duckdb_store/adapters.py": 469,
-    "src/hypemeter/backends/cluster/postgres_store.py": 463,
     "src/hypemeter/backends/cluster/redis_bus.py::RedisLiveBus": 259,
     "src/hypemeter/backends/embedded/duckdb_store/database.py::DuckDBDatabase": 441,
 }

@@ -56,6 +56,7 @@ from hypemeter.live.routes import router as live_router
 from hypemeter.live.streams import OpenStreams
 from hypemeter.live.tokens import StreamTokens
 from hypemeter.logs import RequestContextMiddleware, protect_logs
+from hypemeter.metrics.cache import cached
 from hypemeter.metrics.ports import MetricsStore
 from hypemeter.metrics.routes import router as metrics_router
 from hypemeter.metrics.service import MetricsService
@@ -137,6 +138,8 @@ def build_services(settings: Settings, clock: Clock | None = None) -> Services:
     # bus between processes, the feed also carries commits made elsewhere (workers).
     changes = ChangeFeed(None if backends.local_bus else backends.bus)
     sink = CommitStep(backends.store, changes) if backends.commits else backends.store
+    # Recent hourly sums in memory, fed by the feed; the store answers the rest.
+    rollups = cached(backends.metrics, changes, clock)
     ingest = IngestService(
         sink,
         backends.tenants,
@@ -147,16 +150,14 @@ def build_services(settings: Settings, clock: Clock | None = None) -> Services:
         directory=registry.directory,
     )
     connectors = ConnectorService(sealed, ingest, registry, clock, announce=shared.changed)
-    metrics = MetricsService(
-        backends.metrics, ingest.catalog, clock, retention_days=settings.retention_days
-    )
+    metrics = MetricsService(rollups, ingest.catalog, clock, retention_days=settings.retention_days)
     tokens = access_tokens_of(settings)
     auth = AuthService(backends.tenants, clock, announce=shared.changed, tokens=tokens)
     return Services(
         settings=settings,
         store=backends.store,
         tenants=backends.tenants,
-        rollups=backends.metrics,
+        rollups=rollups,
         bus=backends.bus,
         auth=auth,
         token_issuer=TokenIssuer(auth.authenticate, tokens, lambda: clock.now_us() // 1_000_000),
@@ -194,7 +195,7 @@ def build_services(settings: Settings, clock: Clock | None = None) -> Services:
         changes=changes,
         live=LiveHub(
             changes,
-            backends.metrics,
+            rollups,
             metrics,
             clock,
             LiveConfig(
@@ -243,9 +244,9 @@ async def start_services(services: Services) -> None:
     await services.registry_store.start()
     await services.store.start()
     await services.tenants.start()
-    await services.rollups.start()
     await services.audit.start()
     await services.bus.start()
+    await services.rollups.start()  # after the bus: the query cache follows the feed
     await services.auth.load()
     await services.ingest.start()
     await services.registry.start()

@@ -21,12 +21,9 @@ import pytest
 
 from hypemeter.auth.ports import TenantStore
 from hypemeter.backends.cluster.postgres_database import PostgresConfig, PostgresDatabase
+from hypemeter.backends.cluster.postgres_metrics import PostgresMetricsStore
 from hypemeter.backends.cluster.postgres_registry import PostgresRegistryStore
-from hypemeter.backends.cluster.postgres_store import (
-    PostgresEventStore,
-    PostgresMetricsStore,
-    PostgresTenantStore,
-)
+from hypemeter.backends.cluster.postgres_store import PostgresEventStore, PostgresTenantStore
 from hypemeter.backends.embedded.duckdb_store import (
     DuckDBDatabase,
     DuckDBEventStore,

@@ -13,8 +13,11 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import threading
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
+
+import pytest
+from tests.contract.cached_backend import CachedBackend
 
 from hypemeter.events.batch import EventBatch
 from hypemeter.events.model import EventIn, from_epoch_us, to_epoch_us
@@ -33,6 +36,24 @@ from hypemeter.metrics.queries import (
 NOW_US = 1_795_183_200_000_000  # 2026-11-20T14:00:00Z, the harness clock
 DAY0 = NOW_US - NOW_US % DAY_US - 2 * DAY_US  # 2026-11-18T00:00:00Z
 MINUTE, HOUR, DAY = Grain.MINUTE, Grain.HOUR, Grain.DAY
+
+
+@pytest.fixture(params=["store", "cached"])
+def wrapping(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+async def store_backend(store_backend: Any, wrapping: str) -> AsyncIterator[Any]:
+    """Every backend's metrics store as it is, and behind the query cache (fed by the
+    change feed, as the app wires it)."""
+    if wrapping == "store":
+        yield store_backend
+        return
+    cached = CachedBackend(store_backend)
+    yield cached
+    for cache in cached._caches:
+        await cache.aclose()
 
 
 def at(day: int, hour: int = 0, minute: int = 0, second: int = 0) -> int:

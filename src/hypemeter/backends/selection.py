@@ -185,10 +185,10 @@ def _open_postgres(settings: Settings, clock: Clock, dsn: str) -> Stores:
     try:
         from hypemeter.backends.cluster.postgres_audit import PostgresAuditStore
         from hypemeter.backends.cluster.postgres_database import PostgresConfig, PostgresDatabase
+        from hypemeter.backends.cluster.postgres_metrics import PostgresMetricsStore
         from hypemeter.backends.cluster.postgres_registry import PostgresRegistryStore
         from hypemeter.backends.cluster.postgres_store import (
             PostgresEventStore,
-            PostgresMetricsStore,
             PostgresTenantStore,
         )
     except ImportError as exc:

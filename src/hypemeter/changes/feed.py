@@ -76,6 +76,19 @@ class ChangeSubscription:
         if self._ready is not None:
             await self._ready()
 
+    def take(self) -> list[ChangeSet] | None:
+        """Every change set delivered and not read yet, without waiting; None when a gap
+        comes first (the reader repairs from the store). For a reader that must hold
+        what was announced before it answers (read-your-writes)."""
+        if self._gap:
+            self._gap = False
+            return None
+        taken = list(self._pending)
+        self._pending.clear()
+        if taken:
+            self.position = taken[-1].seq
+        return taken
+
     def __aiter__(self) -> AsyncIterator[ChangeSet | None]:
         return self
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
-from typing import Protocol
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from hypemeter.metrics.model import Grain
 from hypemeter.metrics.queries import (
@@ -19,6 +20,9 @@ from hypemeter.metrics.queries import (
     TrendingRow,
     UserRow,
 )
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 
 class MetricsReader(Protocol):
@@ -90,3 +94,32 @@ class MetricsStore(MetricsReader, Protocol):
 
     async def rebuild(self, progress: Callable[[int, int], None]) -> int:
         """Recompute every rollup from the raw events; ``progress(done, total)``; events read."""
+
+
+@dataclass(frozen=True, slots=True)
+class CacheLoad:
+    """What the query caches start from: hourly sums of every tenant from ``since_us`` on,
+    read in one snapshot holding exactly the commits up to ``seq``.
+
+    ``counters``: tenant_id, influencer_id, platform, campaign_id (null: none), metric,
+    bucket, total, events. ``engagement`` (engagement metrics of content items):
+    tenant_id, content_id, platform, bucket, total, events, latest, sample_t (null: no
+    text), sample_text. ``tags``: tenant_id, content_id, platform, bucket, tag, n.
+    """
+
+    seq: int
+    counters: pa.Table
+    engagement: pa.Table
+    tags: pa.Table
+
+
+@runtime_checkable
+class CacheableMetricsStore(MetricsStore, Protocol):
+    """A MetricsStore the query caches can load from."""
+
+    async def cache_load(self, since_us: int) -> CacheLoad:
+        """Read the caches' rows (see CacheLoad); raises StoreUnavailable."""
+
+    def rewrites(self) -> int:
+        """How many times this process changed stored events without a commit (an
+        erasure, a retention purge): caches loaded before are stale."""

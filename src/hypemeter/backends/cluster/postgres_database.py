@@ -95,8 +95,8 @@ class PostgresDatabase:
         # Held by the committer around each group; tests hold it to make appends pile up.
         self.gate = asyncio.Lock()
         self._months: set[tuple[int, int]] = set()
-        self._size = 0
-        self._size_at = 0.0
+        self._size, self._size_at = 0, 0.0
+        self.rewrites = 0  # stored events changed without a commit (erasure, purge)
 
     # -- lifecycle -----------------------------------------------------------
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 import asyncpg
+import pyarrow as pa
 
 from hypemeter.backends.sql import counter_answer
 from hypemeter.metrics.model import ENGAGEMENT, AccountReadings, Grain, cover, grains_up_to
@@ -300,3 +301,49 @@ async def user_activity(
         for u, n, total, platforms, last in rows
     ]
     return Answer(out, sum(r.interactions for r in out))
+
+
+_LOADS = {
+    "counters": (
+        "SELECT tenant_id, influencer_id, platform, nullif(campaign_id, '') AS campaign_id, "
+        "metric, bucket, sum(total) AS total, sum(events)::double precision AS events "
+        "FROM rollup_hour WHERE bucket >= $1 AND events > 0 "
+        "GROUP BY tenant_id, influencer_id, platform, campaign_id, metric, bucket"
+    ),
+    "engagement": (
+        "SELECT tenant_id, content_id, platform, bucket, total, "
+        "events::double precision AS events, latest, sample_t, sample_text "
+        "FROM rollup_engagement_hour WHERE bucket >= $1"
+    ),
+    "tags": (
+        "SELECT tenant_id, content_id, platform, bucket, tag, n::double precision AS n "
+        "FROM rollup_engagement_tags_hour WHERE bucket >= $1"
+    ),
+}
+_TYPES = {
+    "bucket": pa.int64(),
+    "latest": pa.int64(),
+    "sample_t": pa.int64(),
+    "total": pa.float64(),
+    "events": pa.float64(),
+    "n": pa.float64(),
+}
+
+
+async def cache_tables(con: asyncpg.Connection, since_us: int) -> tuple[pa.Table, ...]:
+    """(counters, engagement, tags) of ``CacheLoad`` from ``since_us`` on, in the
+    connection's snapshot (rollups change in the transaction of their events)."""
+    out = []
+    for sql in _LOADS.values():
+        statement = await con.prepare(sql)
+        names = [a.name for a in statement.get_attributes()]
+        rows = await statement.fetch(since_us)
+        out.append(
+            pa.table(
+                {
+                    name: pa.array([r[i] for r in rows], _TYPES.get(name, pa.string()))
+                    for i, name in enumerate(names)
+                }
+            )
+        )
+    return tuple(out)

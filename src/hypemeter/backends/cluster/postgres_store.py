@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from contextlib import asynccontextmanager
 from typing import TypeVar
 
 import asyncpg
@@ -13,12 +11,10 @@ import pyarrow as pa
 
 from hypemeter.auth.model import ApiKey, Tenant
 from hypemeter.auth.ports import StreamTokenRecord
-from hypemeter.backends.cluster import postgres_queries as queries
 from hypemeter.backends.cluster import postgres_retention as retention
 from hypemeter.backends.cluster.postgres_database import PostgresDatabase
 from hypemeter.backends.cluster.postgres_erasure import erase_influencer
 from hypemeter.backends.cluster.postgres_schema import ROLLUP_TABLES
-from hypemeter.backends.cluster.rollup_sql import rollup_statements
 from hypemeter.backends.sql import (
     KEY_COLUMNS,
     TOKEN_COLUMNS,
@@ -30,19 +26,6 @@ from hypemeter.errors import StoreUnavailable
 from hypemeter.events.batch import EventBatch
 from hypemeter.events.model import MetricDefinition, MetricKind, ValueLimit
 from hypemeter.events.ports import EXPORT_COLUMNS, AppendResult, ExpiredDay
-from hypemeter.metrics.model import Grain
-from hypemeter.metrics.queries import (
-    Answer,
-    CounterMatrix,
-    CounterQuery,
-    CounterRow,
-    Filters,
-    GaugeQuery,
-    GaugeRow,
-    TrendingQuery,
-    TrendingRow,
-    UserRow,
-)
 
 T = TypeVar("T")
 _EXPORT_TYPES = {"value": pa.float64(), "ts_us": pa.int64(), "tags": pa.list_(pa.string())}
@@ -106,18 +89,24 @@ class PostgresEventStore(_Shared):
         )
 
     async def erase_influencer(self, tenant_id: str, influencer_id: str) -> int:
-        return await self._db.run_retrying(
-            lambda con: erase_influencer(con, tenant_id, influencer_id)
-        )
+        try:
+            return await self._db.run_retrying(
+                lambda con: erase_influencer(con, tenant_id, influencer_id)
+            )
+        finally:
+            self._db.rewrites += 1  # copies of the rollups in this process are stale
 
     async def expired_days(self, cutoff_us: int) -> list[ExpiredDay]:
         rows = await self._db.run(lambda con: retention.expired_days(con, cutoff_us))
         return [ExpiredDay(*row) for row in rows]
 
     async def purge_day(self, tenant_id: str, day_us: int, cutoff_us: int) -> int:
-        return await self._db.run_retrying(
+        purged = await self._db.run_retrying(
             lambda con: retention.purge_day(con, tenant_id, day_us, cutoff_us)
         )
+        if purged:
+            self._db.rewrites += 1
+        return purged
 
     async def reclaim(self) -> None:
         # Marks the dead rows' space free; their bytes stay on disk (and in the WAL
@@ -310,154 +299,3 @@ class PostgresTenantStore(_Shared):
             )
         )
         return sorted(str(r[0]) for r in rows)
-
-
-class _Reads:
-    """The queries a series needs, each run by ``_query``."""
-
-    async def _query(self, fn: Query[T]) -> T:
-        raise NotImplementedError
-
-    async def counters(self, tenant_id: str, query: CounterQuery) -> Answer[CounterRow]:
-        return await self._query(lambda con: queries.counters(con, tenant_id, query))
-
-    async def gauges(self, tenant_id: str, query: GaugeQuery) -> Answer[GaugeRow]:
-        return await self._query(lambda con: queries.gauges(con, tenant_id, query))
-
-    async def unique_users(
-        self,
-        tenant_id: str,
-        start_us: int,
-        end_us: int,
-        filters: Filters,
-        *,
-        grain: Grain | None,
-        by: str | None,
-        engagement_metrics: tuple[str, ...],
-    ) -> Answer[tuple[str | None, int | None, int]]:
-        return await self._query(
-            lambda con: queries.unique_users(
-                con, tenant_id, start_us, end_us, filters, grain, by, engagement_metrics
-            )
-        )
-
-    async def emv_rates(self, tenant_id: str) -> dict[tuple[str, str], float]:
-        rows = await self._query(
-            lambda con: con.fetch(
-                "SELECT platform, metric, value FROM emv_rates WHERE tenant_id = $1", tenant_id
-            )
-        )
-        return {(r[0], r[1]): float(r[2]) for r in rows}
-
-
-class PinnedPostgresView(_Reads):
-    """Queries in one repeatable-read transaction that sees exactly commits 1..seq."""
-
-    def __init__(self, con: asyncpg.Connection, seq: int) -> None:
-        self._con = con
-        self._lock = asyncio.Lock()  # one statement at a time on the connection
-        self.seq = seq
-
-    async def _query(self, fn: Query[T]) -> T:
-        async with self._lock:
-            return await fn(self._con)
-
-
-class PostgresMetricsStore(_Reads, _Shared):
-    """Rollups kept in the transaction of their events, and the queries over them."""
-
-    async def _query(self, fn: Query[T]) -> T:
-        return await self._db.run(fn)
-
-    @asynccontextmanager
-    async def pinned(self) -> AsyncIterator[PinnedPostgresView]:
-        async with self._db.pinned() as (con, seq):
-            yield PinnedPostgresView(con, seq)
-
-    async def counter_matrix(self, tenant_id: str, query: CounterQuery) -> CounterMatrix | None:
-        return None
-
-    def folded(self) -> bool:
-        """Always: rollups change in the transaction of their events."""
-        return True
-
-    def wait_folded(self, timeout: float = 30.0) -> bool:
-        del timeout
-        return True
-
-    async def trending(self, tenant_id: str, query: TrendingQuery) -> Answer[TrendingRow]:
-        return await self._query(lambda con: queries.trending(con, tenant_id, query))
-
-    async def user_activity(
-        self,
-        tenant_id: str,
-        since_us: int,
-        *,
-        min_engagement: float,
-        engagement_metrics: tuple[str, ...],
-        after: tuple[float, str] | None,
-        limit: int,
-    ) -> Answer[UserRow]:
-        return await self._query(
-            lambda con: queries.user_activity(
-                con, tenant_id, since_us, min_engagement, engagement_metrics, after, limit
-            )
-        )
-
-    async def set_emv_rates(
-        self, tenant_id: str, rates: dict[tuple[str, str], float | None]
-    ) -> None:
-        async def write(con: asyncpg.Connection) -> None:
-            async with con.transaction():
-                for (platform, metric), value in rates.items():
-                    if value is None:
-                        await con.execute(
-                            "DELETE FROM emv_rates WHERE tenant_id = $1 AND platform = $2 "
-                            "AND metric = $3",
-                            tenant_id,
-                            platform,
-                            metric,
-                        )
-                    else:
-                        await con.execute(
-                            "INSERT INTO emv_rates VALUES ($1, $2, $3, $4) ON CONFLICT "
-                            "(tenant_id, platform, metric) DO UPDATE SET value = excluded.value",
-                            tenant_id,
-                            platform,
-                            metric,
-                            value,
-                        )
-
-        await self._db.run(write)
-
-    async def rebuild(self, progress: Callable[[int, int], None]) -> int:
-        """Recompute every rollup from the raw events, one partition at a time.
-
-        Runs in one transaction that locks the rollups: commits wait for it, and
-        queries see the old rollups until it commits.
-        """
-
-        async def run(con: asyncpg.Connection) -> int:
-            partitions = await con.fetch(
-                "SELECT c.relname, c.reltuples FROM pg_inherits i "
-                "JOIN pg_class c ON c.oid = i.inhrelid "
-                "WHERE i.inhparent = 'events'::regclass ORDER BY c.relname"
-            )
-            async with con.transaction():
-                await con.execute(f"LOCK TABLE {', '.join(ROLLUP_TABLES)} IN EXCLUSIVE MODE")
-                await con.execute(f"TRUNCATE {', '.join(ROLLUP_TABLES)}")
-                counts = [
-                    int(await con.fetchval(f'SELECT count(*) FROM "{name}"'))  # noqa: S608
-                    for name, _ in partitions
-                ]
-                total = sum(counts)
-                done = 0
-                progress(0, total)
-                for (name, _), count in zip(partitions, counts, strict=True):
-                    for statement in rollup_statements(f'"{name}"'):
-                        await con.execute(statement)
-                    done += count
-                    progress(done, total)
-            return done
-
-        return await self._db.run(run)

@@ -14,6 +14,7 @@ import pyarrow as pa
 from hypemeter.auth.model import ApiKey, Tenant
 from hypemeter.auth.ports import StreamTokenRecord
 from hypemeter.backends.embedded.duckdb_store import queries, rollups
+from hypemeter.backends.embedded.duckdb_store.cache_load import cache_tables
 from hypemeter.backends.embedded.duckdb_store.database import DuckDBDatabase
 from hypemeter.backends.embedded.duckdb_store.queries import Horizon
 from hypemeter.backends.embedded.duckdb_store.transactions import transaction
@@ -29,6 +30,7 @@ from hypemeter.events.batch import EventBatch
 from hypemeter.events.model import MetricDefinition, MetricKind, ValueLimit
 from hypemeter.events.ports import EXPORT_COLUMNS, AppendResult, ExpiredDay
 from hypemeter.metrics.model import Grain
+from hypemeter.metrics.ports import CacheLoad
 from hypemeter.metrics.queries import (
     Answer,
     CounterMatrix,
@@ -305,6 +307,11 @@ class _Reads:
     def _horizon(self) -> Horizon:
         return self._db.horizon()
 
+    async def counters(self, tenant_id: str, query: CounterQuery) -> Answer[CounterRow]:
+        return await self._query(
+            lambda con: queries.counters(con, tenant_id, query, self._horizon())
+        )
+
     async def gauges(self, tenant_id: str, query: GaugeQuery) -> Answer[GaugeRow]:
         return await self._query(lambda con: queries.gauges(con, tenant_id, query, self._horizon()))
 
@@ -352,10 +359,6 @@ class PinnedDuckDBView(_Reads):
     def _horizon(self) -> Horizon:
         return self._pinned
 
-    async def counters(self, tenant_id: str, query: CounterQuery) -> Answer[CounterRow]:
-        # Not the hot index: its entries may hold folds later than this snapshot.
-        return await self._query(lambda con: queries.counters(con, tenant_id, query, self._pinned))
-
 
 class DuckDBMetricsStore(_Reads, _SharedFile):
     """MetricsStore port on the embedded DuckDB file: rollups folded from the raw events."""
@@ -365,56 +368,23 @@ class DuckDBMetricsStore(_Reads, _SharedFile):
         async with self._db.pinned() as (con, seq, horizon):
             yield PinnedDuckDBView(self._db, con, seq, horizon)
 
-    async def counters(self, tenant_id: str, query: CounterQuery) -> Answer[CounterRow]:
-        horizon = self._db.applied_horizon()
-        if horizon is not None and query.filters.influencer_id is None:
-            # Summed right here when the hot sums hold the whole answer (no SQL).
-            hot_sums = self._db.tenant_sums(tenant_id, horizon.committed)
-            found = None if hot_sums is None else queries.cached_counters(query, hot_sums)
-            if found is not None:
-                return found
-
-        def run(con: duckdb.DuckDBPyConnection) -> Answer[CounterRow]:
-            horizon = self._db.horizon()
-            hot = self._db.hot
-            if hot is not None:
-                answer = queries.hot_counters(
-                    con, tenant_id, query, horizon, hot, self._db.now_us()
-                )
-                if answer is not None:
-                    return answer
-            hot_sums = self._db.tenant_sums(tenant_id, horizon.committed)
-            return queries.counters(con, tenant_id, query, horizon, hot_sums)
-
-        return await self._db.read(run)
-
     async def counter_matrix(self, tenant_id: str, query: CounterQuery) -> CounterMatrix | None:
-        hot = self._db.hot
-        if hot is None or not hot.loaded or query.filters.influencer_id is None:
-            return None
-        horizon = self._db.applied_horizon()
-        if horizon is not None:
-            # Summed right here when the index holds every committed event: handing
-            # these microseconds of numpy to a query thread costs more (GIL hand-offs).
-            found = queries.cached_matrix(tenant_id, query, horizon, hot)
-            if found is not None:
-                return found
-        return await self._db.read(
-            lambda con: queries.hot_matrix(
-                con, tenant_id, query, self._db.horizon(), hot, self._db.now_us()
-            )
-        )
+        return None  # the query cache (metrics.cache) answers these from memory
 
     async def trending(self, tenant_id: str, query: TrendingQuery) -> Answer[TrendingRow]:
-        def run(con: duckdb.DuckDBPyConnection) -> Answer[TrendingRow]:
-            horizon = self._db.horizon()
-            engagement = self._db.engagement
-            entry = None if engagement is None else engagement.get(tenant_id, horizon.committed)
-            if entry is not None and entry.answers(query):
-                return entry.trending(query, queries.TOP_TAGS)
-            return queries.trending(con, tenant_id, query, horizon)
+        return await self._query(
+            lambda con: queries.trending(con, tenant_id, query, self._horizon())
+        )
 
-        return await self._db.read(run)
+    async def cache_load(self, since_us: int) -> CacheLoad:
+        async with self._db.pinned() as (con, seq, horizon):
+            counters, engagement, tags = await self._db.read_on(
+                con, lambda c: cache_tables(c, since_us, horizon.folded)
+            )
+        return CacheLoad(seq, counters, engagement, tags)
+
+    def rewrites(self) -> int:
+        return self._db.rewrites
 
     async def user_activity(
         self,

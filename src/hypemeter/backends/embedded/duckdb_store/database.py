@@ -38,14 +38,6 @@ from hypemeter.backends.embedded.duckdb_store.erasure import (
     rewrite,
     rewrite_due,
 )
-from hypemeter.backends.embedded.duckdb_store.hot import HOT_DAYS, HotHours
-from hypemeter.backends.embedded.duckdb_store.hot_engagement import HotEngagement
-from hypemeter.backends.embedded.duckdb_store.hot_tenant import (
-    HOT_MINUTE_HOURS,
-    HOT_TENANT_HOURS,
-    HotTenantBuckets,
-    TenantSums,
-)
 from hypemeter.backends.embedded.duckdb_store.journal import Journal
 from hypemeter.backends.embedded.duckdb_store.queries import Horizon
 from hypemeter.backends.embedded.duckdb_store.rollups import RollupMaintainer
@@ -58,7 +50,6 @@ from hypemeter.datadir import private_data_dir, private_dir, restrict_umask, tig
 from hypemeter.errors import StoreUnavailable
 from hypemeter.events.batch import EventBatch
 from hypemeter.events.ports import AppendResult
-from hypemeter.metrics.model import DAY_US
 
 log = logging.getLogger("hypemeter.store")
 T = TypeVar("T")
@@ -138,10 +129,9 @@ class DuckDBDatabase:
         self._pool: ThreadPoolExecutor | None = None
         self._pins: asyncio.Semaphore | None = None
         self.maintainer: RollupMaintainer | None = None
-        self.hot: HotHours | None = None
-        self.engagement: HotEngagement | None = None
-        self.minutes: HotTenantBuckets | None = None
-        self.tenant_hours: HotTenantBuckets | None = None
+        # Bumped whenever stored events change without a commit (an erasure, a purge):
+        # copies of the rollups made before (the query caches) are stale.
+        self.rewrites = 0
         self._maintenance_con: duckdb.DuckDBPyConnection | None = None
 
     def start(self) -> None:
@@ -185,21 +175,6 @@ class DuckDBDatabase:
         committed = self._seq
         folded = self.maintainer.folded_seq if self.maintainer is not None else 0
         return Horizon(folded, committed <= folded, committed)
-
-    def applied_horizon(self) -> Horizon | None:
-        """``horizon()`` when DuckDB already holds every group acknowledged before the
-        call (so an answer from it misses no acknowledged event); None otherwise."""
-        acked = self._group.acked
-        horizon = self.horizon()
-        return horizon if horizon.committed >= acked else None
-
-    def tenant_sums(self, tenant_id: str, committed: int) -> TenantSums | None:
-        """The tenant's hot sums valid at ``committed``, or None."""
-        if self.minutes is None or self.tenant_hours is None:
-            return None
-        return TenantSums(
-            self.minutes.get(tenant_id, committed), self.tenant_hours.get(tenant_id, committed)
-        )
 
     def now_us(self) -> int:
         return self._clock.now_us()
@@ -311,22 +286,13 @@ class DuckDBDatabase:
         with self.folds_paused():
             erased = erase_influencer(con, tenant_id, influencer_id)
             self._snapshots.forget(tenant_id, influencer_id)
-            self._forget_hot()
+            self.rewrites += 1
         # Every acknowledged group is in DuckDB (this runs behind the writer's barrier):
         # the journal's copies of the erased events go too.
         self._journal.purge()
         if self.maintainer is not None:
             self.maintainer.notify()
         return erased
-
-    def _forget_hot(self) -> None:
-        """Drop the in-memory copies of the rollups (after work that rewrote rollups without
-        a commit); the maintainer's next step reads them back whole."""
-        if self.hot is not None:
-            self.hot.clear()
-        for index in (self.engagement, self.minutes, self.tenant_hours):
-            if index is not None:
-                index.clear()
 
     async def expired_days(self, cutoff_us: int) -> list[tuple[str, int, int]]:
         """(tenant, day start, events) of the days a purge up to ``cutoff_us`` deletes from."""
@@ -341,9 +307,8 @@ class DuckDBDatabase:
     ) -> int:
         with self.folds_paused():
             purged = retention.purge_day(con, tenant_id, day_us, cutoff_us)
-            # The in-memory copies hold at most the last HOT_DAYS days of rollups.
-            if purged and day_us + (HOT_DAYS + 1) * DAY_US > self._clock.now_us():
-                self._forget_hot()
+            if purged:
+                self.rewrites += 1
         if purged and self.maintainer is not None:
             self.maintainer.notify()
         return purged
@@ -401,15 +366,8 @@ class DuckDBDatabase:
         if self._config.maintain_rollups:
             self._maintenance_con = con.cursor()
             self._maintenance_con.execute("SET TimeZone = 'UTC'")
-            self.hot = HotHours()
-            self.engagement = HotEngagement()
-            self.minutes = HotTenantBuckets("rollup_minute", HOT_MINUTE_HOURS)
-            self.tenant_hours = HotTenantBuckets("rollup_tenant_hour", HOT_TENANT_HOURS)
             self.maintainer = RollupMaintainer(
                 self._maintenance_con,
-                hot=self.hot,
-                indexes=(self.engagement, self.minutes, self.tenant_hours),
-                clock=self._clock,
                 fold_interval=self._config.fold_interval,
                 compact_min_rows=self._config.compact_min_rows,
             )

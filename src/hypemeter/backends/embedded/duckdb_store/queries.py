@@ -9,14 +9,12 @@ row groups outside the range.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import duckdb
 
-from hypemeter.backends.embedded.duckdb_store.hot import HotHours, HourSeries
-from hypemeter.backends.embedded.duckdb_store.hot_tenant import TenantBuckets, TenantSums
 from hypemeter.backends.embedded.duckdb_store.rollups import (
     CONTENT_HOUR,
     ENGAGEMENT_HOUR,
@@ -36,7 +34,6 @@ from hypemeter.metrics.model import (
 )
 from hypemeter.metrics.queries import (
     Answer,
-    CounterMatrix,
     CounterQuery,
     CounterRow,
     Filters,
@@ -144,235 +141,32 @@ def _piece_table(grain: Grain, q: CounterQuery) -> str:
     return GRAIN_TABLES[grain.value].name
 
 
-@dataclass(frozen=True, slots=True)
-class _HotPlan:
-    """A hot index entry that covers a query's hourly middle, and what it leaves to SQL."""
-
-    entry: HourSeries
-    start_us: int  # of the middle
-    end_us: int
-    spans: list[str]  # raw event conditions: ragged ends, commits after the entry
-
-    def tail_where(self, tenant_id: str, q: CounterQuery) -> _Where:
-        where = _Where().eq("tenant_id", tenant_id).any_of("metric", q.metrics)
-        where.raw("(" + " OR ".join(f"({span})" for span in self.spans) + ")")
-        return _filters(where, q.filters)
-
-
-def _hot_plan(
-    q: CounterQuery, horizon: Horizon, entry_of: Callable[[str], HourSeries | None]
-) -> _HotPlan | None:
-    """How the hot entry ``entry_of(influencer)`` answers ``q``, or None when it cannot."""
-    influencer = q.filters.influencer_id
-    if influencer is None or q.filters.content_id is not None:
-        return None
-    pieces = cover(q.start_us, q.end_us, grains_up_to(q.grain))
-    middle = [p for p in pieces if p.grain is not None]
-    if not middle or any(p.grain is not Grain.HOUR for p in middle):
-        return None
-    entry = entry_of(influencer)
-    if entry is None or middle[0].start_us < entry.since_us:
-        return None
-    start, end = middle[0].start_us, middle[-1].end_us
-    spans = [f"ts >= {_ts(p.start_us)} AND ts < {_ts(p.end_us)}" for p in pieces if p.grain is None]
-    if horizon.committed > entry.watermark:
-        spans.append(f"seq > {entry.watermark} AND ts >= {_ts(start)} AND ts < {_ts(end)}")
-    return _HotPlan(entry, start, end, spans)
-
-
-def hot_counters(
-    con: duckdb.DuckDBPyConnection,
-    tenant_id: str,
-    q: CounterQuery,
-    horizon: Horizon,
-    hot: HotHours,
-    now_us: int,
-) -> Answer[CounterRow] | None:
-    """One influencer's hourly counters from the hot index, or None when it cannot answer."""
-    plan = (
-        None
-        if not set(q.by) <= {"platform"}
-        else _hot_plan(q, horizon, lambda influencer: hot.get(con, tenant_id, influencer, now_us))
-    )
-    if plan is None:
-        return None
-    per_platform = "platform" in q.by
-    found, read = plan.entry.sums(
-        start_us=plan.start_us,
-        end_us=plan.end_us,
-        metrics=q.metrics,
-        platform=q.filters.platform,
-        campaign=q.filters.campaign_id,
-        grain_us=None if q.grain is None else q.grain.us,
-        per_platform=per_platform,
-    )
-    if not plan.spans:  # everything committed is in the entry: no SQL at all
-        key_of = (lambda p: (p,)) if per_platform else (lambda p: ())
-        return Answer([CounterRow(key_of(p), b, m, t, e) for p, b, m, t, e in found], read)
-    sums: dict[tuple[str, int | None, str], list[float]] = {}
-    for platform, bucket, metric, total, events in found:
-        sums[(platform, bucket, metric)] = [total, events]
-    where = plan.tail_where(tenant_id, q)
-    rows = _run(
-        con,
-        f"SELECT {'platform' if per_platform else chr(39) * 2}, "
-        f"{_bucket_expr('epoch_us(ts)', q.grain)}, metric, sum(delta), count(*) "
-        f"FROM events WHERE {where.sql()} GROUP BY ALL",
-        where.params,
-    )
-    for platform, bucket, metric, total, events in rows:
-        key = (platform, None if bucket is None else int(bucket), metric)
-        acc = sums.setdefault(key, [0.0, 0])
-        acc[0] += float(total)
-        acc[1] += int(events)
-        read += int(events)
-    out = [
-        CounterRow((platform,) if per_platform else (), bucket, metric, total, int(events))
-        for (platform, bucket, metric), (total, events) in sums.items()
-    ]
-    return Answer(out, read)
-
-
-def hot_matrix(
-    con: duckdb.DuckDBPyConnection,
-    tenant_id: str,
-    q: CounterQuery,
-    horizon: Horizon,
-    hot: HotHours,
-    now_us: int,
-) -> CounterMatrix | None:
-    """One influencer's bucketed counters as arrays from the hot index, or None."""
-    if q.by or q.grain is None:
-        return None
-    plan = _hot_plan(q, horizon, lambda influencer: hot.get(con, tenant_id, influencer, now_us))
-    return None if plan is None else _matrix(plan, tenant_id, q, con)
-
-
-def cached_matrix(
-    tenant_id: str, q: CounterQuery, horizon: Horizon, hot: HotHours
-) -> CounterMatrix | None:
-    """As ``hot_matrix`` when the index alone holds the answer (no SQL), else None.
-
-    Cheap enough to run on the event loop: it never reads the database.
-    """
-    if q.by or q.grain is None:
-        return None
-    plan = _hot_plan(q, horizon, lambda influencer: hot.peek(tenant_id, influencer))
-    return None if plan is None or plan.spans else _matrix(plan, tenant_id, q, None)
-
-
-def _matrix(
-    plan: _HotPlan, tenant_id: str, q: CounterQuery, con: duckdb.DuckDBPyConnection | None
-) -> CounterMatrix:
-    """The plan's sums per metric and bucket; ``con`` reads its raw spans (if any)."""
-    grain = q.grain
-    assert grain is not None
-    origin = q.start_us - q.start_us % grain.us
-    buckets = len(range(origin, q.end_us, grain.us))
-    sums, read = plan.entry.matrix(
-        start_us=plan.start_us,
-        end_us=plan.end_us,
-        metrics=q.metrics,
-        platform=q.filters.platform,
-        campaign=q.filters.campaign_id,
-        origin_us=origin,
-        grain_us=grain.us,
-        buckets=buckets,
-    )
-    if plan.spans:
-        assert con is not None
-        where = plan.tail_where(tenant_id, q)
-        row_of = {name: i for i, name in enumerate(q.metrics)}
-        for bucket, metric, total, events in _run(
-            con,
-            f"SELECT {_bucket_expr('epoch_us(ts)', grain)}, metric, sum(delta), count(*) "
-            f"FROM events WHERE {where.sql()} GROUP BY ALL",
-            where.params,
-        ):
-            sums[row_of[metric], (int(bucket) - origin) // grain.us] += float(total)
-            read += int(events)
-    return CounterMatrix(origin, grain.us, dict(zip(q.metrics, sums, strict=True)), read)
-
-
 def counters(
     con: duckdb.DuckDBPyConnection,
     tenant_id: str,
     q: CounterQuery,
     horizon: Horizon,
-    hot: TenantSums | None = None,
 ) -> Answer[CounterRow]:
-    """Counter sums from the rollups (and the raw events they do not cover).
-
-    ``hot``, the tenant's hot sums (valid for ``horizon``), answers the pieces of a
-    tenant-wide query it holds instead of the tables.
-    """
-    pieces, held = _hot_pieces(q, hot)
-    dims = list(q.by)
-    selects, params = _counter_selects(tenant_id, q, pieces, horizon)
-    if not selects and not held:
-        return Answer([], 0)
-    rows: list[tuple[Any, ...]] = []
-    if selects:
-        group = ", ".join([*dims, "b", "metric"])
-        sql = (
-            selects[0]
-            if len(selects) == 1
-            else f"SELECT {group}, sum(total), sum(events), sum(n) FROM ("
-            + " UNION ALL ".join(selects)
-            + f") GROUP BY {group}"
-        )
-        rows = _run(con, sql, params)
-    if held:
-        rows = _merged([*rows, *held], len(dims))
-    return counter_answer(rows, len(dims))
-
-
-def cached_counters(q: CounterQuery, hot: TenantSums) -> Answer[CounterRow] | None:
-    """As ``counters`` when the hot sums hold the whole answer (no SQL), else None.
-
-    Cheap enough to run on the event loop: it never reads the database.
-    """
-    if not TenantBuckets.answers(q.by, q.filters.influencer_id, q.filters.content_id):
-        return None
-    pieces, held = _hot_pieces(q, hot)
-    if pieces:  # rollup pieces it does not hold, or raw ends
-        return None
-    return counter_answer(_merged(held, len(q.by)), len(q.by))
-
-
-def _hot_pieces(
-    q: CounterQuery, hot: TenantSums | None
-) -> tuple[list[Piece], list[tuple[Any, ...]]]:
-    """The pieces of ``q``'s range the tables must answer, and the rows of the others,
-    summed from the hot sums (a tenant-wide query only)."""
+    """Counter sums from the rollups (and the raw events they do not cover)."""
     if "content_id" in q.by or q.filters.content_id is not None:
         grains: tuple[Grain, ...] = (
             (Grain.HOUR,) if q.grain is None or q.grain.us >= Grain.HOUR.us else ()
         )
     else:
         grains = grains_up_to(q.grain)
-    pieces = cover(q.start_us, q.end_us, grains)
-    if hot is None or not TenantBuckets.answers(
-        q.by, q.filters.influencer_id, q.filters.content_id
-    ):
-        return pieces, []
-    tables: list[Piece] = []
-    held: list[tuple[Any, ...]] = []
-    for piece in pieces:
-        entry = None if piece.grain is None else hot.covering(piece.grain, piece.start_us)
-        if entry is None:
-            tables.append(piece)
-            continue
-        held += entry.sums(
-            piece.start_us,
-            piece.end_us,
-            metrics=q.metrics,
-            by=q.by,
-            platform=q.filters.platform,
-            campaign=q.filters.campaign_id,
-            grain_us=None if q.grain is None else q.grain.us,
-        )
-    return tables, held
+    dims = list(q.by)
+    selects, params = _counter_selects(tenant_id, q, cover(q.start_us, q.end_us, grains), horizon)
+    if not selects:
+        return Answer([], 0)
+    group = ", ".join([*dims, "b", "metric"])
+    sql = (
+        selects[0]
+        if len(selects) == 1
+        else f"SELECT {group}, sum(total), sum(events), sum(n) FROM ("
+        + " UNION ALL ".join(selects)
+        + f") GROUP BY {group}"
+    )
+    return counter_answer(_run(con, sql, params), len(dims))
 
 
 def _counter_selects(
@@ -410,21 +204,6 @@ def _counter_selects(
         )
         params += where.params
     return selects, params
-
-
-def _merged(rows: list[tuple[Any, ...]], width: int) -> list[tuple[Any, ...]]:
-    """Rows of (dimensions, bucket, metric, total, events, n) summed per group."""
-    sums: dict[tuple[Any, ...], list[Any]] = {}
-    for row in rows:
-        key = tuple(row[: width + 2])
-        acc = sums.get(key)
-        if acc is None:
-            sums[key] = [float(row[width + 2]), int(row[width + 3]), int(row[width + 4])]
-        else:
-            acc[0] += float(row[width + 2])
-            acc[1] += int(row[width + 3])
-            acc[2] += int(row[width + 4])
-    return [(*key, *acc) for key, acc in sums.items()]
 
 
 def gauges(

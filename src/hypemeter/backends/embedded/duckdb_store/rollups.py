@@ -20,16 +20,12 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 import duckdb
 
-from hypemeter.backends.embedded.duckdb_store.hot import HotHours
-from hypemeter.backends.embedded.duckdb_store.hot_engagement import WatermarkedIndex
 from hypemeter.backends.embedded.duckdb_store.transactions import transaction
-from hypemeter.clock import Clock
 from hypemeter.metrics.model import DAY_US, ENGAGEMENT, HOUR_US, MINUTE_US
 
 log = logging.getLogger("hypemeter.rollups")
@@ -388,14 +384,8 @@ class RollupMaintainer:
         *,
         fold_interval: float,
         compact_min_rows: int,
-        hot: HotHours | None = None,
-        indexes: Sequence[WatermarkedIndex[Any]] = (),
-        clock: Clock | None = None,
     ) -> None:
         self._con = con
-        self._hot = hot
-        self._indexes = tuple(indexes)
-        self._clock = clock
         self._interval = fold_interval
         self._min_rows = compact_min_rows
         self._wake = threading.Event()
@@ -475,14 +465,6 @@ class RollupMaintainer:
             self._busy = True
         try:
             with self.lock:
-                if self._hot is not None and self._clock is not None and self._hot.stale:
-                    # A quiet moment: read every changed influencer back in one go, before
-                    # compacting (influencer queries are served from the index; compaction
-                    # changes no sum, so the entries stay valid).
-                    self._hot.load_all(self._con, self._clock.now_us())
-                for index in self._indexes:
-                    if index.stale and self._clock is not None:
-                        index.load_all(self._con, self._clock.now_us())
                 for table in TABLES:
                     if self._partials.get(table.name):
                         self._sizes[table.name] = compact(self._con, table)
@@ -497,19 +479,8 @@ class RollupMaintainer:
     def _step(self) -> int:
         """Fold what is new (a large backlog in steps) and compact where due; events folded."""
         bound, more = fold_bound(self._con, self.folded_seq)
-        folded, _, high, touched = fold(self._con, upto=bound)
+        folded, _, high, _ = fold(self._con, upto=bound)
         self.folded_seq = high
-        if self._hot is not None and self._clock is not None:
-            if self._hot.loaded:
-                self._hot.evict(touched)
-            else:
-                self._hot.load_all(self._con, self._clock.now_us())
-        for index in self._indexes:
-            # Read at start-up (and after an erasure); after folds, once ingest pauses.
-            if folded:
-                index.stale = True
-            elif index.watermark is None and self._clock is not None:
-                index.load_all(self._con, self._clock.now_us())
         if more:
             self._wake.set()
         if not folded:
