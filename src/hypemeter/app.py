@@ -120,6 +120,10 @@ def build_services(settings: Settings, clock: Clock | None = None) -> Services:
     # Connector secrets and credentials are encrypted in the store (``sealing``).
     sealed = SealedRegistryStore(backends.registry, KeySource.of(settings))
     shared = SharedConfig(backends.bus, refresh_seconds=config_refresh_seconds(settings))
+    # Every commit made in this process is announced once, on the change feed; with a
+    # bus between processes, the feed also carries commits made elsewhere (workers),
+    # and the erasures and purges of every process.
+    changes = ChangeFeed(None if backends.local_bus else backends.bus)
     privacy = PrivacyService(
         backends.store,
         DeadLetterArchive(sealed),
@@ -127,6 +131,7 @@ def build_services(settings: Settings, clock: Clock | None = None) -> Services:
         RetentionPolicy(settings.retention_days, settings.dead_letter_days),
         interval_s=settings.purge_interval_minutes * 60,
         first_delay_s=settings.purge_start_delay_seconds,
+        changes=changes,
     )
     registry = RegistryService(
         backends.registry,
@@ -134,9 +139,6 @@ def build_services(settings: Settings, clock: Clock | None = None) -> Services:
         announce=shared.changed,
         eraser=privacy.erase,
     )
-    # Every commit made in this process is announced once, on the change feed; with a
-    # bus between processes, the feed also carries commits made elsewhere (workers).
-    changes = ChangeFeed(None if backends.local_bus else backends.bus)
     sink = CommitStep(backends.store, changes) if backends.commits else backends.store
     # Recent hourly sums in memory, fed by the feed; the store answers the rest.
     rollups = cached(backends.metrics, changes, clock)

@@ -127,3 +127,27 @@ async def test_the_bus_carries_change_sets_to_other_processes_and_never_back(
     assert [c.seq for c in await take(tenant, 1) if c is not None] == [9]
     await api.aclose()
     await worker.aclose()
+
+
+async def test_a_rewrite_is_a_gap_for_the_tenants_readers_in_every_process(bus: LiveBus) -> None:
+    here, there = ChangeFeed(bus), ChangeFeed(bus)
+    mine, theirs, everyone, other = (
+        here.subscribe("acme"),
+        there.subscribe("acme"),
+        there.subscribe(),
+        there.subscribe("other"),
+    )
+    for sub in (mine, theirs, everyone, other):
+        await sub.ready()
+    await here.rewritten("acme")  # an erasure in this process
+    await here.announce(ChangeSet("acme", 3, 30, change_table("after")))
+    await here.announce(ChangeSet("other", 4, 40, change_table("x")))
+    for sub in (mine, theirs, everyone):
+        first = await take(sub, 1)
+        assert first == [None]  # repair from the store before reading on
+    assert [c.seq for c in await take(theirs, 1) if c is not None] == [3]
+    assert [c.seq for c in await take(everyone, 2) if c is not None] == [3, 4]
+    assert [c.seq for c in await take(other, 1) if c is not None] == [4]  # no gap
+    assert other.dropped == 0 and theirs.dropped == 1
+    await here.aclose()
+    await there.aclose()

@@ -59,12 +59,26 @@ def encode(change: ChangeSet, origin: str) -> bytes:
     return bytes(sink.getvalue())
 
 
-def decode(message: bytes) -> tuple[ChangeSet, str]:
-    """A change set and the feed that announced it."""
+def encode_rewrite(tenant_id: str, origin: str) -> bytes:
+    """The notice that a tenant's stored events changed without a commit (an erasure, a
+    purge): what its readers derived from change sets may be stale."""
+    table = pa.table({"event_id": pa.array([], pa.string())}).replace_schema_metadata(
+        {"tenant": tenant_id, "rewrite": "1", "origin": origin}
+    )
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return bytes(sink.getvalue())
+
+
+def decode(message: bytes) -> tuple[ChangeSet | None, str, str]:
+    """A change set (None for a rewrite notice), its tenant and the feed that sent it."""
     with pa.ipc.open_stream(message) as reader:
         table = reader.read_all()
     meta = table.schema.metadata or {}
-    change = ChangeSet(
-        meta[b"tenant"].decode(), int(meta[b"seq"]), int(meta[b"committed_us"]), table
-    )
-    return change, meta.get(b"origin", b"").decode()
+    tenant = meta[b"tenant"].decode()
+    origin = meta.get(b"origin", b"").decode()
+    if meta.get(b"rewrite") == b"1":
+        return None, tenant, origin
+    change = ChangeSet(tenant, int(meta[b"seq"]), int(meta[b"committed_us"]), table)
+    return change, tenant, origin

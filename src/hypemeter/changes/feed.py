@@ -24,7 +24,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
-from hypemeter.changes.codec import ChangeSet, decode, encode, topic
+from hypemeter.changes.codec import ChangeSet, decode, encode, encode_rewrite, topic
 from hypemeter.changes.ports import Bus, BusSubscription
 
 log = logging.getLogger("hypemeter.changes")
@@ -149,6 +149,23 @@ class ChangeFeed:
                 except Exception:  # readers elsewhere repair; the events are committed
                     log.exception("could not publish a change set", extra={"topic": name})
 
+    async def rewritten(self, tenant_id: str) -> None:
+        """The tenant's stored events changed without a commit (an erasure, a purge):
+        every reader of the tenant, in this process and the others, reads a gap and
+        repairs what it derived from the store."""
+        for key in (tenant_id, None):
+            for sub in self._readers.get(key, ()):
+                sub.lost()
+        if self._bus is None:
+            return
+        message = encode_rewrite(tenant_id, self._origin)
+        for name in (topic(tenant_id), topic(None)):
+            if self._bus.interested(name):
+                try:
+                    await self._bus.publish(name, message)
+                except Exception:
+                    log.exception("could not publish a rewrite", extra={"topic": name})
+
     def subscribe(
         self, tenant_id: str | None = None, *, max_pending: int = 1000
     ) -> ChangeSubscription:
@@ -218,14 +235,17 @@ class ChangeFeed:
             if not message:  # a gap on the bus, counted above
                 continue
             try:
-                change, origin = decode(message)
+                change, _, origin = decode(message)
             except Exception:
                 log.exception("unreadable change set on the bus")
                 continue
             if origin == self._origin:
                 continue
             for sub in list(relay.readers):
-                sub.deliver(change)
+                if change is None:
+                    sub.lost()  # a rewrite elsewhere: repair from the store
+                else:
+                    sub.deliver(change)
 
     @staticmethod
     async def _stop_relay(relay: _Relay) -> None:

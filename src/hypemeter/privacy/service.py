@@ -14,6 +14,7 @@ import logging
 from collections import Counter
 from collections.abc import Sequence
 
+from hypemeter.changes.feed import ChangeFeed
 from hypemeter.clock import Clock
 from hypemeter.privacy.model import PurgeReport, RetentionPolicy, mentions
 from hypemeter.privacy.ports import DeadLetters, RetainedEvents, StoredLetter
@@ -33,8 +34,12 @@ class PrivacyService:
         *,
         interval_s: float,
         first_delay_s: float = 0.0,
+        changes: ChangeFeed | None = None,
     ) -> None:
+        """``changes`` is told of every tenant whose events a purge or an erasure
+        deleted, so that what its readers derived from change sets is repaired."""
         self._store = store
+        self._changes = changes
         self._letters = letters
         self._clock = clock
         self.policy = policy
@@ -66,9 +71,10 @@ class PrivacyService:
             cutoff = self.policy.events_cutoff(started)
             events: Counter[str] = Counter()
             for day in await self._store.expired_days(cutoff):
-                events[day.tenant_id] += await self._store.purge_day(
-                    day.tenant_id, day.day_us, cutoff
-                )
+                purged = await self._store.purge_day(day.tenant_id, day.day_us, cutoff)
+                events[day.tenant_id] += purged
+                if purged:
+                    await self._rewritten(day.tenant_id)
             letters: Counter[str] = Counter()
             before = self.policy.letters_cutoff(started)
             while gone := await self._letters.purge_letters(before, limit=LETTERS_PER_STEP):
@@ -87,6 +93,7 @@ class PrivacyService:
         letters naming them (``privacy.model``), then the copies the store's files keep
         of deleted rows. Returns how many events were erased."""
         erased = await self._store.erase_influencer(erasure.tenant_id, erasure.influencer_id)
+        await self._rewritten(erasure.tenant_id)
         names = (erasure.influencer_id, *erasure.account_ids)
         letters = 0
         for letter_id in await self._letters_naming(erasure.tenant_id, names):
@@ -99,6 +106,10 @@ class PrivacyService:
                 extra={"tenant": erasure.tenant_id, "dead_letters": letters},
             )
         return erased
+
+    async def _rewritten(self, tenant_id: str) -> None:
+        if self._changes is not None:
+            await self._changes.rewritten(tenant_id)
 
     async def _letters_naming(self, tenant_id: str, names: tuple[str, ...]) -> list[str]:
         """The ids of the tenant's dead letters whose body names one of ``names``, read a
