@@ -18,7 +18,7 @@ import pyarrow.compute as pc
 
 from hypemeter.backends.commit_group import group_table, kept_readings, per_append, with_deltas
 from hypemeter.backends.embedded.duckdb_store.applier import Applier, Staged
-from hypemeter.backends.embedded.duckdb_store.journal import Journal
+from hypemeter.backends.embedded.duckdb_store.file_log import FileEventLog
 from hypemeter.backends.embedded.duckdb_store.snapshots import SnapshotState
 from hypemeter.backends.embedded.duckdb_store.writer import Append
 from hypemeter.backends.embedded.fingerprints import FingerprintIndex, Fingerprints
@@ -42,12 +42,12 @@ class GroupCommit:
         clock: Clock,
         index: FingerprintIndex,
         snapshots: SnapshotState,
-        journal: Journal,
+        log: FileEventLog,
     ) -> None:
         self._clock = clock
         self._index = index
         self._snapshots = snapshots
-        self._journal = journal
+        self._log = log
         self.acked = 0
         self.applier: Applier | None = None  # set once the store is open
 
@@ -76,9 +76,8 @@ class GroupCommit:
         if self.applier is None:
             raise StoreUnavailable("the store is closed")
         self.applier.check()  # refuse before journaling what DuckDB could not take
-        seq = self.acked + 1
         try:
-            self._journal.append(seq, now_us, staged)
+            seq = self._log.write(staged, now_us)
         except Exception:
             self._snapshots.rolled_back()
             raise

@@ -38,7 +38,7 @@ from hypemeter.backends.embedded.duckdb_store.erasure import (
     rewrite,
     rewrite_due,
 )
-from hypemeter.backends.embedded.duckdb_store.journal import Journal
+from hypemeter.backends.embedded.duckdb_store.file_log import FileEventLog
 from hypemeter.backends.embedded.duckdb_store.queries import Horizon
 from hypemeter.backends.embedded.duckdb_store.rollups import RollupMaintainer
 from hypemeter.backends.embedded.duckdb_store.schema import EVENT_COLUMNS, migrate
@@ -104,9 +104,9 @@ class DuckDBDatabase:
             spill_dir=spill_dir,
         )
         self._snapshots = SnapshotState(SNAPSHOT_CACHE)
-        self._journal = Journal(journal_dir)
+        self._log = FileEventLog(journal_dir, clock)
         self._group = GroupCommit(
-            clock=clock, index=self._index, snapshots=self._snapshots, journal=self._journal
+            clock=clock, index=self._index, snapshots=self._snapshots, log=self._log
         )
         self._applier: Applier | None = None
         self._apply_con: duckdb.DuckDBPyConnection | None = None
@@ -289,7 +289,7 @@ class DuckDBDatabase:
             self.rewrites += 1
         # Every acknowledged group is in DuckDB (this runs behind the writer's barrier):
         # the journal's copies of the erased events go too.
-        self._journal.purge()
+        self._log.purge()
         if self.maintainer is not None:
             self.maintainer.notify()
         return erased
@@ -341,7 +341,7 @@ class DuckDBDatabase:
         return self._writer.pending_events
 
     def size_bytes(self) -> int:
-        total = self._journal.size_bytes()
+        total = self._log.size_bytes()
         for candidate in (self.path, self.path.with_name(self.path.name + ".wal")):
             with contextlib.suppress(FileNotFoundError):
                 total += candidate.stat().st_size
@@ -400,10 +400,9 @@ class DuckDBDatabase:
             "(SELECT coalesce(max(value::BIGINT), 0) FROM meta WHERE key = 'journal_seq'))"
         ).fetchall()
         stored = int(rows[0][0])
-        self._journal.open()
         batch: list[Staged] = []
         replayed = pending = 0
-        for record in self._journal.replay(stored):
+        for record in self._log.replay(stored):
             batch.append(Staged(record.seq, record.now_us, record.rows))
             replayed += record.rows.num_rows
             pending += record.rows.num_rows
@@ -412,7 +411,7 @@ class DuckDBDatabase:
                 batch, pending = [], 0
         if batch:
             stored = self._insert(con, batch)
-        self._journal.prepare()
+        self._log.resume(stored)
         if replayed:
             log.info("ingest journal replayed", extra={"events": replayed, "seq": stored})
         return stored
@@ -426,13 +425,13 @@ class DuckDBDatabase:
         if self._apply_con is not None:
             self._apply_con.close()
             self._apply_con = None
-        self._journal.close()
+        self._log.close()
 
     def _apply(self, con: duckdb.DuckDBPyConnection, batch: list[Staged]) -> None:
         """On the applier thread: commit journaled groups, then let the journal go."""
         last = self._insert(con, batch)
-        self._journal.release(last)
-        self._journal.prepare()
+        self._log.release(last)
+        self._log.prepare()
         for staged in batch:
             if staged.snapshots is not None:
                 self._snapshots.saved(staged.snapshots)

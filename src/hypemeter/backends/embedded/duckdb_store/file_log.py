@@ -1,7 +1,9 @@
 """The embedded profile's event log: the ingest journal behind the ``EventLog`` port.
 
-Appends are serialised and each one is synced before it returns (see ``journal``);
-the file I/O runs off the event loop. Entries stay readable until ``release``.
+The store's group commit writes each group here, synced, before it acknowledges
+(``write``, on the writer thread); its start replays what DuckDB lacks (``replay``,
+``resume``), and its applier releases what DuckDB holds. The port's async methods
+serve other readers. Appends are serialised: seqs follow file order.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from hypemeter.backends.embedded.duckdb_store.journal import Journal
+from hypemeter.backends.embedded.duckdb_store.journal import Journal, Record
 from hypemeter.clock import Clock
 from hypemeter.errors import StoreUnavailable
 from hypemeter.events.batch import EventBatch
@@ -41,23 +43,51 @@ class FileEventLog:
         self._open = True
 
     async def aclose(self) -> None:
-        self._open = False
-        await asyncio.to_thread(self.journal.close)
+        await asyncio.to_thread(self.close)
 
     async def append(self, tenant_id: str, batch: EventBatch) -> int:
         table = batch.arrow()
         tenants = pa.array([tenant_id] * table.num_rows, pa.string())
         return await asyncio.to_thread(self.write, table.add_column(0, "tenant_id", tenants))
 
-    def write(self, rows: pa.Table) -> int:
-        """Append and sync one entry of rows that name their tenants; its seq."""
+    def write(self, rows: pa.Table, now_us: int | None = None) -> int:
+        """Append and sync one entry of rows that name their tenants (logged at
+        ``now_us``, by default now); its seq. Raises StoreUnavailable."""
         if not self._open:
             raise StoreUnavailable("the event log is closed")
         with self._lock:
             seq = self._seq + 1
-            self.journal.append(seq, self._clock.now_us(), rows)
+            logged = self._clock.now_us() if now_us is None else now_us
+            self.journal.append(seq, logged, rows)
             self._seq = seq
         return seq
+
+    def replay(self, after_seq: int) -> list[Record]:
+        """At the store's start: open the log and read every entry above ``after_seq``
+        (what the store lacks); ``resume`` once the store holds them."""
+        self.journal.open()
+        return self.journal.replay(after_seq)
+
+    def resume(self, seq: int) -> None:
+        """Appends go on after ``seq``, the store's last entry."""
+        self._seq = seq
+        self.journal.prepare()
+        self._open = True
+
+    def prepare(self) -> None:
+        self.journal.prepare()
+
+    def purge(self) -> None:
+        """Drop every entry: the store holds them all (after an erasure, so that the
+        erased events leave the log too)."""
+        self.journal.purge()
+
+    def size_bytes(self) -> int:
+        return self.journal.size_bytes()
+
+    def close(self) -> None:
+        self._open = False
+        self.journal.close()
 
     async def read(self, after_seq: int, *, limit: int = 1000) -> list[LogEntry]:
         records = await asyncio.to_thread(self.journal.read, after_seq, limit)
