@@ -4,11 +4,14 @@ store; and carried between processes by every bus, never echoed to its announcer
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pyarrow as pa
+import pytest
 
 from hypemeter.changes.codec import COLUMNS, ChangeSet
 from hypemeter.changes.feed import ChangeFeed, ChangeSubscription
+from hypemeter.errors import StoreUnavailable
 from hypemeter.events.commit import CommitStep
 from hypemeter.events.ports import AppendResult, EventStore
 from hypemeter.live.ports import LiveBus
@@ -151,3 +154,27 @@ async def test_a_rewrite_is_a_gap_for_the_tenants_readers_in_every_process(bus: 
     assert other.dropped == 0 and theirs.dropped == 1
     await here.aclose()
     await there.aclose()
+
+
+class CommitsThenLosesTheConnection:
+    """A store whose commit succeeds but whose confirmation is lost on the way back."""
+
+    def __init__(self, store: EventStore) -> None:
+        self.store = store
+
+    async def append(self, tenant_id: str, batch: Any) -> AppendResult:
+        await self.store.append(tenant_id, batch)
+        raise StoreUnavailable("connection lost while the commit was being confirmed")
+
+
+async def test_a_commit_of_unknown_outcome_is_a_gap_for_the_tenants_readers(
+    event_store: EventStore,
+) -> None:
+    feed = ChangeFeed()
+    acme, other = feed.subscribe("acme"), feed.subscribe("other")
+    commit = CommitStep(CommitsThenLosesTheConnection(event_store), feed)  # type: ignore[arg-type]
+    with pytest.raises(StoreUnavailable):
+        await commit.append("acme", ids("a"))
+    assert await take(acme, 1) == [None]  # the commit may have happened: repair
+    assert acme.dropped == 1 and other.dropped == 0
+    assert (await event_store.append("acme", ids("a"))).duplicates == 1  # it had

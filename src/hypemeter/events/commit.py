@@ -15,6 +15,7 @@ from typing import Protocol
 
 from hypemeter.changes.codec import ChangeSet
 from hypemeter.changes.feed import ChangeFeed
+from hypemeter.errors import StoreUnavailable
 from hypemeter.events.batch import EventBatch
 from hypemeter.events.ports import AppendResult, EventStore
 
@@ -35,8 +36,20 @@ class CommitStep:
         self._feed = feed
 
     async def append(self, tenant_id: str, batch: EventBatch) -> AppendResult:
-        """Raises Overloaded and StoreUnavailable (then nothing is announced)."""
-        appended = await self._store.append(tenant_id, batch)
+        """Raises Overloaded and StoreUnavailable.
+
+        A StoreUnavailable may come after the store committed (a connection lost while
+        the commit was being confirmed): the change set is then never announced, and
+        the tenant's readers are told to repair from the store instead.
+        """
+        try:
+            appended = await self._store.append(tenant_id, batch)
+        except StoreUnavailable:
+            try:
+                await self._feed.rewritten(tenant_id)
+            except Exception:
+                log.exception("could not tell the change feed of an uncertain commit")
+            raise
         if not appended.accepted or appended.changes is None:
             return appended  # nothing committed: nothing to announce
         change = ChangeSet(tenant_id, appended.seq, appended.committed_us, appended.changes)

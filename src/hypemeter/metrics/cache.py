@@ -10,7 +10,8 @@ not loaded, is answered by the store.
 Answers equal the store's: a change set is added once (those at or below the
 load's ``seq`` are in the load), and a query first adds whatever change sets the
 feed already delivered, so an answer after an ingest's acknowledgement holds its
-events. A gap in the feed, or an erasure or purge in this process, drops the
+events. A gap in the feed (an erasure or a purge in any process is one, see
+``ChangeFeed.rewritten``), or an erasure or purge in this process, drops the
 windows; they are loaded again while the store answers.
 """
 
