@@ -53,6 +53,9 @@ MAX_PENDING = 20_000  # change sets buffered while loading
 RETRY_SECONDS = 1.0
 COMPACT_SECONDS = 1.0
 COMPACT_BLOCKS = 6  # a log with more blocks is merged into one, off the event loop
+# Change sets arriving within this long are added together, in a worker thread: ingest's
+# event loop never sorts them (queries add what is still pending themselves).
+ADD_EVERY_SECONDS = 0.05
 
 
 @dataclass(slots=True)
@@ -84,6 +87,8 @@ class CachedMetricsStore:
         self._compactor: asyncio.Task[None] | None = None
         self._closing = False
         self._reload = False
+        self._adding: asyncio.Future[bool] | None = None  # an add running in a thread
+        self._held: list[ChangeSet] = []  # taken from the feed, not added yet
         self.loads = 0
 
     def __getattr__(self, name: str) -> Any:
@@ -124,9 +129,15 @@ class CachedMetricsStore:
                 async for change in sub:
                     if change is None:
                         self._reload = True  # a gap: change sets were lost
-                    if change is None or self._reload or not self._add([change]):
                         break
-                    if self._catch_up() is None:  # the rest delivered meanwhile, together
+                    self._held.append(change)  # a query meanwhile adds it first
+                    await asyncio.sleep(ADD_EVERY_SECONDS)
+                    more = sub.take()  # what arrived meanwhile, added together
+                    if more is None or self._reload:
+                        self._reload = True
+                        break
+                    batch, self._held = [*self._held, *more], []
+                    if batch and not await self._add_elsewhere(batch):
                         break
             except asyncio.CancelledError:
                 raise
@@ -136,6 +147,7 @@ class CachedMetricsStore:
                 await asyncio.sleep(RETRY_SECONDS)
             finally:
                 self._windows = None
+                self._held = []
                 await sub.aclose()
 
     async def _compact(self) -> None:
@@ -146,7 +158,9 @@ class CachedMetricsStore:
             windows = self._windows
             if windows is None:
                 continue
+            await self._idle()
             for log_ in [*windows.counters.logs_of_all(), *windows.engagement.logs_of_all()]:
+                await self._idle()
                 old = log_.compactable(COMPACT_BLOCKS)
                 if old is None:
                     continue
@@ -155,6 +169,7 @@ class CachedMetricsStore:
                 except Exception:
                     log.exception("compacting the query cache failed")
                     continue
+                await self._idle()
                 log_.compacted(old, merged)
 
     async def _load(self) -> None:
@@ -165,6 +180,26 @@ class CachedMetricsStore:
         self._windows = _Windows(counters, engagement, load.seq, rewrites)
         self.loads += 1
         self._catch_up()
+
+    async def _add_elsewhere(self, changes: list[ChangeSet]) -> bool:
+        """``_add`` in a worker thread; False when the windows are gone (reload). While it
+        runs nothing else touches the windows: queries and compaction wait for it."""
+        self._adding = asyncio.ensure_future(asyncio.to_thread(self._add, changes))
+        try:
+            return await self._adding
+        except Exception:  # never a failed query: the store answers until a reload
+            log.exception("the query cache could not add change sets; reloading it")
+            self._drop()
+            return False
+        finally:
+            self._adding = None
+
+    async def _idle(self) -> None:
+        """Until no add runs in a thread; the caller then reads or changes the windows
+        without awaiting, so none starts meanwhile."""
+        while (adding := self._adding) is not None and not adding.done():
+            with contextlib.suppress(Exception):
+                await asyncio.shield(adding)
 
     def _add(self, changes: list[ChangeSet]) -> bool:
         """Add change sets; False when the windows are gone (reload)."""
@@ -187,10 +222,11 @@ class CachedMetricsStore:
         if self._store.rewrites() != windows.rewrites:
             self._drop()
             return None
-        changes = sub.take()
-        if changes is None:
+        taken = sub.take()
+        if taken is None:
             self._drop()
             return None
+        changes, self._held = [*self._held, *taken], []
         try:
             self._add(changes)
         except Exception:  # never a failed query: the store answers until a reload
@@ -202,6 +238,7 @@ class CachedMetricsStore:
     def _drop(self) -> None:
         """Forget the windows and load them again."""
         self._windows = None
+        self._held = []
         self._reload = True
         if self._sub is not None:
             self._sub.end()
@@ -209,16 +246,19 @@ class CachedMetricsStore:
     # -- the port --------------------------------------------------------------------
 
     async def counters(self, tenant_id: str, query: CounterQuery) -> Answer[CounterRow]:
+        await self._idle()
         windows = self._catch_up()
         found = None if windows is None else windows.counters.counters(tenant_id, query)
         return found if found is not None else await self._store.counters(tenant_id, query)
 
     async def counter_matrix(self, tenant_id: str, query: CounterQuery) -> CounterMatrix | None:
+        await self._idle()
         windows = self._catch_up()
         found = None if windows is None else windows.counters.matrix(tenant_id, query)
         return found if found is not None else await self._store.counter_matrix(tenant_id, query)
 
     async def trending(self, tenant_id: str, query: TrendingQuery) -> Answer[TrendingRow]:
+        await self._idle()
         windows = self._catch_up()
         found = None if windows is None else windows.engagement.trending(tenant_id, query)
         return found if found is not None else await self._store.trending(tenant_id, query)
