@@ -141,7 +141,7 @@ def build_services(settings: Settings, clock: Clock | None = None) -> Services:
     )
     sink = CommitStep(backends.store, changes) if backends.commits else backends.store
     # Recent hourly sums in memory, fed by the feed; the store answers the rest.
-    rollups = cached(backends.metrics, changes, clock)
+    rollups = cached(backends.metrics, changes, clock, days=settings.query_cache_days)
     ingest = IngestService(
         sink,
         backends.tenants,

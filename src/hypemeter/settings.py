@@ -203,6 +203,14 @@ class Settings(ConnectorSettings, LiveSettings):
     query_threads: int = Field(
         default=4, ge=1, le=64, description="Threads, each with its own connection, running queries"
     )
+    query_cache_days: int = Field(
+        default=8,
+        ge=0,
+        le=35,
+        description="Days of hourly sums each API process keeps in memory for series, "
+        "aggregates and trending (0: none; every query reads the store). Adding each "
+        "commit to them costs CPU that heavy ingest on a small machine may miss",
+    )
     rollup_fold_interval: float = Field(
         default=2.0,
         ge=0.0,

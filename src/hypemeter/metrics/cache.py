@@ -91,8 +91,7 @@ class CachedMetricsStore:
         self._held: list[ChangeSet] = []  # taken from the feed, not added yet
         self.loads = 0
 
-    def __getattr__(self, name: str) -> Any:
-        # The store's own extras (``wait_folded``, ``folded``) for tests and benchmarks.
+    def __getattr__(self, name: str) -> Any:  # the store's extras (``wait_folded``)
         return getattr(self._store, name)
 
     @property
@@ -182,8 +181,7 @@ class CachedMetricsStore:
         self._catch_up()
 
     async def _add_elsewhere(self, changes: list[ChangeSet]) -> bool:
-        """``_add`` in a worker thread; False when the windows are gone (reload). While it
-        runs nothing else touches the windows: queries and compaction wait for it."""
+        """``_add`` in a worker thread (queries and compaction wait for it meanwhile)."""
         self._adding = asyncio.ensure_future(asyncio.to_thread(self._add, changes))
         try:
             return await self._adding
@@ -195,8 +193,7 @@ class CachedMetricsStore:
             self._adding = None
 
     async def _idle(self) -> None:
-        """Until no add runs in a thread; the caller then reads or changes the windows
-        without awaiting, so none starts meanwhile."""
+        """Until no add runs in a thread (the caller then uses the windows at once)."""
         while (adding := self._adding) is not None and not adding.done():
             with contextlib.suppress(Exception):
                 await asyncio.shield(adding)
@@ -321,8 +318,11 @@ class CachedMetricsStore:
         return await self._store.rebuild(progress)
 
 
-def cached(store: MetricsStore, feed: ChangeFeed, clock: Clock) -> MetricsStore:
-    """``store`` behind the query cache when it can load one, else ``store`` itself."""
-    if isinstance(store, CacheableMetricsStore):
-        return CachedMetricsStore(store, feed, clock)
+def cached(
+    store: MetricsStore, feed: ChangeFeed, clock: Clock, *, days: int = WINDOW_DAYS
+) -> MetricsStore:
+    """``store`` behind the query cache of ``days`` days when it can load one (and
+    ``days`` is not 0), else ``store`` itself."""
+    if days and isinstance(store, CacheableMetricsStore):
+        return CachedMetricsStore(store, feed, clock, days=days)
     return store
