@@ -17,13 +17,11 @@ CLASS_LINES = 250
 
 # path (or path::Class) -> the lines it had when the rule came in; only ever lowered.
 OVER: dict[str, int] = {
-    "src/hypemeter/backends/embedded/duckdb_store/database.py": 529,
-    "src/hypemeter/backends/embedded/duckdb_store/queries.py": 650,
-    "src/hypemeter/backends/embedded/duckdb_store/rollups.py": 524,
-    "src/hypemeter/backends/cluster/postgres_database.py": 482,
-    "src/hypemeter/backends/embedded/duckdb_store/adapters.py": 469,
+    "src/hypemeter/backends/embedded/duckdb_store/queries.py": 429,
+    "src/hypemeter/backends/embedded/duckdb_store/rollups.py": 495,
+    "src/hypemeter/backends/embedded/duckdb_store/adapters.py": 439,
     "src/hypemeter/backends/cluster/redis_bus.py::RedisLiveBus": 259,
-    "src/hypemeter/backends/embedded/duckdb_store/database.py::DuckDBDatabase": 441,
+    "src/hypemeter/backends/embedded/duckdb_store/database.py::DuckDBDatabase": 310,
 }
 
 

@@ -38,7 +38,7 @@ from hypemeter.settings import Settings
 
 from . import cluster
 
-# duckdb 2.0 warns at every start of the embedded store (DuckDBDatabase._restore_index
+# duckdb 2.0 warns at every start of the embedded store (startup.restore_index
 # calls to_arrow_reader on a DB-API result). The project turns warnings into errors,
 # which would make the store fail to open inside a test process; this one warning,
 # and only it, is ignored for the e2e tests (see the report on the finding).

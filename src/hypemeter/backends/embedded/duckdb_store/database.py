@@ -13,21 +13,16 @@ does not).
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
-import queue
 import threading
-import time
 from collections.abc import AsyncIterator, Callable
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
 import duckdb
-import numpy as np
 import pyarrow as pa
 
 from hypemeter.backends.embedded.duckdb_store import retention, snapshots
@@ -40,11 +35,13 @@ from hypemeter.backends.embedded.duckdb_store.erasure import (
 )
 from hypemeter.backends.embedded.duckdb_store.file_log import FileEventLog
 from hypemeter.backends.embedded.duckdb_store.queries import Horizon
+from hypemeter.backends.embedded.duckdb_store.readers import ReaderPool
 from hypemeter.backends.embedded.duckdb_store.rollups import RollupMaintainer
 from hypemeter.backends.embedded.duckdb_store.schema import EVENT_COLUMNS, migrate
 from hypemeter.backends.embedded.duckdb_store.snapshots import SnapshotState
+from hypemeter.backends.embedded.duckdb_store.startup import replay_log, restore_index
 from hypemeter.backends.embedded.duckdb_store.writer import WriterThread
-from hypemeter.backends.embedded.fingerprints import FingerprintIndex, Fingerprints
+from hypemeter.backends.embedded.fingerprints import FingerprintIndex
 from hypemeter.clock import Clock
 from hypemeter.datadir import private_data_dir, private_dir, restrict_umask, tighten
 from hypemeter.errors import StoreUnavailable
@@ -54,7 +51,6 @@ from hypemeter.events.ports import AppendResult
 log = logging.getLogger("hypemeter.store")
 T = TypeVar("T")
 SNAPSHOT_CACHE = 200_000
-RESTORE_CHUNK = 250_000
 # Fewer, larger checkpoints: each one rewrites table blocks and stalls commits.
 CHECKPOINT_THRESHOLD = "128MB"
 # How long the checkpoint after an erasure waits for running queries to finish.
@@ -124,10 +120,12 @@ class DuckDBDatabase:
             closing=self._close_applier,
         )
         self._users = 0
-        self._readers: queue.SimpleQueue[duckdb.DuckDBPyConnection] = queue.SimpleQueue()
-        self._reader_count = 0
-        self._pool: ThreadPoolExecutor | None = None
-        self._pins: asyncio.Semaphore | None = None
+        self._readers = ReaderPool(
+            config.query_threads,
+            commit_lock=self._commit_lock,
+            committed=lambda: self._seq,
+            wait_applied=self._wait_applied,
+        )
         self.maintainer: RollupMaintainer | None = None
         # Bumped whenever stored events change without a commit (an erasure, a purge):
         # copies of the rollups made before (the query caches) are stale.
@@ -147,9 +145,7 @@ class DuckDBDatabase:
         except duckdb.Error as exc:
             self._users = 0
             raise StoreUnavailable(f"cannot open the store {self.path}: {exc}") from exc
-        self._pool = ThreadPoolExecutor(
-            max_workers=self._config.query_threads, thread_name_prefix="hypemeter-query"
-        )
+        self._readers.start()
         if self.maintainer is not None:
             self.maintainer.start()
 
@@ -160,11 +156,7 @@ class DuckDBDatabase:
         if self._users == 0:
             if self.maintainer is not None:
                 self.maintainer.stop()
-            if self._pool is not None:
-                self._pool.shutdown(wait=True)
-            while self._reader_count:
-                self._readers.get().close()
-                self._reader_count -= 1
+            self._readers.stop()
             if self._maintenance_con is not None:
                 self._maintenance_con.close()
             self._writer.stop()
@@ -184,10 +176,9 @@ class DuckDBDatabase:
 
         It sees at least every event acknowledged before the call.
         """
-        if not self._users or self._pool is None:
+        if not self._users:
             raise StoreUnavailable("the store is closed")
-        acked = self._group.acked
-        return await asyncio.get_running_loop().run_in_executor(self._pool, self._read, fn, acked)
+        return await self._readers.read(fn, self._group.acked)
 
     def applied(self) -> bool:
         """Whether DuckDB holds every acknowledged group."""
@@ -205,14 +196,6 @@ class DuckDBDatabase:
         if self._applier is not None:
             self._applier.drain()
 
-    def _read(self, fn: Callable[[duckdb.DuckDBPyConnection], T], acked: int) -> T:
-        self._wait_applied(acked)
-        con = self._readers.get()
-        try:
-            return fn(con)
-        finally:
-            self._readers.put(con)
-
     @asynccontextmanager
     async def pinned(self) -> AsyncIterator[tuple[duckdb.DuckDBPyConnection, int, Horizon]]:
         """A reader connection inside a transaction that sees exactly commits up to ``seq``.
@@ -220,48 +203,15 @@ class DuckDBDatabase:
         Yields (connection, seq, horizon); run queries on the connection through
         ``read_on``, one at a time. The transaction is rolled back at the end.
         """
-        if not self._users or self._pool is None:
+        if not self._users:
             raise StoreUnavailable("the store is closed")
-        if self._pins is None:
-            # Pinned views hold a reader across awaits: leave readers for plain queries.
-            self._pins = asyncio.Semaphore(max(1, self._config.query_threads // 2))
-        loop = asyncio.get_running_loop()
-        async with self._pins:
-            acked = self._group.acked
-            con, seq, watermark = await loop.run_in_executor(self._pool, self._pin, acked)
-            try:
-                yield con, seq, Horizon(watermark, seq <= watermark, seq)
-            finally:
-                await loop.run_in_executor(self._pool, self._unpin, con)
-
-    def _pin(self, acked: int) -> tuple[duckdb.DuckDBPyConnection, int, int]:
-        self._wait_applied(acked)
-        con = self._readers.get()
-        try:
-            # DuckDB takes a transaction's snapshot when it first reads the database.
-            with self._commit_lock:
-                seq = self._seq
-                con.execute("BEGIN TRANSACTION")
-                rows = con.execute(
-                    "SELECT coalesce(max(value::BIGINT), 0) FROM meta WHERE key = 'rollup_seq'"
-                ).fetchall()
-        except BaseException:
-            self._readers.put(con)
-            raise
-        return con, seq, int(rows[0][0])
-
-    def _unpin(self, con: duckdb.DuckDBPyConnection) -> None:
-        try:
-            con.execute("ROLLBACK")
-        finally:
-            self._readers.put(con)
+        async with self._readers.pinned(self._group.acked) as (con, seq, watermark):
+            yield con, seq, Horizon(watermark, seq <= watermark, seq)
 
     async def read_on(
         self, con: duckdb.DuckDBPyConnection, fn: Callable[[duckdb.DuckDBPyConnection], T]
     ) -> T:
-        if self._pool is None:
-            raise StoreUnavailable("the store is closed")
-        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, con)
+        return await self._readers.read_on(con, fn)
 
     async def run(self, fn: Callable[[duckdb.DuckDBPyConnection], T]) -> T:
         if not self._users:
@@ -322,19 +272,11 @@ class DuckDBDatabase:
         await self.run(self._checkpoint)
 
     def _checkpoint(self, con: duckdb.DuckDBPyConnection) -> None:
-        deadline = time.monotonic() + RECLAIM_WAIT_SECONDS
-        held: list[duckdb.DuckDBPyConnection] = []
-        try:
-            while len(held) < self._reader_count:
-                held.append(self._readers.get(timeout=max(0.0, deadline - time.monotonic())))
-        except queue.Empty:
-            log.warning("checkpoint after an erasure while queries still run")
-        try:
+        with self._readers.held(RECLAIM_WAIT_SECONDS) as idle:
+            if not idle:
+                log.warning("checkpoint after an erasure while queries still run")
             with self.folds_paused():
                 con.execute("CHECKPOINT")
-        finally:
-            for reader in held:
-                self._readers.put(reader)
 
     def queue_depth(self) -> int:
         """Events waiting for their acknowledgement (not those waiting for DuckDB)."""
@@ -359,10 +301,7 @@ class DuckDBDatabase:
             con = self._open_file()
         self._seq = self._group.acked = self._replay(con)
         for _ in range(self._config.query_threads):
-            reader = con.cursor()
-            reader.execute("SET TimeZone = 'UTC'")
-            self._readers.put(reader)
-            self._reader_count += 1
+            self._readers.add(con.cursor())
         if self._config.maintain_rollups:
             self._maintenance_con = con.cursor()
             self._maintenance_con.execute("SET TimeZone = 'UTC'")
@@ -372,7 +311,7 @@ class DuckDBDatabase:
                 compact_min_rows=self._config.compact_min_rows,
             )
         if self._config.restore_dedup:
-            self._restore_index(con)
+            restore_index(con, self._index, self._clock.now_us() - self._config.dedup_window_us)
             self._snapshots.warm(con)
         self._apply_con = con.cursor()
         self._apply_con.execute("SET TimeZone = 'UTC'")
@@ -394,27 +333,8 @@ class DuckDBDatabase:
         return con
 
     def _replay(self, con: duckdb.DuckDBPyConnection) -> int:
-        """Insert what the journal holds beyond DuckDB's last group; that group's seq."""
-        rows = con.execute(
-            "SELECT greatest((SELECT coalesce(max(seq), 0) FROM events), "
-            "(SELECT coalesce(max(value::BIGINT), 0) FROM meta WHERE key = 'journal_seq'))"
-        ).fetchall()
-        stored = int(rows[0][0])
-        batch: list[Staged] = []
-        replayed = pending = 0
-        for record in self._log.replay(stored):
-            batch.append(Staged(record.seq, record.now_us, record.rows))
-            replayed += record.rows.num_rows
-            pending += record.rows.num_rows
-            if pending >= RESTORE_CHUNK:
-                stored = self._insert(con, batch)
-                batch, pending = [], 0
-        if batch:
-            stored = self._insert(con, batch)
-        self._log.resume(stored)
-        if replayed:
-            log.info("ingest journal replayed", extra={"events": replayed, "seq": stored})
-        return stored
+        """Insert what the log holds beyond DuckDB's last group; that group's seq."""
+        return replay_log(con, self._log, self._insert)
 
     def _close_applier(self) -> None:
         """On the writer thread, before it closes the connection."""
@@ -463,24 +383,3 @@ class DuckDBDatabase:
             con.execute("ROLLBACK")
             raise
         return last
-
-    def _restore_index(self, con: duckdb.DuckDBPyConnection) -> None:
-        started = time.perf_counter()
-        horizon = self._clock.now_us() - self._config.dedup_window_us
-        reader = con.sql(
-            "SELECT fp_hi, fp_lo, epoch_us(ingested_at) AS at FROM events "
-            "WHERE fp_hi IS NOT NULL AND ingested_at >= make_timestamptz($horizon::BIGINT) "
-            "ORDER BY seq",
-            params={"horizon": horizon},
-        ).to_arrow_reader(RESTORE_CHUNK)
-        restored = 0
-        for chunk in reader:
-            hi = chunk.column(0).to_numpy().astype(np.uint64)
-            lo = chunk.column(1).to_numpy().astype(np.uint64)
-            newest = int(chunk.column(2).to_numpy().max())
-            self._index.add(Fingerprints(hi, lo), newest)
-            restored += len(hi)
-        log.info(
-            "dedup index restored",
-            extra={"event_ids": restored, "seconds": round(time.perf_counter() - started, 3)},
-        )
