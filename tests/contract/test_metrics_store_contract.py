@@ -17,7 +17,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
 import pytest
-from tests.contract.cached_backend import CachedBackend
 
 from hypemeter.events.batch import EventBatch
 from hypemeter.events.model import EventIn, from_epoch_us, to_epoch_us
@@ -32,6 +31,8 @@ from hypemeter.metrics.queries import (
     TrendingRow,
     UserRow,
 )
+
+from .cached_backend import CachedBackend
 
 NOW_US = 1_795_183_200_000_000  # 2026-11-20T14:00:00Z, the harness clock
 DAY0 = NOW_US - NOW_US % DAY_US - 2 * DAY_US  # 2026-11-18T00:00:00Z
