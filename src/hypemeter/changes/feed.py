@@ -22,7 +22,6 @@ import logging
 import uuid
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
 
 from hypemeter.changes.codec import ChangeSet, decode, encode, encode_rewrite, topic
 from hypemeter.changes.ports import Bus, BusSubscription
@@ -110,93 +109,70 @@ class ChangeSubscription:
         self._on_close(self)
 
 
-@dataclass(slots=True)
-class _Relay:
-    """The bus subscription that brings one topic's change sets from other processes."""
-
-    subscription: BusSubscription
-    task: asyncio.Task[None] | None = None
-    readers: set[ChangeSubscription] = field(default_factory=set)
-
-
 class ChangeFeed:
     """The one place committed change sets are announced, and where readers follow them.
 
     ``bus`` is the bus between processes, or None when every commit happens in this
-    process (the embedded profile).
+    process (the embedded profile). Between processes every change set travels once,
+    on one topic; a feed with readers holds one subscription to it and routes what it
+    brings to its readers by tenant, as it routes its own announcements.
     """
 
     def __init__(self, bus: Bus | None = None) -> None:
         self._bus = bus
         self._origin = uuid.uuid4().hex
         self._readers: dict[str | None, set[ChangeSubscription]] = {}
-        self._relays: dict[str | None, _Relay] = {}
+        self._relay: BusSubscription | None = None
+        self._carrier: asyncio.Task[None] | None = None
         self.announced = 0
 
     async def announce(self, change: ChangeSet) -> None:
         """Deliver a commit's change set to this process's readers, and to the bus."""
-        tenant_id = change.tenant_id
         self.announced += 1
         self._deliver(change)
-        if self._bus is None:
-            return
-        message: bytes | None = None
-        for name in (topic(tenant_id), topic(None)):
-            if self._bus.interested(name):
-                message = message or encode(change, self._origin)
-                try:
-                    await self._bus.publish(name, message)
-                except Exception:  # readers elsewhere repair; the events are committed
-                    log.exception("could not publish a change set", extra={"topic": name})
+        await self._publish(lambda: encode(change, self._origin))
 
     async def rewritten(self, tenant_id: str) -> None:
         """The tenant's stored events changed without a commit (an erasure, a purge):
         every reader of the tenant, in this process and the others, reads a gap and
         repairs what it derived from the store."""
-        for key in (tenant_id, None):
-            for sub in self._readers.get(key, ()):
-                sub.lost()
-        if self._bus is None:
-            return
-        message = encode_rewrite(tenant_id, self._origin)
-        for name in (topic(tenant_id), topic(None)):
-            if self._bus.interested(name):
-                try:
-                    await self._bus.publish(name, message)
-                except Exception:
-                    log.exception("could not publish a rewrite", extra={"topic": name})
+        for sub in self._of(tenant_id):
+            sub.lost()
+        await self._publish(lambda: encode_rewrite(tenant_id, self._origin))
 
     def subscribe(
         self, tenant_id: str | None = None, *, max_pending: int = 1000
     ) -> ChangeSubscription:
         """Follow one tenant's change sets (every tenant's with None) from now on."""
-        relay = self._relay(tenant_id)
+        relay = self._relayed()
         sub = ChangeSubscription(
-            tenant_id,
-            max_pending,
-            self._forget,
-            ready=None if relay is None else relay.subscription.ready,
+            tenant_id, max_pending, self._forget, ready=None if relay is None else relay.ready
         )
         self._readers.setdefault(tenant_id, set()).add(sub)
-        if relay is not None:
-            relay.readers.add(sub)
         return sub
-
-    def readers(self) -> int:
-        return sum(len(subs) for subs in self._readers.values())
 
     async def aclose(self) -> None:
         for subs in list(self._readers.values()):
             for sub in list(subs):
                 await sub.aclose()
-        for relay in list(self._relays.values()):
-            await self._stop_relay(relay)
-        self._relays.clear()
+        await self._stop_relay()
+
+    def _of(self, tenant_id: str) -> list[ChangeSubscription]:
+        """The readers of one tenant: its own and those of every tenant."""
+        return [*self._readers.get(tenant_id, ()), *self._readers.get(None, ())]
 
     def _deliver(self, change: ChangeSet) -> None:
-        for key in (change.tenant_id, None):
-            for sub in self._readers.get(key, ()):
-                sub.deliver(change)
+        for sub in self._of(change.tenant_id):
+            sub.deliver(change)
+
+    async def _publish(self, message: Callable[[], bytes]) -> None:
+        name = topic(None)
+        if self._bus is None or not self._bus.interested(name):
+            return
+        try:
+            await self._bus.publish(name, message())
+        except Exception:  # readers elsewhere repair; the events are committed
+            log.exception("could not publish on the change feed's topic")
 
     def _forget(self, sub: ChangeSubscription) -> None:
         subs = self._readers.get(sub.tenant_id)
@@ -204,53 +180,58 @@ class ChangeFeed:
             subs.discard(sub)
             if not subs:
                 del self._readers[sub.tenant_id]
-        relay = self._relays.get(sub.tenant_id)
-        if relay is not None:
-            relay.readers.discard(sub)
-            if not relay.readers:
-                del self._relays[sub.tenant_id]
-                with contextlib.suppress(RuntimeError):
-                    asyncio.get_running_loop().create_task(self._stop_relay(relay))
+        if not self._readers and self._relay is not None:
+            detached = self._detach()  # a reader subscribing meanwhile makes a new one
+            with contextlib.suppress(RuntimeError):
+                asyncio.get_running_loop().create_task(_close(*detached))
 
-    def _relay(self, tenant_id: str | None) -> _Relay | None:
+    def _relayed(self) -> BusSubscription | None:
+        """The subscription to the bus's change sets, made with the first reader."""
         if self._bus is None:
             return None
-        relay = self._relays.get(tenant_id)
-        if relay is None:
-            subscription = self._bus.subscribe(topic(tenant_id), max_pending=RELAY_BACKLOG)
-            relay = self._relays[tenant_id] = _Relay(subscription)
-            relay.task = asyncio.create_task(
-                self._carry(relay), name=f"hypemeter-changes-{tenant_id or '*'}"
+        if self._relay is None:
+            self._relay = self._bus.subscribe(topic(None), max_pending=RELAY_BACKLOG)
+            self._carrier = asyncio.create_task(
+                self._carry(self._relay), name="hypemeter-changes-relay"
             )
-        return relay
+        return self._relay
 
-    async def _carry(self, relay: _Relay) -> None:
-        subscription = relay.subscription
-        dropped = subscription.dropped
-        async for message in subscription:
-            if subscription.dropped != dropped:
-                dropped = subscription.dropped
-                for sub in list(relay.readers):
-                    sub.lost()
+    async def _carry(self, relay: BusSubscription) -> None:
+        dropped = relay.dropped
+        async for message in relay:
+            if relay.dropped != dropped:
+                dropped = relay.dropped
+                for subs in list(self._readers.values()):
+                    for sub in list(subs):
+                        sub.lost()
             if not message:  # a gap on the bus, counted above
                 continue
             try:
-                change, _, origin = decode(message)
+                change, tenant_id, origin = decode(message)
             except Exception:
                 log.exception("unreadable change set on the bus")
                 continue
             if origin == self._origin:
                 continue
-            for sub in list(relay.readers):
+            for sub in self._of(tenant_id):
                 if change is None:
                     sub.lost()  # a rewrite elsewhere: repair from the store
                 else:
                     sub.deliver(change)
 
-    @staticmethod
-    async def _stop_relay(relay: _Relay) -> None:
-        if relay.task is not None:
-            relay.task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await relay.task
-        await relay.subscription.aclose()
+    def _detach(self) -> tuple[BusSubscription | None, asyncio.Task[None] | None]:
+        detached = self._relay, self._carrier
+        self._relay = self._carrier = None
+        return detached
+
+    async def _stop_relay(self) -> None:
+        await _close(*self._detach())
+
+
+async def _close(relay: BusSubscription | None, carrier: asyncio.Task[None] | None) -> None:
+    if carrier is not None:
+        carrier.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await carrier
+    if relay is not None:
+        await relay.aclose()
